@@ -1,0 +1,97 @@
+"""Goal-conditioned Ant on Brax (spring backend by default).
+
+State is the 29-d ``qpos ⊕ qvel`` of Brax's ant model (torso x, y included),
+the goal is the torso's (x, y) = ``state[0:2]``. Episodes never terminate
+early; they are truncated at ``episode_length`` by the training wrapper.
+Subclasses (the mazes) override ``model_xml``, ``start_xy`` and ``sample_goal``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import mujoco
+from brax.envs.base import PipelineEnv
+from brax.io import mjcf
+from etils import epath
+
+from envs.base import GoalEnv, GoalSpec
+
+BACKENDS = ("spring", "positional", "generalized", "mjx")
+
+
+def brax_asset_xml(name: str) -> str:
+    """The MJCF text of a model shipped inside the installed Brax package."""
+    return (epath.resource_path("brax") / "envs/assets" / name).read_text()
+
+
+class Ant(GoalEnv, PipelineEnv):
+    def __init__(
+        self,
+        backend: str = "spring",
+        episode_length: int = 1000,
+        goal_distance: tuple[float, float] = (10.0, 10.0),
+        success_threshold: float = 0.5,
+        easy_threshold: float = 2.0,
+        reset_noise_scale: float = 0.1,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        sys = mjcf.loads(self.model_xml())
+        n_frames = 5
+        if backend in ("spring", "positional"):
+            sys = sys.tree_replace({"opt.timestep": 0.005})
+            n_frames = 10
+        if backend == "mjx":
+            sys = sys.tree_replace(
+                {
+                    "opt.solver": mujoco.mjtSolver.mjSOL_NEWTON,
+                    "opt.disableflags": mujoco.mjtDisableBit.mjDSBL_EULERDAMP,
+                    "opt.iterations": 1,
+                    "opt.ls_iterations": 4,
+                }
+            )
+        if backend == "positional":
+            sys = sys.replace(actuator=sys.actuator.replace(gear=200 * jnp.ones_like(sys.actuator.gear)))
+        PipelineEnv.__init__(self, sys=sys, backend=backend, n_frames=n_frames)
+        self.goal_distance = goal_distance
+        self.reset_noise_scale = reset_noise_scale
+        self.spec = GoalSpec(
+            state_size=sys.q_size() + sys.qd_size(),
+            goal_indices=(0, 1),
+            success_threshold=success_threshold,
+            easy_threshold=easy_threshold,
+            episode_length=episode_length,
+        )
+
+    # -- hooks for subclasses ------------------------------------------------
+    def model_xml(self) -> str:
+        return brax_asset_xml("ant.xml")
+
+    def start_xy(self, rng: jax.Array) -> jax.Array:
+        return jnp.zeros(2)
+
+    def sample_goal(self, rng: jax.Array, start_xy: jax.Array) -> jax.Array:
+        angle_rng, dist_rng = jax.random.split(rng)
+        angle = jax.random.uniform(angle_rng, minval=0.0, maxval=2 * jnp.pi)
+        dist = jax.random.uniform(dist_rng, minval=self.goal_distance[0], maxval=self.goal_distance[1])
+        return start_xy + dist * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+
+    # -- GoalEnv ---------------------------------------------------------------
+    def _reset(self, rng: jax.Array):
+        start_rng, goal_rng, q_rng, qd_rng = jax.random.split(rng, 4)
+        noise = self.reset_noise_scale
+        q = self.sys.init_q + jax.random.uniform(q_rng, (self.sys.q_size(),), minval=-noise, maxval=noise)
+        xy = self.start_xy(start_rng)
+        q = q.at[:2].set(xy)
+        qd = noise * jax.random.normal(qd_rng, (self.sys.qd_size(),))
+        pipeline_state = self.pipeline_init(q, qd)
+        return pipeline_state, self._state_vec(pipeline_state), self.sample_goal(goal_rng, xy)
+
+    def _step(self, pipeline_state, action: jax.Array):
+        pipeline_state = self.pipeline_step(pipeline_state, action)
+        return pipeline_state, self._state_vec(pipeline_state)
+
+    @staticmethod
+    def _state_vec(pipeline_state) -> jax.Array:
+        return jnp.concatenate([pipeline_state.q, pipeline_state.qd])
