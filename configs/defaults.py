@@ -1,0 +1,64 @@
+"""Default configuration: small enough to learn on two CPU cores in minutes.
+
+The paper's GPU-sized settings are the ``paper`` preset in ``configs/presets.py``.
+"""
+
+from __future__ import annotations
+
+from ml_collections import ConfigDict
+
+TOPOLOGIES = (
+    "single",
+    "actor_learner",
+    "collector_deep_learner_shallow",
+    "collector_deep_learner_deep",
+    "collector_shallow_learner_deep",
+    "collector_shallow_learner_shallow",
+    "decoupling",
+)
+
+
+def get_config() -> ConfigDict:
+    c = ConfigDict()
+    c.topology = "single"
+    c.env = "point_mass"
+    c.backend = ""  # empty: the env's default backend
+    c.episode_length = 0  # 0: the env's default
+    c.seed = 0
+    c.run_dir = ""  # empty: runs/<env>-<topology>-<timestamp>
+
+    # Data collection.
+    c.total_env_steps = 300_000
+    c.num_envs = 64
+    c.num_eval_envs = 64
+    c.unroll_length = 50  # steps per env per collection step
+    c.replay_steps_per_env = 2_000  # replay capacity, in steps per env
+    c.min_replay_steps_per_env = 200  # prefill before training starts
+    c.segment_length = 0  # relabeling window in steps; 0: the episode length
+
+    # Learning.
+    c.batch_size = 256
+    c.num_minibatches = 16  # SGD steps per collection step
+    c.gamma = 0.99
+    c.actor_lr = 3e-4
+    c.critic_lr = 3e-4
+    c.alpha_lr = 3e-4
+    c.logsumexp_penalty = 0.1
+    c.target_entropy_scale = -0.5
+    c.repr_dim = 64
+
+    # Networks (per role; ablation switches shared).
+    c.critic_depth = 4
+    c.critic_width = 64
+    c.actor_depth = 4
+    c.actor_width = 64
+    c.residual = True
+    c.layer_norm = True
+    c.activation = "swish"
+    c.scan_blocks = True
+    c.remat = False
+
+    # Reporting.
+    c.num_evals = 10
+    c.checkpoint = True
+    return c

@@ -1,0 +1,144 @@
+"""Config → env, networks and derived sizes, with one-line validation errors.
+
+Every runtime builds its env and agent through here, so a bad config fails the
+same way (a ``ConfigError`` naming the valid choices) whatever the topology.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ml_collections import ConfigDict
+
+import envs
+from configs.defaults import TOPOLOGIES
+from envs.base import GoalEnv
+from learner.agent import AgentConfig
+from learner.networks import TrunkConfig, validate_trunk
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the message is one line."""
+
+
+def build_env(config: ConfigDict) -> GoalEnv:
+    kwargs = {}
+    if config.backend:
+        kwargs["backend"] = config.backend
+    if config.episode_length:
+        kwargs["episode_length"] = int(config.episode_length)
+    try:
+        return envs.make_env(config.env, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def trunk_config(config: ConfigDict, role: str) -> TrunkConfig:
+    """``role`` is 'actor' or 'critic'; depth/width come from ``{role}_depth``/``{role}_width``."""
+    return TrunkConfig(
+        depth=int(config[f"{role}_depth"]),
+        width=int(config[f"{role}_width"]),
+        residual=bool(config.residual),
+        layer_norm=bool(config.layer_norm),
+        activation=str(config.activation),
+        scan=bool(config.scan_blocks),
+        remat=bool(config.remat),
+    )
+
+
+def agent_config(config: ConfigDict, env: GoalEnv, actor=None, critic=None) -> AgentConfig:
+    return AgentConfig(
+        state_size=env.spec.state_size,
+        goal_size=env.spec.goal_size,
+        action_size=env.action_size,
+        actor=actor or trunk_config(config, "actor"),
+        critic=critic or trunk_config(config, "critic"),
+        repr_dim=int(config.repr_dim),
+        actor_lr=float(config.actor_lr),
+        critic_lr=float(config.critic_lr),
+        alpha_lr=float(config.alpha_lr),
+        logsumexp_penalty=float(config.logsumexp_penalty),
+        target_entropy_scale=float(config.target_entropy_scale),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Sizes derived from the config and the env, shared by all runtimes."""
+
+    episode_length: int
+    segment_length: int
+    steps_per_collection: int  # env steps of one collection step (all envs)
+    prefill_unrolls: int
+    collections_per_epoch: int
+    num_epochs: int
+
+    @property
+    def prefill_env_steps(self) -> int:
+        return self.prefill_unrolls * self.steps_per_collection
+
+    @property
+    def total_env_steps(self) -> int:
+        return self.prefill_env_steps + self.num_epochs * self.collections_per_epoch * self.steps_per_collection
+
+
+def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
+    """Check every field a user can get wrong; return the derived layout."""
+    if config.topology not in TOPOLOGIES:
+        raise ConfigError(f"unknown topology {config.topology!r}; valid topologies: {', '.join(TOPOLOGIES)}")
+    positive = [
+        "total_env_steps", "num_envs", "num_eval_envs", "unroll_length", "replay_steps_per_env",
+        "min_replay_steps_per_env", "batch_size", "num_minibatches", "num_evals", "repr_dim",
+    ]  # fmt: skip
+    for name in positive:
+        if int(config[name]) <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {config[name]}")
+    for name in ("segment_length", "episode_length"):
+        if int(config[name]) < 0:
+            raise ConfigError(f"{name} must be >= 0 (0 means the env's default), got {config[name]}")
+    if not 0.0 < float(config.gamma) < 1.0:
+        raise ConfigError(f"gamma must lie in (0, 1), got {config.gamma}")
+    for role in ("actor", "critic"):
+        try:
+            validate_trunk(trunk_config(config, role), role)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    env = env or build_env(config)
+    episode_length = int(config.episode_length or env.spec.episode_length)
+    segment_length = int(config.segment_length or episode_length)
+    if segment_length < 2:
+        raise ConfigError(f"segment_length must be at least 2 steps, got {segment_length}")
+    if config.min_replay_steps_per_env > config.replay_steps_per_env:
+        raise ConfigError(
+            f"min_replay_steps_per_env ({config.min_replay_steps_per_env}) exceeds the replay capacity "
+            f"replay_steps_per_env ({config.replay_steps_per_env})"
+        )
+    if segment_length > config.min_replay_steps_per_env:
+        raise ConfigError(
+            f"segment_length ({segment_length}) is longer than the prefilled data "
+            f"(min_replay_steps_per_env={config.min_replay_steps_per_env}); raise the prefill or shorten segments"
+        )
+    if config.unroll_length > config.replay_steps_per_env:
+        raise ConfigError(
+            f"unroll_length ({config.unroll_length}) exceeds the replay capacity ({config.replay_steps_per_env})"
+        )
+    available = config.num_envs * config.min_replay_steps_per_env
+    if config.batch_size > available:
+        raise ConfigError(
+            f"batch_size ({config.batch_size}) is larger than the data available when training starts "
+            f"(num_envs x min_replay_steps_per_env = {available})"
+        )
+    steps_per_collection = config.num_envs * config.unroll_length
+    prefill_unrolls = math.ceil(config.min_replay_steps_per_env / config.unroll_length)
+    remaining = max(config.total_env_steps - prefill_unrolls * steps_per_collection, steps_per_collection)
+    collections = math.ceil(remaining / steps_per_collection)
+    num_epochs = min(int(config.num_evals), collections)
+    return Layout(
+        episode_length=episode_length,
+        segment_length=segment_length,
+        steps_per_collection=steps_per_collection,
+        prefill_unrolls=prefill_unrolls,
+        collections_per_epoch=math.ceil(collections / num_epochs),
+        num_epochs=num_epochs,
+    )

@@ -1,0 +1,160 @@
+"""Entry point: ``python launch/run.py --topology single --env point_mass ...``.
+
+Flags override the config (defaults, or a preset given with ``--config
+PATH[:NAME]``); ``--set key=value`` reaches any other config field. Bad input
+ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import ConfigDict  # noqa: E402
+
+from configs.defaults import get_config as default_config  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "Config file, optionally with a preset: configs/presets.py:paper")
+flags.DEFINE_string("topology", None, "single | actor_learner | collector_deep_learner_shallow | ...")
+flags.DEFINE_string("env", None, "Environment name (see --list_envs)")
+flags.DEFINE_string("backend", None, "Physics backend override (env default if unset)")
+flags.DEFINE_string("run_dir", None, "Run directory (default runs/<env>-<topology>-<time>)")
+for _name, _help in [
+    ("total_env_steps", "Env steps to collect in total"),
+    ("num_envs", "Parallel training envs"),
+    ("num_eval_envs", "Parallel evaluation envs"),
+    ("batch_size", "SGD batch size"),
+    ("num_minibatches", "SGD steps per collection step"),
+    ("critic_depth", "Residual depth of φ and ψ (multiple of 4)"),
+    ("actor_depth", "Residual depth of the actor (multiple of 4)"),
+    ("critic_width", "Width of φ and ψ"),
+    ("actor_width", "Width of the actor"),
+    ("episode_length", "Episode length (0: env default)"),
+    ("num_evals", "Evaluations (epochs) over the run"),
+    ("seed", "Random seed"),
+]:
+    flags.DEFINE_integer(_name, None, _help)
+flags.DEFINE_multi_string("set", [], "Override any config field: --set gamma=0.98")
+flags.DEFINE_bool("list_envs", False, "List environments and exit")
+flags.DEFINE_bool("progress", True, "Show a progress bar")
+
+FLAG_FIELDS = (
+    "topology", "env", "backend", "run_dir", "total_env_steps", "num_envs", "num_eval_envs", "batch_size",
+    "num_minibatches", "critic_depth", "actor_depth", "critic_width", "actor_width", "episode_length",
+    "num_evals", "seed",
+)  # fmt: skip
+
+
+class UsageError(Exception):
+    pass
+
+
+def load_config_file(spec: str) -> ConfigDict:
+    """``PATH[:NAME]`` → the file's ``get_config(NAME)`` (or ``get_config()``)."""
+    path, _, name = spec.partition(":")
+    if not Path(path).is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        config = module.get_config(name) if name else module.get_config()
+    except Exception as e:  # a user's file can fail in any way; report it in one line
+        raise UsageError(f"could not load config {spec}: {type(e).__name__}: {e}") from None
+    if not isinstance(config, ConfigDict):
+        raise UsageError(f"config {spec} did not return an ml_collections ConfigDict")
+    return config
+
+
+def apply_override(config: ConfigDict, item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or key not in config:
+        raise UsageError(f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}")
+    old = config[key]
+    try:
+        if isinstance(old, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            value = raw.lower() in ("true", "1")
+        else:
+            value = type(old)(raw)
+    except ValueError:
+        raise UsageError(f"bad --set {item!r}: {key} expects a {type(old).__name__}") from None
+    config[key] = value
+
+
+def build_config() -> ConfigDict:
+    config = load_config_file(FLAGS.config) if FLAGS.config else default_config()
+    for name in FLAG_FIELDS:
+        value = getattr(FLAGS, name)
+        if value is not None:
+            config[name] = value
+    for item in FLAGS.set:
+        apply_override(config, item)
+    return config
+
+
+def list_envs() -> None:
+    import envs
+
+    describe = getattr(envs, "describe_envs", None)
+    if describe is None:
+        for name in envs.env_names():
+            print(name)
+        return
+    rows = describe()
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.list_envs:
+        list_envs()
+        return 0
+    from launch.common import ConfigError, validate
+    from launch.run_dir import default_run_dir
+
+    config = build_config()
+    try:
+        validate(config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.env, config.topology)
+    config.run_dir = str(run_dir)
+    if config.topology == "single":
+        from launch.single import run_single
+
+        row = run_single(config, run_dir, progress=FLAGS.progress)
+    else:
+        from launch.distributed import run_distributed
+
+        row = run_distributed(config, run_dir)
+    print(f"run directory: {run_dir}")
+    if row:
+        print(f"final eval success: {row.get('eval/success', float('nan')):.3f}")
+    return 0
+
+
+def entry(argv) -> None:
+    logging.set_verbosity(logging.WARNING)  # keep orbax/absl chatter out of the progress bar
+    try:
+        sys.exit(main(argv))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(entry)

@@ -1,0 +1,171 @@
+"""Topology ``single``: acting, on-device replay and learning fused in one XLA program.
+
+One jitted call runs a whole epoch — for each collection step: act, insert,
+sample segments, relabel, and ``num_minibatches`` SGD steps — so the host only
+wakes up to evaluate and log between epochs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from ml_collections import ConfigDict
+
+from buffer.relabel import relabeled_minibatches, segments_needed
+from buffer.trajectory_buffer import TrajectoryBuffer, init_buffer, insert, sample_segments
+from collector.rollout import evaluate, unroll
+from envs.base import State
+from envs.wrappers import VectorEnv
+from launch.checkpoints import save_train_state
+from launch.common import Layout, agent_config, build_env, validate
+from launch.run_dir import MetricsLog, plot_success, read_metrics, write_config
+from learner.agent import Agent, TrainState, make_agent
+
+
+@struct.dataclass
+class Carry:
+    train_state: TrainState
+    env_state: State
+    buffer: TrajectoryBuffer
+    key: jax.Array
+
+
+class SingleTrainer(NamedTuple):
+    agent: Agent
+    layout: Layout
+    init: callable
+    prefill: callable
+    train_epoch: callable
+    evaluate: callable
+
+
+def make_single_trainer(config: ConfigDict) -> SingleTrainer:
+    env = build_env(config)
+    layout = validate(config, env)
+    spec = env.spec
+    venv = VectorEnv(env, config.num_envs, layout.episode_length)
+    eval_venv = VectorEnv(env, config.num_eval_envs, layout.episode_length)
+    agent = make_agent(agent_config(config, env))
+    num_segments = segments_needed(config.num_minibatches * config.batch_size, layout.segment_length)
+
+    def policy_of(actor, deterministic=False):
+        return lambda obs, key: agent.act(actor, obs, key, deterministic=deterministic)
+
+    def init(key: jax.Array) -> Carry:
+        k_agent, k_env, k_run = jax.random.split(key, 3)
+        buf = init_buffer(config.replay_steps_per_env, config.num_envs, spec.state_size, env.action_size)
+        return Carry(agent.init(k_agent), venv.reset(k_env), buf, k_run)
+
+    def collect(carry: Carry) -> tuple[Carry, dict]:
+        key, k_act = jax.random.split(carry.key)
+        env_state, steps, metrics = unroll(
+            venv, policy_of(carry.train_state.actor), carry.env_state, k_act, config.unroll_length
+        )
+        return carry.replace(env_state=env_state, buffer=insert(carry.buffer, steps), key=key), metrics
+
+    def prefill(carry: Carry) -> Carry:
+        """Fill the buffer with the initial policy's experience before any update."""
+
+        def body(c, _):
+            return collect(c)[0], None
+
+        return jax.lax.scan(body, carry, None, length=layout.prefill_unrolls)[0]
+
+    def train_step(carry: Carry, _) -> tuple[Carry, dict]:
+        carry, env_metrics = collect(carry)
+        key, k_sample, k_relabel, k_update = jax.random.split(carry.key, 4)
+        segments = sample_segments(carry.buffer, k_sample, num_segments, layout.segment_length)
+        batches = relabeled_minibatches(
+            k_relabel, segments, spec.goal_indices, config.gamma, config.num_minibatches, config.batch_size
+        )
+        train_state, metrics = agent.update_many(carry.train_state, batches, k_update)
+        metrics["train/time_at_goal"] = env_metrics["success"].mean()
+        metrics["train/distance"] = env_metrics["distance"].mean()
+        metrics["relabel/mean_offset"] = batches["offset"].mean()
+        return carry.replace(train_state=train_state, key=key), metrics
+
+    def train_epoch(carry: Carry) -> tuple[Carry, dict]:
+        carry, metrics = jax.lax.scan(train_step, carry, None, length=layout.collections_per_epoch)
+        return carry, jax.tree_util.tree_map(jnp.mean, metrics)
+
+    def evaluate_fn(carry: Carry, key: jax.Array) -> dict:
+        return evaluate(eval_venv, policy_of(carry.train_state.actor, deterministic=True), key)
+
+    return SingleTrainer(
+        agent,
+        layout,
+        jax.jit(init),
+        jax.jit(prefill, donate_argnums=0),
+        jax.jit(train_epoch, donate_argnums=0),
+        jax.jit(evaluate_fn),
+    )
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr with env steps/s and the last success rate."""
+
+    def __init__(self, total: int, stream=sys.stderr, width: int = 30):
+        self.total, self.stream, self.width = total, stream, width
+        self.start = time.time()
+
+    def update(self, done: int, **fields) -> None:
+        frac = min(done / max(self.total, 1), 1.0)
+        filled = int(self.width * frac)
+        rate = done / max(time.time() - self.start, 1e-9)
+        extra = " ".join(f"{k}={v}" for k, v in fields.items())
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {done:,}/{self.total:,} steps {rate:,.0f} steps/s {extra}   ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def run_single(config: ConfigDict, run_dir: Path, progress: bool = True) -> dict:
+    """Train, evaluate after every epoch, and write the run directory; returns the last eval row."""
+    trainer = make_single_trainer(config)
+    layout = trainer.layout
+    write_config(run_dir, config)
+    log = MetricsLog(run_dir)
+    key = jax.random.PRNGKey(config.seed)
+    key, k_init = jax.random.split(key)
+    start = time.time()
+    carry = trainer.prefill(trainer.init(k_init))
+    env_steps = layout.prefill_env_steps
+    bar = ProgressBar(layout.total_env_steps) if progress else None
+    row: dict = {}
+    try:
+        for epoch in range(layout.num_epochs):
+            carry, metrics = trainer.train_epoch(carry)
+            env_steps += layout.collections_per_epoch * layout.steps_per_collection
+            key, k_eval = jax.random.split(key)
+            eval_metrics = trainer.evaluate(carry, k_eval)
+            elapsed = time.time() - start
+            row = log.write(
+                env_steps,
+                {
+                    "epoch": epoch + 1,
+                    "updates": int(carry.train_state.step),
+                    "wall_time": elapsed,
+                    "env_steps_per_s": env_steps / elapsed,
+                    **{f"eval/{k}": v for k, v in eval_metrics.items()},
+                    **metrics,
+                },
+            )
+            if bar:
+                bar.update(env_steps, success=f"{row['eval/success']:.2f}")
+    finally:
+        if bar:
+            bar.close()
+        log.close()
+        if config.checkpoint and layout.num_epochs:
+            save_train_state(run_dir / "checkpoints" / "final", carry.train_state)
+        plot_success({config.env: read_metrics(log.jsonl_path)}, run_dir / "success.png", title=config.env)
+    return row

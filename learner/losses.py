@@ -1,0 +1,50 @@
+"""Contrastive RL losses as pure functions of parameters and a batch.
+
+Energy f(s, a, g) = −‖φ(s, a) − ψ(g)‖₂. The critic classifies which goal in a
+batch came from a state-action's own future (InfoNCE over B×B logits, positives
+on the diagonal), with a logsumexp² penalty that keeps logits from drifting.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def energy_matrix(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
+    """logits[i, j] = −‖φ_i − ψ_j‖₂ for every pair in the batch."""
+    diff = sa_repr[:, None, :] - g_repr[None, :, :]
+    return -jnp.sqrt(jnp.sum(diff**2, axis=-1) + 1e-12)
+
+
+def energy(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
+    """Paired energy f_i = −‖φ_i − ψ_i‖₂."""
+    return -jnp.sqrt(jnp.sum((sa_repr - g_repr) ** 2, axis=-1) + 1e-12)
+
+
+def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array, dict]:
+    """Row-wise InfoNCE with the diagonal as positives, plus c·mean(logsumexp²)."""
+    n = logits.shape[0]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.arange(n))
+    lse = jax.nn.logsumexp(logits, axis=1)
+    loss = ce.mean() + logsumexp_penalty * jnp.mean(lse**2)
+    diag = jnp.diag(logits)
+    metrics = {
+        "critic/infonce": ce.mean(),
+        "critic/logsumexp": lse.mean(),
+        "critic/accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n)),
+        "critic/logits_pos": diag.mean(),
+        "critic/logits_neg": (logits.sum() - diag.sum()) / (n * n - n),
+    }
+    return loss, metrics
+
+
+def tanh_gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised sample of tanh(N(mean, std)) and its log-probability."""
+    std = jnp.exp(log_std)
+    u = mean + std * jax.random.normal(key, mean.shape)
+    log_prob = jnp.sum(-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+    # log|d tanh(u)/du| = log(1 − tanh²u) = 2·(log 2 − u − softplus(−2u)), stable for large |u|.
+    log_det = jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
+    return jnp.tanh(u), log_prob - log_det

@@ -1,0 +1,142 @@
+"""Deep residual MLPs: the trunk shared by the actor, φ(s, a) and ψ(g).
+
+Dense → LayerNorm → Swish, then ``depth / 4`` identical residual blocks of four
+such layers with an identity skip, then an output layer. The blocks' weights
+are stacked on a leading axis and applied with ``nn.scan`` so compile time does
+not grow with depth; ``remat`` trades compute for memory at large depth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LAYERS_PER_BLOCK = 4
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"swish": nn.swish, "relu": nn.relu}
+kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrunkConfig:
+    """Shape and ablation switches of one residual trunk."""
+
+    depth: int = 4
+    width: int = 256
+    residual: bool = True
+    layer_norm: bool = True
+    activation: str = "swish"
+    scan: bool = True
+    remat: bool = False
+
+    @property
+    def num_blocks(self) -> int:
+        return self.depth // LAYERS_PER_BLOCK
+
+
+def validate_trunk(cfg: TrunkConfig, role: str) -> None:
+    """Raise ValueError with a one-line reason if the trunk cannot be built."""
+    if cfg.depth <= 0 or cfg.depth % LAYERS_PER_BLOCK:
+        raise ValueError(
+            f"{role} depth must be a positive multiple of {LAYERS_PER_BLOCK} (4, 8, ..., 1024), got {cfg.depth}"
+        )
+    if cfg.width <= 0:
+        raise ValueError(f"{role} width must be positive, got {cfg.width}")
+    if cfg.activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {cfg.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+
+
+class _Layer(nn.Module):
+    width: int
+    layer_norm: bool
+    activation: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.width, kernel_init=kernel_init, bias_init=nn.initializers.zeros)(x)
+        if self.layer_norm:
+            x = nn.LayerNorm()(x)
+        return ACTIVATIONS[self.activation](x)
+
+
+class ResidualBlock(nn.Module):
+    """Four layers with an identity skip around them (the unit that is scanned)."""
+
+    cfg: TrunkConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _=None):
+        h = x
+        for _i in range(LAYERS_PER_BLOCK):
+            h = _Layer(self.cfg.width, self.cfg.layer_norm, self.cfg.activation)(h)
+        if self.cfg.residual:
+            h = h + x
+        return h, None
+
+
+class Trunk(nn.Module):
+    cfg: TrunkConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        x = _Layer(cfg.width, cfg.layer_norm, cfg.activation, name="input")(x)
+        block = nn.remat(ResidualBlock, prevent_cse=not cfg.scan) if cfg.remat else ResidualBlock
+        if cfg.scan:
+            blocks = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                length=cfg.num_blocks,
+            )(cfg, name="blocks")
+            x, _ = blocks(x, None)
+        else:
+            for i in range(cfg.num_blocks):
+                x, _ = block(cfg, name=f"block_{i}")(x, None)
+        return x
+
+
+class Encoder(nn.Module):
+    """Trunk followed by a linear map to the representation (φ or ψ)."""
+
+    cfg: TrunkConfig
+    out_dim: int = 64
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = Trunk(self.cfg)(x)
+        return nn.Dense(self.out_dim, kernel_init=kernel_init, bias_init=nn.initializers.zeros)(h)
+
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class Actor(nn.Module):
+    """Gaussian policy head before the tanh squash: returns (mean, log_std)."""
+
+    cfg: TrunkConfig
+    action_size: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = Trunk(self.cfg)(obs)
+        mean = nn.Dense(self.action_size, kernel_init=kernel_init, bias_init=nn.initializers.zeros)(h)
+        raw = nn.Dense(self.action_size, kernel_init=kernel_init, bias_init=nn.initializers.zeros)(h)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
+        return mean, log_std
+
+
+def count_dense_layers(params) -> int:
+    """Number of Dense kernels in a parameter tree (stacked kernels count per slice)."""
+    total = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if getattr(path[-1], "key", None) == "kernel":
+            total += leaf.shape[0] if leaf.ndim == 3 else 1
+    return total
+
+
+def count_params(params) -> int:
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
