@@ -140,7 +140,9 @@ def run_single(config: ConfigDict, run_dir: Path, progress: bool = True) -> dict
     carry = trainer.prefill(trainer.init(k_init))
     env_steps = layout.prefill_env_steps
     bar = ProgressBar(layout.total_env_steps) if progress else None
-    row: dict = {}
+    key, k_eval = jax.random.split(key)
+    initial = trainer.evaluate(carry, k_eval)  # the untrained policy: the curve's baseline
+    row = log.write(env_steps, {"epoch": 0, "updates": 0, **{f"eval/{k}": v for k, v in initial.items()}})
     try:
         for epoch in range(layout.num_epochs):
             carry, metrics = trainer.train_epoch(carry)

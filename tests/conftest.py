@@ -1,0 +1,31 @@
+"""Shared fixtures: compiled functions are built once per session, not per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+def run_cli(*args: str, timeout: float = 600):
+    """Run ``launch/run.py`` in a fresh process, the way a user does."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
