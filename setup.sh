@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv/ in the repo root and installs the project with the pinned,
+# tested dependency set (constraints.txt). Re-running is cheap: it reinstalls
+# only when pyproject.toml or constraints.txt changed. `--gpu` adds jax[cuda12].
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (dm-reverb 0.14, TF 2.15)"'
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+extras="dev"
+[ "${1:-}" = "--gpu" ] && extras="dev,cuda12"
+stamp=".venv/.deepcrl-install-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)-${extras}"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
+  rm -f .venv/.deepcrl-install-*
+  touch "$stamp"
+fi
