@@ -307,7 +307,8 @@ class SegmentWriter:
         w = self._writer
         for i in range(n):
             w.append({k: data[k][i] for k in FIELDS})
-            trajectory = {k: w.history[k][-1] for k in FIELDS}
+            history = w.history  # rebuilt on every access: take it once
+            trajectory = {k: history[k][-1] for k in FIELDS}
             for table in self.tables:
                 w.create_item(table, self._priority, trajectory)
             w.flush(block_until_num_items=self.max_in_flight_items)
@@ -606,3 +607,29 @@ class SegmentSampler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Alternatives SegmentSampler was measured against (benchmarks/reverb_throughput.py); not for training.
+# --------------------------------------------------------------------------------------------------------
+
+
+def sample_batch_per_call(address: str, table: str, batch_size: int) -> dict[str, np.ndarray]:
+    """One batch through `reverb.Client.sample`, which opens a new sampler stream for every call."""
+    client = reverb.Client(address)
+    samples = list(client.sample(table, num_samples=batch_size, emit_timesteps=False))
+    cols = list(zip(*(s.data for s in samples), strict=True))
+    return {k: np.stack(cols[j]) for j, k in enumerate(FIELDS)}
+
+
+def dataset_batches(
+    address: str, table: str, batch_size: int, max_in_flight_samples: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches through `reverb.TrajectoryDataset` (tf.data), converted to numpy."""
+    ds = reverb.TrajectoryDataset.from_table_signature(
+        server_address=address,
+        table=table,
+        max_in_flight_samples_per_worker=max_in_flight_samples or batch_size,
+    )
+    for sample in ds.batch(batch_size, drop_remainder=True).prefetch(2):
+        yield {k: v.numpy() for k, v in sample.data.items()}
