@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import portpicker
 import pytest
 
 rr = pytest.importorskip("buffer.reverb_replay")
@@ -118,6 +119,30 @@ def test_writer_rejects_bad_shapes(rng: np.random.Generator) -> None:
             assert writer.segments_written == 0
     finally:
         server.stop()
+
+
+def test_connect_fails_fast_on_dead_address_and_checks_shapes() -> None:
+    spec = spec_for()
+    port = portpicker.pick_unused_port()
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError):
+        rr.SegmentWriter(f"localhost:{port}", spec, connect_timeout_s=1)
+    with pytest.raises(ConnectionError):
+        rr.SegmentSampler(f"localhost:{port}", "deep", 4, spec, connect_timeout_s=1)
+    assert time.perf_counter() - start < LONG
+    server, address = rr.start_server(spec)
+    try:
+        other = rr.make_spec(["deep"], capacity_steps=100, segment_length=L, state_size=S + 1, action_size=A)
+        with pytest.raises(ValueError, match="spec expects"):
+            rr.SegmentWriter(address, other)
+        with pytest.raises(KeyError):
+            rr.SegmentSampler(address, "nope", 4, rr.make_spec(["nope"], **_dims()))
+    finally:
+        server.stop()
+
+
+def _dims() -> dict[str, int]:
+    return {"capacity_steps": 100, "segment_length": L, "state_size": S, "action_size": A}
 
 
 def test_fifo_eviction_at_capacity(rng: np.random.Generator) -> None:
