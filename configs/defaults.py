@@ -58,6 +58,22 @@ def get_config() -> ConfigDict:
     c.scan_blocks = True
     c.remat = False
 
+    # Distributed topologies (ignored by `single`).
+    c.ray_address = ""  # empty: start an embedded local Ray
+    c.deep_depth = 32
+    c.shallow_depth = 4
+    c.collector_depth = 0  # 0: the topology's default
+    c.collector_width = 0  # 0: actor_width / critic_width
+    c.learner_depths = ""  # e.g. "32,4": the train-only learners (topology default if empty)
+    c.learner_widths = ""  # one width for all, or one per learner
+    c.params_fetch_every = 1  # collection steps between the collector's parameter fetches
+    c.rate_limit = "ratio"  # "ratio": sample-to-insert ratio per table; "unlimited": never slow the collector
+    c.samples_per_insert = 0.0  # segments sampled per segment inserted; 0: match the `single` ratio
+    c.writer_queue = 2  # segment batches the collector may queue before acting waits
+    c.gpus_per_collector = 0.0
+    c.gpus_per_learner = 0.0  # fractions let several roles share one GPU
+    c.role_timeout_s = 0.0  # 0: no limit; else fail the run if it takes longer
+
     # Reporting.
     c.num_evals = 10
     c.checkpoint = True

@@ -142,3 +142,39 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
         collections_per_epoch=math.ceil(collections / num_epochs),
         num_epochs=num_epochs,
     )
+
+
+def updates_per_round_segments(config: ConfigDict, layout: Layout) -> int:
+    """Segments a learner samples per round of ``num_minibatches`` SGD steps."""
+    from buffer.relabel import segments_needed
+
+    return segments_needed(config.num_minibatches * config.batch_size, layout.segment_length)
+
+
+def replay_spec(config: ConfigDict, env: GoalEnv, layout: Layout, table_names: list[str]):
+    """The Reverb tables of a distributed run: one per learner, sized in steps.
+
+    With ``rate_limit='ratio'`` each table's sample-to-insert ratio (in segments)
+    reproduces the update-to-data ratio of ``single``: one round of updates per
+    ``num_envs × unroll_length`` env steps collected.
+    """
+    from buffer.reverb_replay import ReplaySpec, TableSpec
+
+    if config.rate_limit not in ("ratio", "unlimited"):
+        raise ConfigError(f"unknown rate_limit {config.rate_limit!r}; valid: ratio, unlimited")
+    seg_len = layout.segment_length
+    per_round = updates_per_round_segments(config, layout)
+    spi = error_buffer = None
+    if config.rate_limit == "ratio":
+        inserted_per_round = config.num_envs * config.unroll_length / seg_len
+        spi = float(config.samples_per_insert) or per_round / inserted_per_round
+        # Room for one whole collector write (N segments) and a few prefetched learner rounds.
+        error_buffer = spi * config.num_envs + 4 * per_round
+    return ReplaySpec(
+        tables=tuple(TableSpec(n, spi, error_buffer) for n in table_names),
+        capacity_steps=config.replay_steps_per_env * config.num_envs,
+        segment_length=seg_len,
+        state_size=env.spec.state_size,
+        action_size=env.action_size,
+        min_size_steps=config.min_replay_steps_per_env * config.num_envs,
+    )

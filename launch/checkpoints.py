@@ -36,7 +36,7 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 def load_policy(run_dir: Path) -> tuple[str, dict, Callable[[np.ndarray], np.ndarray]]:
     """(env name, env kwargs, deterministic act_fn) of a run's latest checkpoint."""
-    from launch.common import agent_config, build_env
+    from configs.resolve import agent_config, build_env
     from learner.agent import make_agent
 
     run_dir = Path(run_dir)

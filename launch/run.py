@@ -40,6 +40,13 @@ for _name, _help in [
     ("seed", "Random seed"),
 ]:
     flags.DEFINE_integer(_name, None, _help)
+flags.DEFINE_string("ray_address", None, "Join an existing Ray cluster at HOST:PORT (default: embedded local Ray)")
+flags.DEFINE_integer("collector_depth", None, "Depth of the collector agent (distributed topologies)")
+flags.DEFINE_integer("collector_width", None, "Width of the collector agent (distributed topologies)")
+flags.DEFINE_string("learner_depths", None, "Depths of the train-only learners, e.g. 32,4")
+flags.DEFINE_string("learner_widths", None, "Widths of the train-only learners: one, or one per learner")
+flags.DEFINE_float("gpus_per_collector", None, "GPUs for the collector (fractions share a GPU)")
+flags.DEFINE_float("gpus_per_learner", None, "GPUs per learner (fractions share a GPU)")
 flags.DEFINE_multi_string("set", [], "Override any config field: --set gamma=0.98")
 flags.DEFINE_bool("list_envs", False, "List environments and exit")
 flags.DEFINE_bool("progress", True, "Show a progress bar")
@@ -47,7 +54,8 @@ flags.DEFINE_bool("progress", True, "Show a progress bar")
 FLAG_FIELDS = (
     "topology", "env", "backend", "run_dir", "total_env_steps", "num_envs", "num_eval_envs", "batch_size",
     "num_minibatches", "critic_depth", "actor_depth", "critic_width", "actor_width", "episode_length",
-    "num_evals", "seed",
+    "num_evals", "seed", "ray_address", "collector_depth", "collector_width", "learner_depths",
+    "learner_widths", "gpus_per_collector", "gpus_per_learner",
 )  # fmt: skip
 
 
@@ -122,12 +130,16 @@ def main(argv) -> int:
     if FLAGS.list_envs:
         list_envs()
         return 0
-    from launch.common import ConfigError, validate
+    from configs.resolve import ConfigError, validate
     from launch.run_dir import default_run_dir
 
     config = build_config()
     try:
         validate(config)
+        if config.topology != "single":
+            from configs.topologies import resolve_roles
+
+            resolve_roles(config)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.env, config.topology)
@@ -137,9 +149,15 @@ def main(argv) -> int:
 
         row = run_single(config, run_dir, progress=FLAGS.progress)
     else:
-        from launch.distributed import run_distributed
+        from launch.distributed import RoleFailed, run_distributed
 
-        row = run_distributed(config, run_dir)
+        try:
+            row = run_distributed(config, run_dir)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        except RoleFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     print(f"run directory: {run_dir}")
     if row:
         print(f"final eval success: {row.get('eval/success', float('nan')):.3f}")

@@ -23,7 +23,7 @@ from collector.rollout import evaluate, unroll
 from envs.base import State
 from envs.wrappers import VectorEnv
 from launch.checkpoints import save_train_state
-from launch.common import Layout, agent_config, build_env, validate
+from configs.resolve import Layout, agent_config, build_env, validate
 from launch.run_dir import MetricsLog, plot_success, read_metrics, write_config
 from learner.agent import Agent, TrainState, make_agent
 

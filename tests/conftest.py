@@ -18,7 +18,7 @@ def repo_root() -> Path:
     return ROOT
 
 
-def run_cli(*args: str, timeout: float = 600):
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None):
     """Run ``launch/run.py`` in a fresh process, the way a user does."""
     import subprocess
 
@@ -28,4 +28,5 @@ def run_cli(*args: str, timeout: float = 600):
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env=env,
     )

@@ -1,0 +1,113 @@
+"""Named topologies of the distributed mode: which roles run, at which depths.
+
+Every topology has one collector driven by its own learner (same depth as the
+collector: together they are the "collector agent"), plus zero or more
+learners that only train from the collector's data. Depths and widths of each
+role can be overridden from the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ml_collections import ConfigDict
+
+from configs.resolve import ConfigError
+
+DISTRIBUTED = (
+    "actor_learner",
+    "collector_deep_learner_shallow",
+    "collector_deep_learner_deep",
+    "collector_shallow_learner_deep",
+    "collector_shallow_learner_shallow",
+    "decoupling",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """One learner (or the collector's policy): its name is also its Reverb table."""
+
+    name: str
+    actor_depth: int
+    critic_depth: int
+    actor_width: int
+    critic_width: int
+    drives_collector: bool = False
+
+    def apply_to(self, config: ConfigDict) -> ConfigDict:
+        """A copy of the config with this role's network shape, as the role's own config."""
+        c = ConfigDict(config.to_dict())
+        c.actor_depth, c.critic_depth = self.actor_depth, self.critic_depth
+        c.actor_width, c.critic_width = self.actor_width, self.critic_width
+        return c
+
+
+def _int_list(text: str, field: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise ConfigError(f"{field} must be a comma-separated list of integers like 32,4; got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{field} must list at least one integer, got {text!r}")
+    return values
+
+
+def resolve_roles(config: ConfigDict) -> tuple[Role, list[Role]]:
+    """(the collector's policy role, all learner roles — the driving learner first)."""
+    topology = config.topology
+    if topology not in DISTRIBUTED:
+        raise ConfigError(f"topology {topology!r} is not distributed; valid: {', '.join(DISTRIBUTED)}")
+    deep, shallow = int(config.deep_depth), int(config.shallow_depth)
+    if topology == "actor_learner":
+        collector_depths = (int(config.actor_depth), int(config.critic_depth))
+        learner_depths: list[int] = []
+    else:
+        depth = deep if "collector_deep" in topology or topology == "decoupling" else shallow
+        collector_depths = (depth, depth)
+        learner_depths = {
+            "collector_deep_learner_shallow": [shallow],
+            "collector_deep_learner_deep": [deep],
+            "collector_shallow_learner_deep": [deep],
+            "collector_shallow_learner_shallow": [shallow],
+            "decoupling": [deep, shallow],
+        }[topology]
+    if config.collector_depth:
+        collector_depths = (int(config.collector_depth), int(config.collector_depth))
+    if config.learner_depths:
+        learner_depths = _int_list(config.learner_depths, "learner_depths")
+    for d in (*collector_depths, *learner_depths):
+        if d <= 0 or d % 4:
+            raise ConfigError(f"every role depth must be a positive multiple of 4, got {d}")
+
+    collector_width = int(config.collector_width) or None
+    widths = _int_list(config.learner_widths, "learner_widths") if config.learner_widths else []
+    if widths and len(widths) not in (1, len(learner_depths)):
+        raise ConfigError(
+            f"learner_widths lists {len(widths)} widths for {len(learner_depths)} learners; give one or one each"
+        )
+    for w in (*widths, collector_width or 1):
+        if w <= 0:
+            raise ConfigError(f"every role width must be positive, got {w}")
+
+    collector = Role(
+        "collector_learner",
+        actor_depth=collector_depths[0],
+        critic_depth=collector_depths[1],
+        actor_width=collector_width or int(config.actor_width),
+        critic_width=collector_width or int(config.critic_width),
+        drives_collector=True,
+    )
+    learners = [collector]
+    for i, depth in enumerate(learner_depths):
+        w = widths[i if len(widths) > 1 else 0] if widths else None
+        learners.append(
+            Role(
+                f"learner{i + 1}_d{depth}",
+                actor_depth=depth,
+                critic_depth=depth,
+                actor_width=w or int(config.actor_width),
+                critic_width=w or int(config.critic_width),
+            )
+        )
+    return collector, learners

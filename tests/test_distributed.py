@@ -1,0 +1,141 @@
+"""Distributed topologies through a real Reverb server and real Ray (embedded and a local cluster)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+SMALL = [
+    "--env", "point_mass", "--total_env_steps", "30000", "--num_envs", "16", "--num_eval_envs", "8",
+    "--batch_size", "64", "--critic_width", "32", "--actor_width", "32", "--num_evals", "3",
+    "--set", "num_minibatches=4", "--set", "deep_depth=8", "--noprogress",
+]  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_collector_deep_learner_shallow_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    res = run_cli("--topology", "collector_deep_learner_shallow", *SMALL, "--run_dir", str(run_dir))
+    assert res.returncode == 0, res.stderr[-4000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    learners = {r["learner"]: r for r in summary["learners"]}
+    assert set(learners) == {"collector_learner", "learner1_d4"}
+    collector = summary["collector"]
+    assert collector["env_steps"] >= 30000 and collector["segments_written"] > 0
+    for name, row in learners.items():
+        assert row["updates"] > 0, name
+        table = summary["replay_tables"][name]
+        # The server saw exactly the segments the collector wrote, in every table ...
+        assert table["num_inserts"] == collector["segments_written"]
+        # ... and every learner sampled only from those (the server counts prefetched samples too).
+        assert 0 < row["samples_drawn"] <= table["num_samples"]
+        assert row["env_steps"] == collector["steps_written"]
+        assert _rows(run_dir / name / "metrics.jsonl")[-1]["updates"] == row["updates"]
+        assert (run_dir / name / "checkpoints" / "final").is_dir()
+    assert _rows(run_dir / "collector" / "metrics.jsonl")[-1]["segments_written"] == collector["segments_written"]
+    assert (run_dir / "success.png").stat().st_size > 1000
+    assert "| collector_learner | 8 |" in (run_dir / "summary.md").read_text()
+
+
+def test_topology_on_an_existing_local_cluster(tmp_path):
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port = "6391"
+    # Ray >= 2.5x enables token authentication for `ray start`; this throwaway loopback cluster opts out.
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    import os
+
+    env = {**os.environ, **env}
+    start = subprocess.run(
+        [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=6",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert start.returncode == 0, start.stderr[-3000:]
+    try:
+        run_dir = tmp_path / "run"
+        res = run_cli(
+            "--topology", "actor_learner", *SMALL, "--run_dir", str(run_dir), "--ray_address", f"127.0.0.1:{port}",
+            env=env,
+        )
+        assert res.returncode == 0, res.stderr[-4000:]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert [r["learner"] for r in summary["learners"]] == ["collector_learner"]
+        assert summary["learners"][0]["updates"] > 0
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+@pytest.fixture(scope="module")
+def small_config():
+    from configs.defaults import get_config
+
+    c = get_config()
+    c.update(
+        topology="actor_learner", env="point_mass", num_envs=8, num_eval_envs=4, batch_size=32,
+        num_minibatches=2, critic_width=16, actor_width=16, total_env_steps=12000, num_evals=2,
+        min_replay_steps_per_env=100, checkpoint=False, params_fetch_every=2,
+    )  # fmt: skip
+    return c
+
+
+def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, small_config):
+    """Collector and learner as plain objects around a real Reverb server (no Ray needed)."""
+    from buffer.reverb_replay import start_server
+    from collector.process import Collector
+    from configs.resolve import build_env, replay_spec, validate
+    from learner.process import Learner
+
+    config = small_config
+    env = build_env(config)
+    spec = replay_spec(config, env, validate(config, env), ["collector_learner"])
+    server, address = start_server(spec)
+    try:
+        learner = Learner(config.to_dict(), "collector_learner", ["collector_learner"], address, str(tmp_path))
+        collector = Collector(config.to_dict(), ["collector_learner"], address, str(tmp_path), learner.get_actor_params)
+        probe = np.random.default_rng(0).uniform(-1, 1, (16, 4)).astype(np.float32)
+        before = collector.policy_actions(probe)
+        results = {}
+        thread = threading.Thread(target=lambda: results.update(learner=learner.run(eval_every_rounds=1000)))
+        thread.start()
+        stats = collector.run()
+        learner.stop()
+        thread.join(timeout=120)
+        after = collector.policy_actions(probe)
+    finally:
+        server.stop()
+    assert results["learner"]["updates"] > 0
+    assert stats["params_last_version"] > 0 and stats["params_distinct_versions"] >= 2
+    assert stats["max_collections_between_fetches"] <= config.params_fetch_every
+    assert not np.allclose(before, after)  # the collector now acts with the learner's parameters
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--topology", "decoupling", "--learner_depths", "32,four"], "learner_depths must be a comma-separated"),
+        (["--topology", "decoupling", "--learner_depths", "32,6"], "positive multiple of 4"),
+        (["--topology", "actor_learner", "--ray_address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
+        (["--topology", "actor_learner", "--ray_address", "nonsense"], "ray_address must look like HOST:PORT"),
+    ],
+)
+def test_bad_distributed_input_exits_2(tmp_path, args, needle):
+    res = run_cli(*args, "--run_dir", str(tmp_path / "r"), timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+
+
+def test_ray_is_installed_with_its_cli():
+    assert shutil.which("ray", path=str(Path(sys.executable).parent))
