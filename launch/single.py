@@ -20,10 +20,10 @@ from ml_collections import ConfigDict
 from buffer.relabel import relabeled_minibatches, segments_needed
 from buffer.trajectory_buffer import TrajectoryBuffer, init_buffer, insert, sample_segments
 from collector.rollout import evaluate, unroll
+from configs.resolve import Layout, agent_config, build_env, validate
 from envs.base import State
 from envs.wrappers import VectorEnv
 from launch.checkpoints import save_train_state
-from configs.resolve import Layout, agent_config, build_env, validate
 from launch.run_dir import MetricsLog, plot_success, read_metrics, write_config
 from learner.agent import Agent, TrainState, make_agent
 

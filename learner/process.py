@@ -7,8 +7,8 @@ the very same relabeling and update functions as the fused ``single`` loop.
 from __future__ import annotations
 
 import threading
-import zlib
 import time
+import zlib
 from pathlib import Path
 
 import jax
