@@ -153,7 +153,8 @@ def run_distributed(config: ConfigDict, run_dir: Path) -> dict:
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every role and writing final checkpoints", file=sys.stderr)
         results = _stop_all(ray, handles, running if "running" in locals() else {})
-        replay_info = {}
+        replay_info = ray.get(replay.info.remote())
+        ray.get(replay.checkpoint.remote())
     finally:
         for name in ("collector", *names, "replay"):
             if name in handles:
@@ -210,7 +211,7 @@ def _supervise(ray, running: dict, handles: dict, config: ConfigDict) -> dict:
             try:
                 results[name] = ray.get(ref)
             except Exception as e:
-                _stop_all(ray, handles, running)
+                _stop_all(ray, handles, running, kill_collector=True)
                 raise RoleFailed(f"role {name} died: {_root_cause(e)}") from None
             if name == "collector":
                 collector_done = True
@@ -218,26 +219,42 @@ def _supervise(ray, running: dict, handles: dict, config: ConfigDict) -> dict:
                     if n not in ("replay", "collector"):
                         h.stop.remote()
         if not collector_done and deadline and time.time() > deadline:
-            _stop_all(ray, handles, running)
+            _stop_all(ray, handles, running, kill_collector=True)
             raise RoleFailed(f"run exceeded role_timeout_s={config.role_timeout_s}")
     return results
 
 
-def _stop_all(ray, handles: dict, running: dict) -> dict:
-    """Ask every role to stop and collect what they return (final checkpoints included)."""
-    for name, h in handles.items():
-        if name != "replay":
-            try:
-                h.stop.remote()
-            except Exception:  # noqa: S110 - a dead actor cannot be stopped; nothing to do
-                pass
+def _stop_all(ray, handles: dict, running: dict, kill_collector: bool = False) -> dict:
+    """Stop the collector first (learners keep draining the rate-limited tables meanwhile),
+    then the learners, collecting what they return (final checkpoints included).
+
+    After a role died its table is no longer drained, so the collector may be
+    blocked on an insert for good: then it is killed instead of stopped.
+    """
     results = {}
-    for ref, name in list(running.items()):
-        try:
-            results[name] = ray.get(ref, timeout=120)
-        except Exception as e:
-            results[name] = f"failed: {_root_cause(e)}"
+    refs = {name: ref for ref, name in running.items()}
+    collector = handles.get("collector")
+    if collector is not None:
+        if kill_collector:
+            ray.kill(collector, no_restart=True)
+            refs.pop("collector", None)
+        else:
+            collector.stop.remote()
+            if "collector" in refs:
+                results["collector"] = _get_or_reason(ray, refs.pop("collector"))
+    for name, h in handles.items():
+        if name not in ("replay", "collector"):
+            h.stop.remote()
+    for name, ref in refs.items():
+        results[name] = _get_or_reason(ray, ref)
     return results
+
+
+def _get_or_reason(ray, ref, timeout: float = 300):
+    try:
+        return ray.get(ref, timeout=timeout)
+    except Exception as e:
+        return f"failed: {_root_cause(e)}"
 
 
 __all__ = ["run_distributed", "RoleFailed", "Role", "connect_ray"]

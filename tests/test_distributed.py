@@ -139,3 +139,72 @@ def test_bad_distributed_input_exits_2(tmp_path, args, needle):
 
 def test_ray_is_installed_with_its_cli():
     assert shutil.which("ray", path=str(Path(sys.executable).parent))
+
+
+def _start_cli(tmp_path, *extra):
+    import os
+
+    run_dir = tmp_path / "run"
+    args = ["--topology", "collector_deep_learner_shallow", *SMALL, "--run_dir", str(run_dir), *extra]
+    args[args.index("--total_env_steps") + 1] = "100000000"  # runs until we interrupt or break it
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "launch" / "run.py"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # its own process group, like a job in a terminal
+    )  # fmt: skip
+    return proc, run_dir
+
+
+def _wait_for(predicate, timeout: float) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError("condition not reached in time")
+
+
+def _learners_training(run_dir: Path) -> bool:
+    paths = [run_dir / n / "metrics.jsonl" for n in ("collector_learner", "learner1_d4")]
+    return all(p.exists() and len(p.read_text().splitlines()) >= 2 for p in paths)
+
+
+def test_ctrl_c_stops_every_role_and_keeps_final_checkpoints(tmp_path):
+    import os
+    import signal
+
+    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000")
+    try:
+        _wait_for(lambda: _learners_training(run_dir), timeout=240)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        out, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert "interrupted: stopping every role" in err, err[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for name in ("collector_learner", "learner1_d4"):
+        assert (run_dir / name / "checkpoints" / "final").is_dir()
+        assert any(r["learner"] == name and r["updates"] > 0 for r in summary["learners"])
+    assert any((run_dir / "replay").iterdir())  # the replay tables were checkpointed too
+
+
+def test_a_role_that_dies_fails_the_run_with_its_name(tmp_path):
+    """Fault injection: kill one learner's process (SIGKILL) in the middle of a run."""
+    import os
+    import signal
+
+    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000")
+    try:
+        _wait_for(lambda: _learners_training(run_dir), timeout=240)
+        ps = subprocess.run(["pgrep", "-f", "ray::Learner"], capture_output=True, text=True)
+        pids = [int(p) for p in ps.stdout.split()]
+        assert pids, "no learner process found"
+        os.kill(pids[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error: role")]
+    assert lines and "died" in lines[0], err[-3000:]
