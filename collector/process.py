@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from collector.coverage import coverage_metrics, grid_for, init_coverage, update_coverage
 from collector.rollout import unroll
 from configs.resolve import agent_config, build_env, replay_spec, validate
 from envs.wrappers import VectorEnv
@@ -40,7 +41,9 @@ class SegmentAssembler:
         out = []
         while self._held >= self.length:
             joined = {k: np.concatenate([c[k] for c in self._chunks]) for k in steps}
-            out.append({k: np.ascontiguousarray(np.swapaxes(v[: self.length], 0, 1)) for k, v in joined.items()})
+            out.append(
+                {k: np.ascontiguousarray(np.swapaxes(v[: self.length], 0, 1)) for k, v in joined.items()}
+            )
             rest = {k: v[self.length :] for k, v in joined.items()}
             self._held -= self.length
             self._chunks = [rest] if self._held else []
@@ -75,9 +78,14 @@ class Collector:
         self.version, self.actor = 0, agent.init(k_init).actor
         self._stop = threading.Event()
 
-        def act_unroll(actor, env_state, key):
+        self.grid = grid = grid_for(env)
+        self.coverage = init_coverage(grid, env.spec.goal_size)
+
+        def act_unroll(actor, env_state, coverage, key):
             policy = lambda obs, k: agent.act(actor, obs, k)
-            return unroll(self.venv, policy, env_state, key, config.unroll_length)
+            env_state, steps, metrics = unroll(self.venv, policy, env_state, key, config.unroll_length)
+            coverage = update_coverage(coverage, env.spec.goal_of(steps["state"]), grid)
+            return env_state, steps, metrics, coverage
 
         self._unroll = jax.jit(act_unroll)
         self.versions_seen: list[int] = []
@@ -115,7 +123,9 @@ class Collector:
                     since_fetch = 0
                 t0 = time.time()
                 self.key, k = jax.random.split(self.key)
-                env_state, steps, metrics = self._unroll(self.actor, env_state, k)
+                env_state, steps, metrics, self.coverage = self._unroll(
+                    self.actor, env_state, self.coverage, k
+                )
                 steps = jax.device_get(steps)
                 acting_s += time.time() - t0
                 for segment in assembler.add(steps):
@@ -144,6 +154,7 @@ class Collector:
             "writer_blocked_puts": self.writer.puts_blocked,
             "writer_blocked_s": self.writer.put_blocked_s,
             "wall_time": time.time() - start,
+            **coverage_metrics(self.coverage, self.grid),
         }
 
     def _log(self, env_steps, start, acting_s, lag, success) -> None:
@@ -160,5 +171,6 @@ class Collector:
                 "writer_blocked_puts": self.writer.puts_blocked,
                 "writer_blocked_s": self.writer.put_blocked_s,
                 "train/time_at_goal": float(np.mean(success)) if success else 0.0,
+                **coverage_metrics(self.coverage, self.grid),
             },
         )

@@ -54,6 +54,16 @@ class PointMass(GoalEnv):
     def dt(self) -> float:
         return 1.0
 
+    def coverage_grid(self):
+        """A 20×20 grid over the arena; cells whose centre lies in a wall are not free."""
+        from collector.coverage import CoverageGrid
+
+        bins = 20
+        centres = (np.arange(bins) + 0.5) / bins * 2 * self.arena - self.arena
+        xy = np.stack(np.meshgrid(centres, centres, indexing="ij"), axis=-1)
+        free = ~np.asarray(self.in_wall(jnp.asarray(xy)))
+        return CoverageGrid(-self.arena, self.arena, -self.arena, self.arena, bins, free)
+
     def in_wall(self, pos: jax.Array) -> jax.Array:
         """True where a position lies inside any wall box."""
         if len(self.walls) == 0:

@@ -19,6 +19,7 @@ from ml_collections import ConfigDict
 
 from buffer.relabel import relabeled_minibatches, segments_needed
 from buffer.trajectory_buffer import TrajectoryBuffer, init_buffer, insert, sample_segments
+from collector.coverage import CoverageGrid, coverage_metrics, grid_for, init_coverage, update_coverage
 from collector.rollout import evaluate, unroll
 from configs.resolve import Layout, agent_config, build_env, validate
 from envs.base import State
@@ -33,10 +34,12 @@ class Carry:
     train_state: TrainState
     env_state: State
     buffer: TrajectoryBuffer
+    coverage: dict
     key: jax.Array
 
 
 class SingleTrainer(NamedTuple):
+    grid: CoverageGrid
     agent: Agent
     layout: Layout
     init: callable
@@ -53,6 +56,7 @@ def make_single_trainer(config: ConfigDict) -> SingleTrainer:
     eval_venv = VectorEnv(env, config.num_eval_envs, layout.episode_length)
     agent = make_agent(agent_config(config, env))
     num_segments = segments_needed(config.num_minibatches * config.batch_size, layout.segment_length)
+    grid = grid_for(env)
 
     def policy_of(actor, deterministic=False):
         return lambda obs, key: agent.act(actor, obs, key, deterministic=deterministic)
@@ -60,14 +64,18 @@ def make_single_trainer(config: ConfigDict) -> SingleTrainer:
     def init(key: jax.Array) -> Carry:
         k_agent, k_env, k_run = jax.random.split(key, 3)
         buf = init_buffer(config.replay_steps_per_env, config.num_envs, spec.state_size, env.action_size)
-        return Carry(agent.init(k_agent), venv.reset(k_env), buf, k_run)
+        coverage = init_coverage(grid, spec.goal_size)
+        return Carry(agent.init(k_agent), venv.reset(k_env), buf, coverage, k_run)
 
     def collect(carry: Carry) -> tuple[Carry, dict]:
         key, k_act = jax.random.split(carry.key)
         env_state, steps, metrics = unroll(
             venv, policy_of(carry.train_state.actor), carry.env_state, k_act, config.unroll_length
         )
-        return carry.replace(env_state=env_state, buffer=insert(carry.buffer, steps), key=key), metrics
+        coverage = update_coverage(carry.coverage, spec.goal_of(steps["state"]), grid)
+        return carry.replace(
+            env_state=env_state, buffer=insert(carry.buffer, steps), coverage=coverage, key=key
+        ), metrics
 
     def prefill(carry: Carry) -> Carry:
         """Fill the buffer with the initial policy's experience before any update."""
@@ -98,6 +106,7 @@ def make_single_trainer(config: ConfigDict) -> SingleTrainer:
         return evaluate(eval_venv, policy_of(carry.train_state.actor, deterministic=True), key)
 
     return SingleTrainer(
+        grid,
         agent,
         layout,
         jax.jit(init),
@@ -142,7 +151,15 @@ def run_single(config: ConfigDict, run_dir: Path, progress: bool = True) -> dict
     bar = ProgressBar(layout.total_env_steps) if progress else None
     key, k_eval = jax.random.split(key)
     initial = trainer.evaluate(carry, k_eval)  # the untrained policy: the curve's baseline
-    row = log.write(env_steps, {"epoch": 0, "updates": 0, **{f"eval/{k}": v for k, v in initial.items()}})
+    row = log.write(
+        env_steps,
+        {
+            "epoch": 0,
+            "updates": 0,
+            **{f"eval/{k}": v for k, v in initial.items()},
+            **coverage_metrics(carry.coverage, trainer.grid),
+        },
+    )
     try:
         for epoch in range(layout.num_epochs):
             carry, metrics = trainer.train_epoch(carry)
@@ -158,6 +175,7 @@ def run_single(config: ConfigDict, run_dir: Path, progress: bool = True) -> dict
                     "wall_time": elapsed,
                     "env_steps_per_s": env_steps / elapsed,
                     **{f"eval/{k}": v for k, v in eval_metrics.items()},
+                    **coverage_metrics(carry.coverage, trainer.grid),
                     **metrics,
                 },
             )
