@@ -1,8 +1,9 @@
 """Goal-conditioned Ant on Brax (spring backend by default).
 
 State is the 29-d ``qpos ⊕ qvel`` of Brax's ant model (torso x, y included),
-the goal is the torso's (x, y) = ``state[0:2]``. Episodes never terminate
-early; they are truncated at ``episode_length`` by the training wrapper.
+the goal is the torso's (x, y) = ``state[0:2]``. As in the paper's code, an
+episode ends early when the torso leaves ``healthy_z_range`` (flipped or
+jumping); otherwise it is truncated at ``episode_length`` by the wrapper.
 Subclasses (the mazes) override ``model_xml``, ``start_xy`` and ``sample_goal``.
 """
 
@@ -34,6 +35,8 @@ class Ant(GoalEnv, PipelineEnv):
         success_threshold: float = 0.5,
         easy_threshold: float = 2.0,
         reset_noise_scale: float = 0.1,
+        terminate_when_unhealthy: bool = True,
+        healthy_z_range: tuple[float, float] = (0.2, 1.0),
     ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -56,6 +59,8 @@ class Ant(GoalEnv, PipelineEnv):
         PipelineEnv.__init__(self, sys=sys, backend=backend, n_frames=n_frames)
         self.goal_distance = goal_distance
         self.reset_noise_scale = reset_noise_scale
+        self.terminate_when_unhealthy = terminate_when_unhealthy
+        self.healthy_z_range = healthy_z_range
         self.spec = GoalSpec(
             state_size=sys.q_size() + sys.qd_size(),
             goal_indices=(0, 1),
@@ -92,6 +97,48 @@ class Ant(GoalEnv, PipelineEnv):
         pipeline_state = self.pipeline_step(pipeline_state, action)
         return pipeline_state, self._state_vec(pipeline_state)
 
+    def _terminated(self, pipeline_state) -> jax.Array:
+        if not self.terminate_when_unhealthy:
+            return jnp.zeros((), dtype=bool)
+        z = pipeline_state.x.pos[0, 2]
+        return (z < self.healthy_z_range[0]) | (z > self.healthy_z_range[1])
+
     @staticmethod
     def _state_vec(pipeline_state) -> jax.Array:
         return jnp.concatenate([pipeline_state.q, pipeline_state.qd])
+
+
+class AntMaze(Ant):
+    """Ant in a maze of box walls; starts in the R cell, goals drawn from G cells.
+
+    Brax's ant collides only its four foot spheres (``contype=1``) with the
+    floor. Walls get ``contype=2, conaffinity=1`` so the feet hit them, and the
+    torso sphere gets ``conaffinity=2`` so it hits walls too but still ignores
+    the floor (its ``contype`` stays 0); leg capsules do not touch walls, which
+    keeps the number of collision pairs (all computed every substep) small.
+    """
+
+    def __init__(
+        self,
+        maze: str,
+        cell_size: float = 4.0,
+        goal_jitter: float = 0.0,
+        merge_walls: bool = True,
+        **kwargs,
+    ):
+        from envs.maze import Maze
+
+        self.maze = Maze.from_name(maze, cell_size, goal_jitter, merge_walls)
+        super().__init__(**kwargs)
+
+    def model_xml(self) -> str:
+        from envs.maze import insert_walls, set_geom_collision
+
+        xml = set_geom_collision(brax_asset_xml("ant.xml"), {"torso_geom": (0, 2)})
+        return insert_walls(xml, self.maze, contype=2, conaffinity=1)
+
+    def start_xy(self, rng: jax.Array) -> jax.Array:
+        return jnp.asarray(self.maze.start_xy)
+
+    def sample_goal(self, rng: jax.Array, start_xy: jax.Array) -> jax.Array:
+        return self.maze.sample_goal(rng)

@@ -60,6 +60,8 @@ class GoalEnv(Env):
     ``_step(physics_state, action) -> (physics_state, state_vec)``. The goal is
     kept in ``info`` and appended to every observation here, and the goal
     metrics are filled in, so subclasses only model their dynamics.
+    Optionally ``_terminated(physics_state) -> bool`` ends an episode early
+    (e.g. a fallen humanoid); ``done`` reports it and ``VectorEnv`` resets.
     """
 
     spec: GoalSpec
@@ -69,6 +71,23 @@ class GoalEnv(Env):
 
     def _step(self, physics_state, action: jax.Array):
         raise NotImplementedError
+
+    def _terminated(self, physics_state) -> jax.Array:
+        return jnp.zeros((), dtype=bool)
+
+    def describe(self) -> dict:
+        """Static facts about this env, for listings (``run.py --list_envs``)."""
+        spec = self.spec
+        return {
+            "observation_size": spec.observation_size,
+            "state_size": spec.state_size,
+            "action_size": int(self.action_size),
+            "goal_indices": tuple(spec.goal_indices),
+            "success_threshold": spec.success_threshold,
+            "easy_threshold": spec.easy_threshold,
+            "episode_length": spec.episode_length,
+            "backend": self.backend,
+        }
 
     def reset(self, rng: jax.Array) -> State:
         physics_state, state_vec, goal = self._reset(rng)
@@ -88,8 +107,9 @@ class GoalEnv(Env):
         obs = jnp.concatenate([state_vec, state.info["goal"]])
         metrics = goal_metrics(self.spec, obs)
         # Reward is only reported (CRL never reads it): 1 inside the threshold.
+        done = self._terminated(physics_state).astype(jnp.float32)
         return state.replace(
-            pipeline_state=physics_state, obs=obs, reward=metrics["success"], metrics=metrics
+            pipeline_state=physics_state, obs=obs, reward=metrics["success"], done=done, metrics=metrics
         )
 
     @property

@@ -3,7 +3,8 @@
 Unlike Brax's AutoResetWrapper (which replays the first state of the batch),
 every finished episode gets a *fresh* reset — a new start and a new goal — and
 a new ``episode_id``, which is what hindsight relabeling uses to never cross
-an episode boundary.
+an episode boundary. An episode ends at ``episode_length`` steps or when the
+env reports ``done`` itself (early termination, e.g. a fallen humanoid).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class VectorEnv:
         info = state.info
         stepped = jax.vmap(self.env.step)(state.replace(info={"goal": info["goal"]}), action)
         steps = info["steps"] + 1
-        done = steps >= self.episode_length
+        # Truncation at episode_length, or the env's own early termination.
+        done = (steps >= self.episode_length) | (stepped.done > 0)
 
         split = jax.vmap(lambda k: jax.random.split(k))(info["rng"])
         stepped_parts = (stepped.pipeline_state, stepped.obs, stepped.info["goal"])

@@ -1,0 +1,290 @@
+"""Maze layouts turned into MuJoCo walls, a start position and a goal sampler.
+
+One grid (``1`` wall, ``0`` free, ``R`` start, ``G`` possible goal) plus a cell
+size fully defines a maze; ant and humanoid mazes share this module so that
+their geometry, start and goal distribution cannot drift apart.
+
+Coordinates: the robot starts at the origin of its MJCF, so the maze is
+shifted to put the centre of the ``R`` cell at (0, 0). Column ``j`` grows
+along +x and row ``i`` grows along -y, so a top-down plot with +y up reads
+like the grid as printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["GRIDS", "Maze", "insert_walls", "parse_grid"]
+
+# The grids of DESIGN.md ("Environments (facts)"), row by row.
+GRIDS: dict[str, tuple[str, ...]] = {
+    "u4": (
+        "1 1 1 1 1",
+        "1 G G G 1",
+        "1 R 1 G 1",
+        "1 1 1 G 1",
+        "1 G 1 G 1",
+        "1 G G G 1",
+        "1 1 1 1 1",
+    ),
+    "u5": (
+        "1 1 1 1 1 1 1 1",
+        "1 G G G G G G 1",
+        "1 R 1 1 1 1 G 1",
+        "1 1 1 1 1 1 G 1",
+        "1 G 1 1 1 1 G 1",
+        "1 G G G G G G 1",
+        "1 1 1 1 1 1 1 1",
+    ),
+    "big": (
+        "1 1 1 1 1 1 1 1",
+        "1 R G 1 1 G G 1",
+        "1 G G 1 G G G 1",
+        "1 1 G G G 1 1 1",
+        "1 G G 1 G G G 1",
+        "1 G 1 G G 1 G 1",
+        "1 G G G 1 G G 1",
+        "1 1 1 1 1 1 1 1",
+    ),
+    "hardest": (
+        "1 1 1 1 1 1 1 1 1 1 1 1",
+        "1 R G G G 1 G G G G G 1",
+        "1 G 1 1 G 1 G 1 G 1 G 1",
+        "1 G G G G G G 1 G G G 1",
+        "1 G 1 1 1 1 G 1 1 1 G 1",
+        "1 G G 1 G 1 G G G G G 1",
+        "1 1 G 1 G 1 G 1 G 1 1 1",
+        "1 G G 1 G G G 1 G G G 1",
+        "1 1 1 1 1 1 1 1 1 1 1 1",
+    ),
+    "humanoid_u": (
+        "1 1 1 1 1",
+        "1 R G G 1",
+        "1 1 1 G 1",
+        "1 G G G 1",
+        "1 1 1 1 1",
+    ),
+}
+
+
+def parse_grid(rows: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Grid rows (space-separated tokens) → 2-D array of single characters."""
+    cells = [row.split() for row in rows]
+    if len({len(r) for r in cells}) != 1:
+        raise ValueError("maze rows must all have the same length")
+    grid = np.array(cells, dtype="<U1")
+    bad = set(np.unique(grid)) - {"0", "1", "R", "G"}
+    if bad:
+        raise ValueError(f"unknown maze symbols {sorted(bad)}; use 0, 1, R, G")
+    if (grid == "R").sum() != 1:
+        raise ValueError("a maze needs exactly one R (start) cell")
+    if (grid == "G").sum() == 0:
+        raise ValueError("a maze needs at least one G (goal) cell")
+    return grid
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Maze:
+    """A parsed maze: wall boxes, start and goal cells in world coordinates.
+
+    ``goal_jitter`` is the half-width of the uniform noise added to a goal
+    cell's centre; it must stay below half a cell so a goal is never inside a
+    wall (the goal cell's neighbours may be walls).
+    """
+
+    grid: np.ndarray
+    cell_size: float
+    goal_jitter: float = 0.0
+    merge_walls: bool = True
+
+    def __post_init__(self):
+        if not 0.0 <= self.goal_jitter < 0.5 * self.cell_size:
+            raise ValueError("goal_jitter must lie in [0, cell_size / 2)")
+
+    @classmethod
+    def from_name(
+        cls, name: str, cell_size: float, goal_jitter: float = 0.0, merge_walls: bool = True
+    ) -> Maze:
+        if name not in GRIDS:
+            raise ValueError(f"unknown maze {name!r}; valid: {', '.join(sorted(GRIDS))}")
+        return cls(parse_grid(GRIDS[name]), float(cell_size), float(goal_jitter), merge_walls)
+
+    # -- geometry -------------------------------------------------------------
+    @property
+    def start_cell(self) -> tuple[int, int]:
+        i, j = np.argwhere(self.grid == "R")[0]
+        return int(i), int(j)
+
+    def cell_center(self, i, j) -> np.ndarray:
+        """World (x, y) of the centre of cell (row i, column j); arrays allowed."""
+        i0, j0 = self.start_cell
+        return np.stack([(np.asarray(j) - j0) * self.cell_size, (i0 - np.asarray(i)) * self.cell_size], -1)
+
+    def _centers(self, symbol: str) -> np.ndarray:
+        ij = np.argwhere(self.grid == symbol)
+        return self.cell_center(ij[:, 0], ij[:, 1]).astype(np.float32)
+
+    @property
+    def wall_centers(self) -> np.ndarray:
+        return self._centers("1")
+
+    @property
+    def goal_centers(self) -> np.ndarray:
+        return self._centers("G")
+
+    @property
+    def start_xy(self) -> np.ndarray:
+        return np.zeros(2, np.float32)  # by construction the R cell is the origin
+
+    @property
+    def wall_height(self) -> float:
+        return 0.5 * self.cell_size
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """(x_min, x_max, y_min, y_max) of the whole grid, walls included."""
+        rows, cols = self.grid.shape
+        lo = self.cell_center(rows - 1, 0) - 0.5 * self.cell_size
+        hi = self.cell_center(0, cols - 1) + 0.5 * self.cell_size
+        return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
+
+    def cell_of(self, xy: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(row, column) of the cell containing a world position (JAX-friendly)."""
+        i0, j0 = self.start_cell
+        j = jnp.floor(xy[..., 0] / self.cell_size + 0.5).astype(jnp.int32) + j0
+        i = i0 - jnp.floor(xy[..., 1] / self.cell_size + 0.5).astype(jnp.int32)
+        return i, j
+
+    def in_wall(self, xy: jax.Array) -> jax.Array:
+        """True where a position lies inside a wall cell or outside the grid."""
+        i, j = self.cell_of(jnp.asarray(xy))
+        rows, cols = self.grid.shape
+        inside = (i >= 0) & (i < rows) & (j >= 0) & (j < cols)
+        walls = jnp.asarray(self.grid == "1")
+        return ~inside | walls[jnp.clip(i, 0, rows - 1), jnp.clip(j, 0, cols - 1)]
+
+    def is_goal_cell(self, xy: jax.Array) -> jax.Array:
+        i, j = self.cell_of(jnp.asarray(xy))
+        rows, cols = self.grid.shape
+        inside = (i >= 0) & (i < rows) & (j >= 0) & (j < cols)
+        goals = jnp.asarray(self.grid == "G")
+        return inside & goals[jnp.clip(i, 0, rows - 1), jnp.clip(j, 0, cols - 1)]
+
+    # -- sampling ---------------------------------------------------------------
+    def sample_goal(self, rng: jax.Array) -> jax.Array:
+        """A goal (x, y): a G cell drawn uniformly, plus uniform jitter."""
+        cell_rng, jitter_rng = jax.random.split(rng)
+        centers = jnp.asarray(self.goal_centers)
+        idx = jax.random.randint(cell_rng, (), 0, centers.shape[0])
+        noise = jax.random.uniform(jitter_rng, (2,), minval=-self.goal_jitter, maxval=self.goal_jitter)
+        return centers[idx] + noise
+
+    # -- MJCF -------------------------------------------------------------------
+    def wall_rectangles(self) -> list[tuple[int, int, int, int]]:
+        """Wall cells as (row, col, n_rows, n_cols) blocks.
+
+        With ``merge_walls`` adjacent wall cells are greedily merged into
+        rectangles covering exactly the same region: Brax/MJX test every
+        robot-geom × wall-geom pair on every substep (there is no broadphase),
+        so fewer boxes make maze physics several times faster. Without it,
+        every wall cell is its own box.
+        """
+        walls = self.grid == "1"
+        if not self.merge_walls:
+            return [(int(i), int(j), 1, 1) for i, j in np.argwhere(walls)]
+        used = np.zeros_like(walls)
+        rects = []
+        rows, cols = walls.shape
+        for i in range(rows):
+            for j in range(cols):
+                if not walls[i, j] or used[i, j]:
+                    continue
+                w = 1
+                while j + w < cols and walls[i, j + w] and not used[i, j + w]:
+                    w += 1
+                h = 1
+                while i + h < rows and (walls[i + h, j : j + w] & ~used[i + h, j : j + w]).all():
+                    h += 1
+                used[i : i + h, j : j + w] = True
+                rects.append((i, j, h, w))
+        return rects
+
+    def wall_elements(self, contype: int, conaffinity: int, rgba: str = "0.7 0.5 0.3 1") -> list[ET.Element]:
+        """Static box geoms of height 0.5·cell; one cell is a box of half-size 0.5·cell."""
+        half_h = 0.5 * self.wall_height
+        elems = []
+        for k, (i, j, h, w) in enumerate(self.wall_rectangles()):
+            # Centre of the block = midpoint of its first and last cells.
+            x, y = 0.5 * (self.cell_center(i, j) + self.cell_center(i + h - 1, j + w - 1))
+            hx, hy = 0.5 * w * self.cell_size, 0.5 * h * self.cell_size
+            elems.append(
+                ET.Element(
+                    "geom",
+                    {
+                        "name": f"maze_wall_{k}",
+                        "type": "box",
+                        "pos": f"{x:.4f} {y:.4f} {half_h:.4f}",
+                        "size": f"{hx:.4f} {hy:.4f} {half_h:.4f}",
+                        "contype": str(contype),
+                        "conaffinity": str(conaffinity),
+                        "condim": "3",
+                        "rgba": rgba,
+                    },
+                )
+            )
+        return elems
+
+
+def insert_walls(xml: str, maze: Maze, contype: int, conaffinity: int) -> str:
+    """The robot's MJCF with the maze's wall geoms added to its worldbody.
+
+    ``contype``/``conaffinity`` must be chosen together with the robot's own
+    bits: MuJoCo (and so Brax, which uses MJX's collision) only tests a pair
+    when ``contype_a & conaffinity_b`` or ``contype_b & conaffinity_a`` is
+    non-zero.
+    """
+    root = ET.fromstring(xml)
+    worldbody = root.find("worldbody")
+    if worldbody is None:
+        raise ValueError("MJCF has no <worldbody>")
+    for elem in maze.wall_elements(contype, conaffinity):
+        worldbody.append(elem)
+    return ET.tostring(root, encoding="unicode")
+
+
+def set_geom_collision(xml: str, geom_names: dict[str, tuple[int, int]]) -> str:
+    """Override ``contype``/``conaffinity`` of named geoms in an MJCF string."""
+    root = ET.fromstring(xml)
+    found = set()
+    for geom in root.iter("geom"):
+        name = geom.get("name")
+        if name in geom_names:
+            ct, ca = geom_names[name]
+            geom.set("contype", str(ct))
+            geom.set("conaffinity", str(ca))
+            found.add(name)
+    missing = set(geom_names) - found
+    if missing:
+        raise ValueError(f"geoms not found in MJCF: {sorted(missing)}")
+    return ET.tostring(root, encoding="unicode")
+
+
+def draw_maze(ax, maze: Maze, goals: bool = True) -> None:
+    """Draw walls (and goal cells, lightly) of a maze on a matplotlib axis."""
+    from matplotlib.patches import Rectangle
+
+    c = maze.cell_size
+    for x, y in maze.wall_centers:
+        ax.add_patch(Rectangle((x - c / 2, y - c / 2), c, c, color="0.35"))
+    if goals:
+        for x, y in maze.goal_centers:
+            ax.add_patch(Rectangle((x - c / 2, y - c / 2), c, c, color="tab:green", alpha=0.08))
+    x0, x1, y0, y1 = maze.extent
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
