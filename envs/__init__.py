@@ -1,4 +1,8 @@
-"""Environment registry: one name → one goal-conditioned env constructor."""
+"""Environment registry: one name → one goal-conditioned env constructor.
+
+Env modules are imported only when an env is built, so ``import envs`` stays
+cheap (no Brax/MuJoCo import).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,15 @@ from collections.abc import Callable
 
 from envs.base import GoalEnv, GoalSpec, goal_metrics
 
-__all__ = ["GoalEnv", "GoalSpec", "goal_metrics", "make_env", "env_names", "register"]
+__all__ = [
+    "GoalEnv",
+    "GoalSpec",
+    "goal_metrics",
+    "make_env",
+    "env_names",
+    "register",
+    "describe_envs",
+]
 
 _REGISTRY: dict[str, Callable[..., GoalEnv]] = {}
 
@@ -20,10 +32,26 @@ def env_names() -> list[str]:
 
 
 def make_env(name: str, **kwargs) -> GoalEnv:
-    """Build a registered env; unknown names raise a ValueError listing valid ones."""
+    """Build a registered env; unknown names raise a ValueError listing valid ones.
+
+    Every env accepts ``backend=``; an unsupported backend raises a ValueError
+    naming the valid ones for that env.
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown env {name!r}; valid envs: {', '.join(env_names())}")
     return _REGISTRY[name](**kwargs)
+
+
+def describe_envs(names: list[str] | None = None) -> list[dict]:
+    """One dict per env (sizes, goal indices, thresholds, episode length, backend).
+
+    Builds each env (no compilation), so the figures are the real ones; this
+    takes a few seconds for the whole suite.
+    """
+    rows = []
+    for name in names or env_names():
+        rows.append({"name": name, **make_env(name).describe()})
+    return rows
 
 
 def _point_mass(**kw):
@@ -44,6 +72,48 @@ def _ant(**kw):
     return Ant(**kw)
 
 
+def _ant_maze(maze: str) -> Callable[..., GoalEnv]:
+    def factory(**kw):
+        from envs.ant import AntMaze
+
+        return AntMaze(maze, **kw)
+
+    return factory
+
+
+def _humanoid(**kw):
+    from envs.humanoid import Humanoid
+
+    return Humanoid(**kw)
+
+
+def _humanoid_maze(maze: str) -> Callable[..., GoalEnv]:
+    def factory(**kw):
+        from envs.humanoid import HumanoidMaze
+
+        return HumanoidMaze(maze, **kw)
+
+    return factory
+
+
+def _arm(task: str) -> Callable[..., GoalEnv]:
+    def factory(**kw):
+        from envs.arm import Arm
+
+        return Arm(task, **kw)
+
+    return factory
+
+
 register("point_mass", _point_mass)
 register("point_mass_walls", _point_mass_walls)
 register("ant", _ant)
+register("ant_u4_maze", _ant_maze("u4"))
+register("ant_u5_maze", _ant_maze("u5"))
+register("ant_big_maze", _ant_maze("big"))
+register("ant_hardest_maze", _ant_maze("hardest"))
+register("humanoid", _humanoid)
+register("humanoid_u_maze", _humanoid_maze("humanoid_u"))
+register("humanoid_big_maze", _humanoid_maze("big"))
+for _task in ("arm_push_easy", "arm_push_hard", "arm_binpick_easy", "arm_binpick_hard"):
+    register(_task, _arm(_task))
