@@ -50,6 +50,7 @@ flags.DEFINE_float("gpus_per_learner", None, "GPUs per learner (fractions share 
 flags.DEFINE_multi_string("set", [], "Override any config field: --set gamma=0.98")
 flags.DEFINE_bool("list_envs", False, "List environments and exit")
 flags.DEFINE_bool("progress", True, "Show a progress bar")
+flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its latest checkpoint (topology single)")
 
 FLAG_FIELDS = (
     "topology", "env", "backend", "run_dir", "total_env_steps", "num_envs", "num_eval_envs", "batch_size",
@@ -147,7 +148,7 @@ def main(argv) -> int:
     if config.topology == "single":
         from launch.single import run_single
 
-        row = run_single(config, run_dir, progress=FLAGS.progress)
+        row = run_single(config, run_dir, progress=FLAGS.progress, resume=FLAGS.resume)
     else:
         from launch.distributed import RoleFailed, run_distributed
 

@@ -77,6 +77,18 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def truncate_metrics(folder: Path, keep) -> None:
+    """Keep only the metric rows for which ``keep(row)`` holds (used when a run resumes)."""
+    folder = Path(folder)
+    rows = [r for r in read_metrics(folder / "metrics.jsonl") if keep(r)]
+    for name in ("metrics.jsonl", "metrics.csv"):
+        (folder / name).unlink(missing_ok=True)
+    if rows:
+        log = MetricsLog(folder, tensorboard=False)
+        for r in rows:
+            log.write(r.pop("env_steps"), r)
+
+
 def plot_success(curves: dict[str, list[dict]], out: Path, title: str = "") -> Path:
     """Success (deterministic eval) vs env steps, one curve per role/learner."""
     import matplotlib

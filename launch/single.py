@@ -7,6 +7,7 @@ wakes up to evaluate and log between epochs.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -24,8 +25,8 @@ from collector.rollout import evaluate, unroll
 from configs.resolve import Layout, agent_config, build_env, validate
 from envs.base import State
 from envs.wrappers import VectorEnv
-from launch.checkpoints import save_train_state
-from launch.run_dir import MetricsLog, plot_success, read_metrics, write_config
+from launch.checkpoints import restore_train_state, save_train_state
+from launch.run_dir import MetricsLog, plot_success, read_metrics, truncate_metrics, write_config
 from learner.agent import Agent, TrainState, make_agent
 
 
@@ -137,43 +138,63 @@ class ProgressBar:
         self.stream.flush()
 
 
-def run_single(config: ConfigDict, run_dir: Path, progress: bool = True) -> dict:
-    """Train, evaluate after every epoch, and write the run directory; returns the last eval row."""
+def run_single(config: ConfigDict, run_dir: Path, progress: bool = True, resume: bool = False) -> dict:
+    """Train, evaluate after every epoch, and write the run directory; returns the last eval row.
+
+    After every epoch the agent is checkpointed to ``checkpoints/latest``; with
+    ``resume`` a run continues from there (the replay buffer is not saved: it
+    is refilled by the usual prefill, with the restored policy). A finished
+    run writes ``checkpoints/final`` and ``complete.json``.
+    """
+    run_dir = Path(run_dir)
     trainer = make_single_trainer(config)
     layout = trainer.layout
     write_config(run_dir, config)
+    key, k_init = jax.random.split(jax.random.PRNGKey(config.seed))
+    carry = trainer.init(k_init)
+    first_epoch, env_steps = 0, 0
+    latest = run_dir / "checkpoints" / "latest"
+    if resume and latest.exists():
+        saved = restore_train_state(latest, _resume_state(carry, 0, 0, key))
+        carry = carry.replace(train_state=saved["train_state"], coverage=saved["coverage"])
+        first_epoch, env_steps, key = int(saved["epoch"]), int(saved["env_steps"]), saved["key"]
+        truncate_metrics(run_dir, keep=lambda row: row.get("epoch", 0) <= first_epoch)
+    else:
+        truncate_metrics(run_dir, keep=lambda row: False)
     log = MetricsLog(run_dir)
-    key = jax.random.PRNGKey(config.seed)
-    key, k_init = jax.random.split(key)
     start = time.time()
-    carry = trainer.prefill(trainer.init(k_init))
-    env_steps = layout.prefill_env_steps
+    carry = trainer.prefill(carry)
+    env_steps += layout.prefill_env_steps
     bar = ProgressBar(layout.total_env_steps) if progress else None
-    key, k_eval = jax.random.split(key)
-    initial = trainer.evaluate(carry, k_eval)  # the untrained policy: the curve's baseline
-    row = log.write(
-        env_steps,
-        {
-            "epoch": 0,
-            "updates": 0,
-            **{f"eval/{k}": v for k, v in initial.items()},
-            **coverage_metrics(carry.coverage, trainer.grid),
-        },
-    )
+    row: dict = {}
+    if first_epoch == 0:
+        key, k_eval = jax.random.split(key)
+        initial = trainer.evaluate(carry, k_eval)  # the untrained policy: the curve's baseline
+        row = log.write(
+            env_steps,
+            {
+                "epoch": 0,
+                "updates": 0,
+                **{f"eval/{k}": v for k, v in initial.items()},
+                **coverage_metrics(carry.coverage, trainer.grid),
+            },
+        )
     try:
-        for epoch in range(layout.num_epochs):
+        for epoch in range(first_epoch, layout.num_epochs):
             carry, metrics = trainer.train_epoch(carry)
             env_steps += layout.collections_per_epoch * layout.steps_per_collection
             key, k_eval = jax.random.split(key)
             eval_metrics = trainer.evaluate(carry, k_eval)
             elapsed = time.time() - start
+            if config.checkpoint:
+                save_train_state(latest, _resume_state(carry, epoch + 1, env_steps, key))
             row = log.write(
                 env_steps,
                 {
                     "epoch": epoch + 1,
                     "updates": int(carry.train_state.step),
                     "wall_time": elapsed,
-                    "env_steps_per_s": env_steps / elapsed,
+                    "env_steps_per_s": (env_steps - layout.prefill_env_steps) / elapsed,
                     **{f"eval/{k}": v for k, v in eval_metrics.items()},
                     **coverage_metrics(carry.coverage, trainer.grid),
                     **metrics,
@@ -185,7 +206,19 @@ def run_single(config: ConfigDict, run_dir: Path, progress: bool = True) -> dict
         if bar:
             bar.close()
         log.close()
-        if config.checkpoint and layout.num_epochs:
-            save_train_state(run_dir / "checkpoints" / "final", carry.train_state)
         plot_success({config.env: read_metrics(log.jsonl_path)}, run_dir / "success.png", title=config.env)
-    return row
+    if config.checkpoint:
+        save_train_state(run_dir / "checkpoints" / "final", carry.train_state)
+    final = row or read_metrics(log.jsonl_path)[-1]
+    (run_dir / "complete.json").write_text(json.dumps(final, indent=2) + "\n")
+    return final
+
+
+def _resume_state(carry: Carry, epoch: int, env_steps: int, key: jax.Array) -> dict:
+    return {
+        "train_state": carry.train_state,
+        "coverage": carry.coverage,
+        "epoch": jnp.asarray(epoch),
+        "env_steps": jnp.asarray(env_steps, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32),
+        "key": key,
+    }

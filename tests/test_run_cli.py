@@ -73,3 +73,35 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     assert len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
     assert "Traceback" not in res.stderr
     assert not run_dir.exists()  # nothing was started, nothing half-written
+
+
+def test_killed_single_run_resumes_from_its_latest_checkpoint(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    run_dir = tmp_path / "run"
+    args = [
+        "--run_dir", str(run_dir), "--total_env_steps", "60000", "--num_envs", "16", "--num_eval_envs", "8",
+        "--batch_size", "64", "--num_evals", "6", "--set", "num_minibatches=8", "--noprogress",
+    ]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "run.py"), *args], cwd=ROOT)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    assert not (run_dir / "complete.json").exists()
+    res = run_cli(*args, "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    epochs = [r["epoch"] for r in rows]
+    assert epochs == list(range(7)), epochs  # no epoch lost or duplicated
+    updates = [r["updates"] for r in rows]
+    assert updates == sorted(updates) and updates[-1] == 6 * updates[1]  # training continued, not restarted
+    assert json.loads((run_dir / "complete.json").read_text())["epoch"] == 6
