@@ -24,7 +24,8 @@ from envs.wrappers import VectorEnv
 from launch.run_dir import MetricsLog
 from learner.agent import make_agent
 
-FetchParams = Callable[[], tuple[int, object]]  # -> (learner update count, actor params)
+# (version the caller holds) -> (learner update count, actor params or None if unchanged)
+FetchParams = Callable[[int], tuple[int, object | None]]
 
 
 class SegmentAssembler:
@@ -115,9 +116,9 @@ class Collector:
         try:
             while env_steps < cfg.total_env_steps and not self._stop.is_set():
                 if since_fetch >= cfg.params_fetch_every:
-                    new_version, new_actor = self.fetch_params()
+                    new_version, new_actor = self.fetch_params(self.version)
                     lag = new_version - self.version  # learner updates the old parameters were behind
-                    if new_version != self.version:
+                    if new_actor is not None:
                         self.version, self.actor = new_version, new_actor
                     self.versions_seen.append(self.version)
                     since_fetch = 0

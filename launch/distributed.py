@@ -135,7 +135,7 @@ def run_distributed(config: ConfigDict, run_dir: Path) -> dict:
             )
         handles.update(learner_handles)
         driver = learner_handles[learners[0].name]
-        fetch = lambda: ray.get(driver.get_actor_params.remote())
+        fetch = lambda have: ray.get(driver.get_actor_params.remote(have))
         collector = (
             ray.remote(Collector)
             .options(**_options(gpus_c, concurrency=2))

@@ -66,10 +66,14 @@ class Learner:
     def ready(self) -> str:
         return self.name
 
-    def get_actor_params(self) -> tuple[int, object]:
-        """(update count, actor params as numpy): what the collector fetches."""
+    def get_actor_params(self, have_version: int = -1) -> tuple[int, object | None]:
+        """(update count, actor params as numpy), or (count, None) if the caller has them already.
+
+        Skipping unchanged parameters matters at depth 1024, where they weigh hundreds of MB.
+        """
         with self._lock:
-            return self._published
+            version, params = self._published
+        return (version, None) if version == have_version else (version, params)
 
     def stop(self) -> None:
         self._stop.set()
