@@ -80,7 +80,9 @@ class Layout:
 
     @property
     def total_env_steps(self) -> int:
-        return self.prefill_env_steps + self.num_epochs * self.collections_per_epoch * self.steps_per_collection
+        return (
+            self.prefill_env_steps + self.num_epochs * self.collections_per_epoch * self.steps_per_collection
+        )
 
 
 def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:

@@ -47,7 +47,9 @@ def _int_list(text: str, field: str) -> list[int]:
     try:
         values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
     except ValueError:
-        raise ConfigError(f"{field} must be a comma-separated list of integers like 32,4; got {text!r}") from None
+        raise ConfigError(
+            f"{field} must be a comma-separated list of integers like 32,4; got {text!r}"
+        ) from None
     if not values:
         raise ConfigError(f"{field} must list at least one integer, got {text!r}")
     return values

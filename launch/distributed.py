@@ -122,7 +122,9 @@ def run_distributed(config: ConfigDict, run_dir: Path) -> dict:
     started = time.time()
     gpus_l, gpus_c = float(config.gpus_per_learner), float(config.gpus_per_collector)
 
-    replay = ray.remote(ReplayService).options(**_options(0, concurrency=4)).remote(spec, str(run_dir / "replay"))
+    replay = (
+        ray.remote(ReplayService).options(**_options(0, concurrency=4)).remote(spec, str(run_dir / "replay"))
+    )
     handles: dict[str, object] = {"replay": replay}
     try:
         address = ray.get(replay.address.remote())
@@ -177,7 +179,10 @@ def run_distributed(config: ConfigDict, run_dir: Path) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     table = summary_table(rows)
     (run_dir / "summary.md").write_text(f"# {config.topology} on {config.env}\n\n{table}\n")
-    curves = {f"{r.name} (depth {r.critic_depth})": read_metrics(run_dir / r.name / "metrics.jsonl") for r in learners}
+    curves = {
+        f"{r.name} (depth {r.critic_depth})": read_metrics(run_dir / r.name / "metrics.jsonl")
+        for r in learners
+    }
     plot_success(curves, run_dir / "success.png", title=f"{config.topology} — {config.env}")
     print(table)
     return {"eval/success": rows[0]["final_success"]} if rows else {}

@@ -40,7 +40,9 @@ for _name, _help in [
     ("seed", "Random seed"),
 ]:
     flags.DEFINE_integer(_name, None, _help)
-flags.DEFINE_string("ray_address", None, "Join an existing Ray cluster at HOST:PORT (default: embedded local Ray)")
+flags.DEFINE_string(
+    "ray_address", None, "Join an existing Ray cluster at HOST:PORT (default: embedded local Ray)"
+)
 flags.DEFINE_integer("collector_depth", None, "Depth of the collector agent (distributed topologies)")
 flags.DEFINE_integer("collector_width", None, "Width of the collector agent (distributed topologies)")
 flags.DEFINE_string("learner_depths", None, "Depths of the train-only learners, e.g. 32,4")
@@ -50,7 +52,9 @@ flags.DEFINE_float("gpus_per_learner", None, "GPUs per learner (fractions share 
 flags.DEFINE_multi_string("set", [], "Override any config field: --set gamma=0.98")
 flags.DEFINE_bool("list_envs", False, "List environments and exit")
 flags.DEFINE_bool("progress", True, "Show a progress bar")
-flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its latest checkpoint (topology single)")
+flags.DEFINE_bool(
+    "resume", False, "Continue the run in --run_dir from its latest checkpoint (topology single)"
+)
 
 FLAG_FIELDS = (
     "topology", "env", "backend", "run_dir", "total_env_steps", "num_envs", "num_eval_envs", "batch_size",
@@ -84,7 +88,9 @@ def load_config_file(spec: str) -> ConfigDict:
 def apply_override(config: ConfigDict, item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or key not in config:
-        raise UsageError(f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}")
+        raise UsageError(
+            f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}"
+        )
     old = config[key]
     try:
         if isinstance(old, bool):

@@ -100,7 +100,9 @@ def plot_success(curves: dict[str, list[dict]], out: Path, title: str = "") -> P
     for label, rows in curves.items():
         rows = [r for r in rows if "eval/success" in r]
         if rows:
-            ax.plot([r["env_steps"] for r in rows], [r["eval/success"] for r in rows], marker="o", label=label)
+            ax.plot(
+                [r["env_steps"] for r in rows], [r["eval/success"] for r in rows], marker="o", label=label
+            )
     ax.set_xlabel("env steps")
     ax.set_ylabel("success rate (eval)")
     ax.set_ylim(-0.02, 1.02)

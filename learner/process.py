@@ -38,7 +38,9 @@ class Learner:
         self.dir = Path(run_dir) / name
         write_config(self.dir, config)
         self.log = MetricsLog(self.dir)
-        self.key, k_init = jax.random.split(jax.random.PRNGKey(config.seed + zlib.crc32(name.encode()) % 100_000))
+        self.key, k_init = jax.random.split(
+            jax.random.PRNGKey(config.seed + zlib.crc32(name.encode()) % 100_000)
+        )
         self.train_state = agent.init(k_init)
         self.segments_per_round = updates_per_round_segments(config, layout)
         self.sampler = SegmentSampler(address, name, self.segments_per_round, self.spec)
@@ -114,7 +116,10 @@ class Learner:
                 self.train_state, metrics = self._round(self.train_state, segments, k)
                 self.rounds += 1
                 with self._lock:
-                    self._published = (self.rounds * self.config.num_minibatches, jax.device_get(self.train_state.actor))
+                    self._published = (
+                        self.rounds * self.config.num_minibatches,
+                        jax.device_get(self.train_state.actor),
+                    )
                 if self.rounds % eval_every_rounds == 0:
                     self._evaluate_and_log({"wall_time": time.time() - start, **jax.device_get(metrics)})
             return self.finish(time.time() - start, metrics)

@@ -43,7 +43,10 @@ def test_collector_deep_learner_shallow_end_to_end(tmp_path):
         assert row["env_steps"] == collector["steps_written"]
         assert _rows(run_dir / name / "metrics.jsonl")[-1]["updates"] == row["updates"]
         assert (run_dir / name / "checkpoints" / "final").is_dir()
-    assert _rows(run_dir / "collector" / "metrics.jsonl")[-1]["segments_written"] == collector["segments_written"]
+    assert (
+        _rows(run_dir / "collector" / "metrics.jsonl")[-1]["segments_written"]
+        == collector["segments_written"]
+    )
     assert (run_dir / "success.png").stat().st_size > 1000
     assert "| collector_learner | 8 |" in (run_dir / "summary.md").read_text()
 
@@ -65,7 +68,13 @@ def test_topology_on_an_existing_local_cluster(tmp_path):
     try:
         run_dir = tmp_path / "run"
         res = run_cli(
-            "--topology", "actor_learner", *SMALL, "--run_dir", str(run_dir), "--ray_address", f"127.0.0.1:{port}",
+            "--topology",
+            "actor_learner",
+            *SMALL,
+            "--run_dir",
+            str(run_dir),
+            "--ray_address",
+            f"127.0.0.1:{port}",
             env=env,
         )
         assert res.returncode == 0, res.stderr[-4000:]
@@ -101,8 +110,12 @@ def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, sma
     spec = replay_spec(config, env, validate(config, env), ["collector_learner"])
     server, address = start_server(spec)
     try:
-        learner = Learner(config.to_dict(), "collector_learner", ["collector_learner"], address, str(tmp_path))
-        collector = Collector(config.to_dict(), ["collector_learner"], address, str(tmp_path), learner.get_actor_params)
+        learner = Learner(
+            config.to_dict(), "collector_learner", ["collector_learner"], address, str(tmp_path)
+        )
+        collector = Collector(
+            config.to_dict(), ["collector_learner"], address, str(tmp_path), learner.get_actor_params
+        )
         probe = np.random.default_rng(0).uniform(-1, 1, (16, 4)).astype(np.float32)
         before = collector.policy_actions(probe)
         results = {}
@@ -123,10 +136,16 @@ def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, sma
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--topology", "decoupling", "--learner_depths", "32,four"], "learner_depths must be a comma-separated"),
+        (
+            ["--topology", "decoupling", "--learner_depths", "32,four"],
+            "learner_depths must be a comma-separated",
+        ),
         (["--topology", "decoupling", "--learner_depths", "32,6"], "positive multiple of 4"),
         (["--topology", "actor_learner", "--ray_address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
-        (["--topology", "actor_learner", "--ray_address", "nonsense"], "ray_address must look like HOST:PORT"),
+        (
+            ["--topology", "actor_learner", "--ray_address", "nonsense"],
+            "ray_address must look like HOST:PORT",
+        ),
     ],
 )
 def test_bad_distributed_input_exits_2(tmp_path, args, needle):

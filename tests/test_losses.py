@@ -34,12 +34,16 @@ def test_tanh_gaussian_log_prob_matches_change_of_variables():
     mean, log_std = jnp.array([[0.3, -1.2]]), jnp.array([[-0.5, 0.4]])
     action, log_prob = tanh_gaussian_sample(jax.random.PRNGKey(3), mean, log_std)
     u = np.arctanh(np.asarray(action, np.float64))
-    expected = np.sum(norm.logpdf(u, np.asarray(mean), np.exp(np.asarray(log_std))) - np.log(1 - np.tanh(u) ** 2))
+    expected = np.sum(
+        norm.logpdf(u, np.asarray(mean), np.exp(np.asarray(log_std))) - np.log(1 - np.tanh(u) ** 2)
+    )
     np.testing.assert_allclose(log_prob, [expected], rtol=1e-3)
 
 
 def test_update_gradients_finite_and_params_move():
-    cfg = AgentConfig(state_size=3, goal_size=2, action_size=2, actor=TrunkConfig(8, 16), critic=TrunkConfig(8, 16))
+    cfg = AgentConfig(
+        state_size=3, goal_size=2, action_size=2, actor=TrunkConfig(8, 16), critic=TrunkConfig(8, 16)
+    )
     agent = make_agent(cfg)
     ts = agent.init(jax.random.PRNGKey(0))
     k = jax.random.split(jax.random.PRNGKey(1), 3)

@@ -20,7 +20,9 @@ def expected_encoder_params(depth: int, width: int, n_in: int, n_out: int, layer
 
 @pytest.mark.parametrize("depth", [4, 8, 16, 64])
 def test_dense_and_param_counts_match_formula(depth):
-    params = Encoder(TrunkConfig(depth=depth, width=WIDTH), OUT).init(jax.random.PRNGKey(0), jnp.zeros((1, IN)))
+    params = Encoder(TrunkConfig(depth=depth, width=WIDTH), OUT).init(
+        jax.random.PRNGKey(0), jnp.zeros((1, IN))
+    )
     assert count_dense_layers(params) == depth + 2  # input layer + blocks + output layer
     assert count_params(params) == expected_encoder_params(depth, WIDTH, IN, OUT)
 
@@ -42,7 +44,9 @@ def _numpy_reference(params, x, cfg: TrunkConfig):
         h = h @ pick(lp["Dense_0"]["kernel"]) + pick(lp["Dense_0"]["bias"])
         if cfg.layer_norm:
             mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
-            h = (h - mu) / np.sqrt(var + 1e-6) * pick(lp["LayerNorm_0"]["scale"]) + pick(lp["LayerNorm_0"]["bias"])
+            h = (h - mu) / np.sqrt(var + 1e-6) * pick(lp["LayerNorm_0"]["scale"]) + pick(
+                lp["LayerNorm_0"]["bias"]
+            )
         return h / (1 + np.exp(-h)) if cfg.activation == "swish" else np.maximum(h, 0)
 
     h = layer(p["input"], np.asarray(x))
@@ -66,7 +70,9 @@ def _numpy_reference(params, x, cfg: TrunkConfig):
 def test_scanned_trunk_equals_unrolled_reference(cfg):
     x = jax.random.normal(jax.random.PRNGKey(1), (5, IN))
     params = Trunk(cfg).init(jax.random.PRNGKey(0), x)
-    np.testing.assert_allclose(Trunk(cfg).apply(params, x), _numpy_reference(params, x, cfg), rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(
+        Trunk(cfg).apply(params, x), _numpy_reference(params, x, cfg), rtol=2e-4, atol=2e-5
+    )
 
 
 def test_python_loop_trunk_matches_scan_with_same_weights():
@@ -100,7 +106,10 @@ def test_ablation_switches_change_structure_and_function():
     assert "LayerNorm_0" not in no_ln["params"]["input"]
     assert count_params(no_ln) == count_params(base_params) - 2 * WIDTH * (8 + 1)
     out = Trunk(base).apply(base_params, x)
-    for variant in (TrunkConfig(depth=8, width=WIDTH, residual=False), TrunkConfig(depth=8, width=WIDTH, activation="relu")):
+    for variant in (
+        TrunkConfig(depth=8, width=WIDTH, residual=False),
+        TrunkConfig(depth=8, width=WIDTH, activation="relu"),
+    ):
         assert count_params(Trunk(variant).init(jax.random.PRNGKey(0), x)) == count_params(base_params)
         assert not np.allclose(Trunk(variant).apply(base_params, x), out)
 

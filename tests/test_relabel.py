@@ -97,5 +97,11 @@ def test_ring_buffer_keeps_newest_steps_in_order_and_windows_are_contiguous():
 
 def test_minibatch_shapes():
     ids = np.zeros((10, 30), np.int64)
-    mbs = relabeled_minibatches(jax.random.PRNGKey(0), _segments(ids), (0, 1), 0.99, num_minibatches=4, batch_size=16)
-    assert mbs["state"].shape == (4, 16, 3) and mbs["goal"].shape == (4, 16, 2) and mbs["action"].shape == (4, 16, 1)
+    mbs = relabeled_minibatches(
+        jax.random.PRNGKey(0), _segments(ids), (0, 1), 0.99, num_minibatches=4, batch_size=16
+    )
+    assert (
+        mbs["state"].shape == (4, 16, 3)
+        and mbs["goal"].shape == (4, 16, 2)
+        and mbs["action"].shape == (4, 16, 1)
+    )
