@@ -1,0 +1,411 @@
+"""Speed of the CRL core as depth grows: compile time, update steps/s, memory, and the Ant loop.
+
+    .venv/bin/python benchmarks/depth_scaling.py [--quick] [--cap 240] [--json out.json]
+
+Three measurements, printed as tables:
+
+1. ``agent.update`` (jitted) for critic = actor depth in ``--depths`` at one width and batch: compile
+   time (lower + compile), steady-state steps/s, XLA's memory analysis and the process peak RSS.
+2. The same update with the residual blocks unrolled in Python (``scan=False``) instead of
+   ``nn.scan``: compile time, and the unrolled/scanned ratio.
+3. The ``single`` topology on Ant (spring backend): env steps/s of collection alone and of the whole
+   fused loop (collect + replay + relabel + updates) at the paper's update-to-data ratio.
+
+Every cell runs in its own subprocess so that peak RSS is per cell and a cell that exceeds its
+wall-clock cap is killed and reported as a timeout instead of hanging the run. A cell reports what it
+measured so far as JSON lines on stdout, so a killed cell still yields e.g. its compile time or a
+lower bound on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+T0 = time.perf_counter()
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STATE, GOAL, ACTION = 29, 2, 8  # Ant: state 29-d, goal x,y, 8 actuators
+PAPER_UPDATES_PER_ENV_STEP = 800 / (512 * 62)  # 800 minibatches per collection of 512 envs x 62 steps
+MARK = "@@"  # prefix of the child's result lines, so JAX/absl log lines on stdout do not interfere
+
+Cell = dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- child side
+
+
+def _emit(**fields: Any) -> None:
+    """Report partial results to the parent (always with the peak RSS so far)."""
+    fields["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(MARK + json.dumps(fields), flush=True)
+
+
+def _remaining(p: Cell) -> float:
+    return p["cap"] - (time.perf_counter() - T0)
+
+
+def _time_calls(call: Callable[[], Any], first_s: float, p: Cell) -> tuple[int, float]:
+    """Call ``call`` (which blocks) for about ``p['seconds']``; at least 2 calls, never past the cap.
+
+    The number of calls is chosen before timing from the warm-up duration, so the loop itself has no
+    per-step clock checks that could stall a fast step; slow cells are bounded by the remaining cap.
+    """
+    budget = min(p["seconds"], 0.9 * _remaining(p) - first_s)
+    n = max(2, min(p.get("max_calls", 10_000), int(budget / max(first_s, 1e-6))))
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    return n, time.perf_counter() - start
+
+
+def _memory(compiled: Any) -> dict[str, float]:
+    """XLA's static buffer assignment of the executable, in MiB (empty where the backend has none)."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend/version implements it
+        return {}
+    if m is None:
+        return {}
+    mib = 1 / 2**20
+    arg, out, tmp = m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes
+    return {"xla_arg_mb": arg * mib, "xla_out_mb": out * mib, "xla_temp_mb": tmp * mib,
+            "xla_total_mb": (arg + out + tmp) * mib}  # fmt: skip
+
+
+def update_cell(p: Cell) -> None:
+    """Compile and time one jitted ``agent.update`` at the given depth, width, batch and scan switch."""
+    import jax
+
+    from learner.agent import AgentConfig, make_agent
+    from learner.networks import TrunkConfig
+
+    trunk = TrunkConfig(depth=p["depth"], width=p["width"], scan=p["scan"])
+    agent = make_agent(AgentConfig(STATE, GOAL, ACTION, actor=trunk, critic=trunk))
+    key = jax.random.PRNGKey(0)
+    ks, ka, kg = jax.random.split(key, 3)
+    batch = {
+        "state": jax.random.normal(ks, (p["batch"], STATE)),
+        "action": jax.random.uniform(ka, (p["batch"], ACTION), minval=-0.99, maxval=0.99),
+        "goal": jax.random.normal(kg, (p["batch"], GOAL)),
+    }
+    shapes = jax.eval_shape(agent.init, key)  # compile from shapes: nothing materialized yet
+    n_params = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves((shapes.actor, shapes.critic)))
+    _emit(params_m=n_params / 1e6, compile_started_epoch=time.time())
+    start = time.perf_counter()
+    compiled = jax.jit(agent.update).lower(shapes, batch, key).compile()
+    _emit(compile_s=time.perf_counter() - start, **_memory(compiled))
+    if p.get("compile_only"):
+        return
+
+    state = {"ts": jax.block_until_ready(jax.jit(agent.init)(key))}
+
+    def step() -> None:
+        state["ts"] = jax.block_until_ready(compiled(state["ts"], batch, key)[0])
+
+    start = time.perf_counter()
+    step()  # warm-up: first execution (allocation, thread pools)
+    first_s = time.perf_counter() - start
+    _emit(first_step_s=first_s)
+    n, secs = _time_calls(step, first_s, p)
+    _emit(timed_steps=n, timed_s=secs, steps_per_s=n / secs)
+
+
+def env_cell(p: Cell) -> None:
+    """Collection alone vs the whole fused ``single`` loop on Ant, both timed after compile."""
+    import jax
+
+    from collector.rollout import unroll
+    from configs.defaults import get_config
+    from envs import make_env
+    from envs.wrappers import VectorEnv
+    from launch.single import make_single_trainer
+
+    c = get_config()
+    c.update(env="ant", backend="spring", episode_length=p["episode_length"], num_envs=p["num_envs"],
+             unroll_length=p["unroll_length"], batch_size=p["batch"], num_minibatches=p["num_minibatches"],
+             min_replay_steps_per_env=p["min_replay"], segment_length=0, critic_depth=p["depth"],
+             actor_depth=p["depth"], critic_width=p["width"], actor_width=p["width"], num_evals=1,
+             checkpoint=False)  # fmt: skip
+    steps_per_collection = c.num_envs * c.unroll_length
+    prefill_unrolls = math.ceil(c.min_replay_steps_per_env / c.unroll_length)
+    c.total_env_steps = (prefill_unrolls + p["collections_per_epoch"]) * steps_per_collection
+    trainer = make_single_trainer(c)
+    assert trainer.layout.collections_per_epoch == p["collections_per_epoch"], trainer.layout
+    agent = trainer.agent
+    ant = make_env("ant", backend="spring", episode_length=p["episode_length"])
+    venv = VectorEnv(ant, c.num_envs, trainer.layout.episode_length)
+    key = jax.random.PRNGKey(0)
+    carry = jax.block_until_ready(trainer.init(key))
+
+    def collect(actor, env_state, k):
+        """The trainer's collection without the buffer insert: stochastic policy, ``unroll_length`` steps."""
+        return unroll(venv, lambda obs, kk: agent.act(actor, obs, kk), env_state, k, c.unroll_length)
+
+    start = time.perf_counter()
+    collect_c = jax.jit(collect).lower(carry.train_state.actor, carry.env_state, key).compile()
+    _emit(collect_compile_s=time.perf_counter() - start, env_steps_per_call=steps_per_collection,
+          updates_per_collection=c.num_minibatches, episode_length=trainer.layout.episode_length,
+          segment_length=trainer.layout.segment_length, prefill_unrolls=trainer.layout.prefill_unrolls)  # fmt: skip
+    env = {"s": carry.env_state, "k": key}
+
+    def collect_call() -> None:
+        env["k"], k = jax.random.split(env["k"])
+        env["s"] = jax.block_until_ready(collect_c(carry.train_state.actor, env["s"], k)[0])
+
+    start = time.perf_counter()
+    collect_call()
+    first_s = time.perf_counter() - start
+    n, secs = _time_calls(collect_call, first_s, {**p, "seconds": p["seconds"] / 2})
+    _emit(collect_calls=n, collect_s=secs, collect_env_steps_per_s=n * steps_per_collection / secs)
+
+    carry = jax.block_until_ready(trainer.prefill(carry))
+    start = time.perf_counter()
+    epoch_c = trainer.train_epoch.lower(carry).compile()
+    _emit(loop_compile_s=time.perf_counter() - start)
+    box = {"carry": carry}
+
+    def epoch_call() -> None:
+        box["carry"] = jax.block_until_ready(epoch_c(box["carry"])[0])
+
+    start = time.perf_counter()
+    epoch_call()
+    first_s = time.perf_counter() - start
+    n, secs = _time_calls(epoch_call, first_s, p)
+    env_steps = n * p["collections_per_epoch"] * steps_per_collection
+    _emit(loop_calls=n, loop_s=secs, loop_env_steps_per_s=env_steps / secs,
+          loop_updates_per_s=n * p["collections_per_epoch"] * c.num_minibatches / secs)  # fmt: skip
+
+
+CELLS: dict[str, Callable[[Cell], None]] = {"update": update_cell, "env": env_cell}
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    """Peak RSS of a running process from /proc (Linux), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_cell(kind: str, params: Cell, cap: float) -> Cell:
+    """Run one cell in a fresh interpreter under a wall-clock cap; merge what it reported."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--_cell",
+        json.dumps({"kind": kind, **params, "cap": cap}),
+    ]
+    start, hwm = time.time(), None
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result: Cell = {"kind": kind, **params, "cap": cap, "timed_out": False}
+    try:
+        out, err = proc.communicate(timeout=cap)
+    except subprocess.TimeoutExpired:
+        hwm = _peak_rss_mb(proc.pid)  # the child's last report predates the work that was cut off
+        proc.kill()  # our own child, by its handle
+        out, err = proc.communicate()
+        result["timed_out"] = True
+    result["wall_s"] = time.time() - start
+    for line in out.splitlines():
+        if line.startswith(MARK):
+            result.update(json.loads(line[len(MARK) :]))
+    if result["timed_out"] and hwm is not None:
+        result["peak_rss_mb"] = max(hwm, result.get("peak_rss_mb", 0.0))
+    if result["timed_out"] and "compile_started_epoch" in result and "compile_s" not in result:
+        result["compile_lower_bound_s"] = start + result["wall_s"] - result["compile_started_epoch"]
+    if proc.returncode and not result["timed_out"]:
+        tail = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["no stderr"]
+        result["error"] = f"exit {proc.returncode}: {tail[0][:200]}"
+    return result
+
+
+def _fmt(x: Any, spec: str = ".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _compile_str(r: Cell) -> str:
+    if "compile_s" in r:
+        return f"{r['compile_s']:.1f}"
+    if "compile_lower_bound_s" in r:
+        return f"> {r['compile_lower_bound_s']:.0f} (cap)"
+    return "error" if "error" in r else "timeout"
+
+
+def _rss_str(r: Cell) -> str:
+    """Peak RSS; for a killed cell the peak up to the kill, hence a lower bound."""
+    rss = r.get("peak_rss_mb")
+    return "-" if rss is None else (f">= {rss:.0f}" if r["timed_out"] else f"{rss:.0f}")
+
+
+def _steps_str(r: Cell) -> str:
+    if "steps_per_s" in r:
+        return f"{r['steps_per_s']:.3g}"
+    if r.get("compile_only"):
+        return "-"
+    return "timeout" if r["timed_out"] else ("error" if "error" in r else "-")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, so the output can be pasted into docs/benchmarks.md as is."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def update_table(rows: list[Cell]) -> str:
+    body = [
+        [str(r["depth"]), _fmt(r.get("params_m"), ".2f"), _compile_str(r), _steps_str(r),
+         _fmt(1e3 / r["steps_per_s"] if "steps_per_s" in r else None, ".1f"), str(r.get("timed_steps", "-")),
+         _fmt(r.get("xla_arg_mb")), _fmt(r.get("xla_temp_mb")), _fmt(r.get("xla_out_mb")),
+         _fmt(r.get("xla_total_mb")), _rss_str(r)]
+        for r in rows
+    ]  # fmt: skip
+    header = ["depth", "params (M)", "compile s", "steps/s", "ms/step", "timed steps",
+              "XLA arg MiB", "XLA temp MiB", "XLA out MiB", "XLA total MiB", "peak RSS MiB"]  # fmt: skip
+    return table(header, body)
+
+
+def compile_table(scanned: dict[int, Cell], unrolled: dict[int, Cell]) -> str:
+    body = []
+    for depth, u in unrolled.items():
+        s = scanned.get(depth, {})
+        ratio = "-"
+        if "compile_s" in s and "compile_s" in u:
+            ratio = f"{u['compile_s'] / s['compile_s']:.1f}x"
+        elif "compile_s" in s and "compile_lower_bound_s" in u:
+            ratio = f"> {u['compile_lower_bound_s'] / s['compile_s']:.0f}x"
+        body.append([str(depth), _compile_str(s) if s else "-", _compile_str(u), ratio, _steps_str(s) if s else "-",
+                     _steps_str(u), _rss_str(u)])  # fmt: skip
+    header = ["depth", "scanned compile s", "unrolled compile s", "unrolled / scanned",
+              "scanned steps/s", "unrolled steps/s", "unrolled peak RSS MiB"]  # fmt: skip
+    return table(header, body)
+
+
+def env_table(r: Cell) -> str:
+    collect, loop = r.get("collect_env_steps_per_s"), r.get("loop_env_steps_per_s")
+    status = "timeout" if r["timed_out"] else r.get("error", "-")
+    body = [
+        ["collection alone (jitted unroll, stochastic policy)", _fmt(r.get("collect_compile_s")),
+         _fmt(collect, ",.0f") if collect else status, str(r.get("collect_calls", "-"))],
+        ["whole loop (train_epoch: collect + insert + sample + relabel + updates)", _fmt(r.get("loop_compile_s")),
+         _fmt(loop, ",.0f") if loop else status, str(r.get("loop_calls", "-"))],
+    ]  # fmt: skip
+    out = table(["what", "compile s", "env steps/s", "timed calls"], body)
+    if collect and loop:
+        out += f"\n\ncollection / whole loop = {collect / loop:.1f}x; "
+        out += (
+            f"updates/s inside the loop = {r['loop_updates_per_s']:.1f}; peak RSS {r['peak_rss_mb']:.0f} MiB"
+        )
+    return out
+
+
+def machine() -> str:
+    name = platform.processor() or "?"
+    try:
+        for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True, check=False
+        ).stdout.splitlines():
+            if line.startswith("Model name"):
+                name = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import jax
+
+    return f"{name}, nproc {os.cpu_count()}, jax {jax.__version__} on {jax.devices()[0].platform}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: width 64, depths 4 and 16, small caps")
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--depths", type=int, nargs="+", default=[4, 16, 64, 256, 1024])
+    ap.add_argument("--unrolled_depths", type=int, nargs="*", default=[4, 16, 64, 256, 1024])
+    ap.add_argument("--cap", type=float, default=240.0, help="wall-clock seconds per update cell")
+    ap.add_argument("--unrolled_cap", type=float, default=600.0, help="wall-clock seconds per unrolled cell")
+    ap.add_argument("--seconds", type=float, default=10.0, help="target timed seconds per measurement")
+    ap.add_argument("--unrolled_steps", action="store_true", help="also time steps of unrolled cells")
+    ap.add_argument("--skip_env", action="store_true", help="skip the Ant single-topology measurement")
+    ap.add_argument("--env_cap", type=float, default=900.0)
+    ap.add_argument("--num_envs", type=int, default=64)
+    ap.add_argument("--unroll_length", type=int, default=62)
+    ap.add_argument("--episode_length", type=int, default=200)
+    ap.add_argument("--env_depth", type=int, default=4)
+    ap.add_argument("--collections_per_epoch", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None, help="also write all raw results here")
+    ap.add_argument("--_cell", default=None, help=argparse.SUPPRESS)
+    if ap.parse_known_args(argv)[0].quick:  # quick changes the defaults; explicit flags still win
+        ap.set_defaults(width=64, depths=[4, 16], unrolled_depths=[4, 16], cap=60.0, unrolled_cap=60.0,
+                        env_cap=120.0, seconds=1.5, num_envs=16, unroll_length=20, episode_length=40,
+                        collections_per_epoch=1)  # fmt: skip
+    args = ap.parse_args(argv)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args._cell:
+        p = json.loads(args._cell)
+        CELLS[p["kind"]](p)
+        return {}
+    print(f"# CRL core depth scaling — {machine()}; load avg {os.getloadavg()[0]:.2f}", flush=True)
+    base = {"width": args.width, "batch": args.batch, "seconds": args.seconds}
+    scanned: dict[int, Cell] = {}
+    for depth in args.depths:
+        scanned[depth] = run_cell("update", {**base, "depth": depth, "scan": True}, args.cap)
+        print(f"  scanned depth {depth}: {_compile_str(scanned[depth])} s compile, "
+              f"{_steps_str(scanned[depth])} steps/s", flush=True)  # fmt: skip
+    unrolled: dict[int, Cell] = {}
+    for depth in args.unrolled_depths:
+        p = {**base, "depth": depth, "scan": False, "compile_only": not (args.unrolled_steps or args.quick)}
+        unrolled[depth] = run_cell("update", p, args.unrolled_cap)
+        print(f"  unrolled depth {depth}: {_compile_str(unrolled[depth])} s compile", flush=True)
+    env: Cell = {}
+    if not args.skip_env:
+        steps = args.num_envs * args.unroll_length
+        env_p = {"num_envs": args.num_envs, "unroll_length": args.unroll_length, "batch": args.batch,
+                 "num_minibatches": max(1, round(PAPER_UPDATES_PER_ENV_STEP * steps)),
+                 "episode_length": args.episode_length, "min_replay": args.episode_length,
+                 "depth": args.env_depth, "width": args.width, "seconds": args.seconds,
+                 "collections_per_epoch": args.collections_per_epoch}  # fmt: skip
+        env = run_cell("env", env_p, args.env_cap)
+    print(
+        f"\n## agent.update, scanned trunk (width {args.width}, batch {args.batch}, actor = critic depth)\n"
+    )
+    print(update_table(list(scanned.values())))
+    if unrolled:
+        print(f"\n## compile: nn.scan over blocks vs unrolled Python loop (width {args.width})\n")
+        print(compile_table(scanned, unrolled))
+    if env:
+        print(f"\n## single topology on Ant (spring): {env['num_envs']} envs x {env['unroll_length']} steps, "
+              f"{env['num_minibatches']} updates of batch {env['batch']} per collection "
+              f"(paper ratio 800/31744), depth {env['depth']} width {env['width']}, "
+              f"episode_length {env['episode_length']}, min_replay_steps_per_env {env['min_replay']}\n")  # fmt: skip
+        print(env_table(env))
+    print(f"\nload avg at end {os.getloadavg()[0]:.2f}; total wall {time.perf_counter() - T0:.0f} s")
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "scanned": scanned, "unrolled": unrolled,
+               "env": env}  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
