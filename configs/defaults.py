@@ -34,7 +34,7 @@ def get_config() -> ConfigDict:
     c.unroll_length = 50  # steps per env per collection step
     c.replay_steps_per_env = 2_000  # replay capacity, in steps per env
     c.min_replay_steps_per_env = 200  # prefill before training starts
-    c.segment_length = 0  # relabeling window in steps; 0: the episode length
+    c.segment_length = 0  # relabeling window in steps; 0: the episode length (capped by the prefill)
 
     # Learning.
     c.batch_size = 256

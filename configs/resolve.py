@@ -108,7 +108,8 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
             raise ConfigError(str(e)) from None
     env = env or build_env(config)
     episode_length = int(config.episode_length or env.spec.episode_length)
-    segment_length = int(config.segment_length or episode_length)
+    # By default a segment spans an episode, but never more than the prefill, so sampling can start.
+    segment_length = int(config.segment_length or min(episode_length, config.min_replay_steps_per_env))
     if segment_length < 2:
         raise ConfigError(f"segment_length must be at least 2 steps, got {segment_length}")
     if config.min_replay_steps_per_env > config.replay_steps_per_env:

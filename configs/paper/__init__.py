@@ -1,0 +1,1 @@
+"""The paper's per-environment settings (``configs/paper/envs.py:ENV``)."""

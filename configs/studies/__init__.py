@@ -1,0 +1,90 @@
+"""Paper experiments as data: each study module turns (envs, seeds, scale, options) into runs.
+
+A study module defines ``DESCRIPTION``, ``DEFAULT_ENVS`` and ``DEFAULT_OPTIONS``
+(per scale), the report's plot keys, and ``get_runs(envs, seeds, scale,
+options) -> list[Run]``. Keeping the definition separate from the scheduler
+lets ``launch/study.py`` run, resume and report every study the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, NamedTuple
+
+from ml_collections import ConfigDict
+
+STUDIES = ("depth_sweep", "decoupling", "batch_sweep", "width_vs_depth")
+SCALES = ("paper", "cpu")
+MAX_DEPTH = 1024
+
+
+class Run(NamedTuple):
+    """One run of a study: its config is ``base_config(scale, env)`` + ``overrides``."""
+
+    name: str  # unique in the study; also the run folder's name
+    overrides: dict[str, Any]  # config fields this run sets (env and seed included)
+    condition: dict[str, Any]  # what the report groups seeds by (env + the study's variables)
+
+
+def get_study(name: str) -> ModuleType:
+    """The study module; an unknown name raises a ValueError listing the valid ones."""
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; valid studies: {', '.join(STUDIES)}")
+    return importlib.import_module(f"configs.studies.{name}")
+
+
+def cpu_base() -> ConfigDict:
+    """Tiny settings for ``--scale cpu``: point-mass-sized runs that finish in about a minute on 2 cores."""
+    from configs.defaults import get_config
+
+    c = get_config()
+    c.total_env_steps = 100_000
+    c.num_envs = 32
+    c.num_eval_envs = 32
+    c.num_minibatches = 8
+    c.critic_width = 32
+    c.actor_width = 32
+    c.num_evals = 5
+    return c
+
+
+def base_config(scale: str, env: str) -> ConfigDict:
+    """The config every run of ``env`` starts from: the paper's per-env preset, or ``cpu_base``."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+    if scale == "paper":
+        from configs.paper.envs import get_config
+
+        return get_config(env)
+    c = cpu_base()
+    c.env = env
+    return c
+
+
+def apply_set(config: ConfigDict, item: str) -> None:
+    """Apply one ``key=value`` override, converting to the field's type; ValueError on bad input."""
+    key, sep, raw = item.partition("=")
+    if not sep or key not in config:
+        raise ValueError(f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}")
+    old = config[key]
+    if isinstance(old, bool):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"bad --set {item!r}: {key} expects true or false")
+        config[key] = raw.lower() in ("true", "1")
+        return
+    try:
+        config[key] = type(old)(raw)
+    except ValueError:
+        raise ValueError(f"bad --set {item!r}: {key} expects a {type(old).__name__}") from None
+
+
+def check_depths(depths: list[int], what: str = "depths") -> list[int]:
+    for d in depths:
+        if d <= 0 or d % 4 or d > MAX_DEPTH:
+            raise ValueError(f"{what} must be multiples of 4 between 4 and {MAX_DEPTH}, got {d}")
+    return list(depths)
+
+
+def seed_tag(seed: int) -> str:
+    return f"s{seed}"
