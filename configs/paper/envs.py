@@ -50,7 +50,9 @@ PAPER_ENVS = tuple(TOTAL_ENV_STEPS)
 def get_config(env_name: str = "") -> ConfigDict:
     """The paper preset for ``env_name``; an unknown name raises a ValueError listing the valid ones."""
     if env_name not in TOTAL_ENV_STEPS:
-        what = f"unknown paper env {env_name!r}" if env_name else "no env given (use configs/paper/envs.py:ENV)"
+        what = (
+            f"unknown paper env {env_name!r}" if env_name else "no env given (use configs/paper/envs.py:ENV)"
+        )
         raise ValueError(f"{what}; valid: {', '.join(PAPER_ENVS)}")
     c = paper()
     c.env = env_name

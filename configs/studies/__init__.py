@@ -66,7 +66,9 @@ def apply_set(config: ConfigDict, item: str) -> None:
     """Apply one ``key=value`` override, converting to the field's type; ValueError on bad input."""
     key, sep, raw = item.partition("=")
     if not sep or key not in config:
-        raise ValueError(f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}")
+        raise ValueError(
+            f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}"
+        )
     old = config[key]
     if isinstance(old, bool):
         if raw.lower() not in ("true", "false", "1", "0"):

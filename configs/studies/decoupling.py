@@ -12,7 +12,10 @@ from configs.studies import Run, check_depths, seed_tag
 
 DESCRIPTION = "Deep vs shallow train-only learners under a deep and a shallow collector."
 # The paper uses three envs; which three is our assumption (the excerpt does not name them).
-DEFAULT_ENVS = {"paper": ["ant_big_maze", "humanoid_u_maze", "arm_push_easy"], "cpu": ["point_mass", "point_mass_walls"]}
+DEFAULT_ENVS = {
+    "paper": ["ant_big_maze", "humanoid_u_maze", "arm_push_easy"],
+    "cpu": ["point_mass", "point_mass_walls"],
+}
 DEFAULT_OPTIONS = {"paper": {"depths": [32, 4]}, "cpu": {"depths": [32, 4]}}  # deep, shallow (DESIGN.md)
 
 CURVE_KEYS = ("collector_depth", "learner", "learner_depth")

@@ -80,8 +80,12 @@ def get_runs(
                     Run(
                         f"{env_name}-{scaled}-d{d}-w{w}-{seed_tag(seed)}",
                         {
-                            "env": env_name, "seed": seed, "critic_depth": d, "actor_depth": d,
-                            "critic_width": w, "actor_width": w,
+                            "env": env_name,
+                            "seed": seed,
+                            "critic_depth": d,
+                            "actor_depth": d,
+                            "critic_width": w,
+                            "actor_width": w,
                         },  # fmt: skip
                         {"env": env_name, "scaled": scaled, "depth": d, "width": w, "params": params},
                     )
