@@ -87,19 +87,14 @@ def _box(parent: ET.Element, name: str, pos, size, rgba: str) -> None:
 
 
 def arm_xml(task: ArmTask) -> str:
-    """The arm MJCF plus the task's regions or bins and their contact pairs."""
+    """The arm MJCF plus, for binpick tasks, the two bins and their contact pairs."""
     root = ET.fromstring(ASSET.read_text())
     world = root.find("worldbody")
     contact = root.find("contact")
-    blue, red = "0.2 0.3 0.9 1", "0.9 0.2 0.2 1"
     if not task.bins:
-        # Thin, non-colliding patches that only show the two regions.
-        r = task.half_range + CUBE_HALF
-        for name, (x, y), rgba in (
-            ("start_region", task.start_center, blue),
-            ("goal_region", task.goal_center, red),
-        ):
-            _box(world, name, (x, y, 0.0005), (r, r, 0.0005), rgba)
+        # Push scenes are the bare arm, cube and table: the start and goal
+        # regions are only drawn at render time (``Arm.regions``), so both
+        # push tasks share one physics model.
         return ET.tostring(root, encoding="unicode")
     # Two bins side by side along x, sharing a divider wall.
     (xa, y), (xb, _) = task.start_center, task.goal_center
@@ -118,6 +113,7 @@ def arm_xml(task: ArmTask) -> str:
         _box(world, name, pos, size, "0.55 0.4 0.25 1")
         for other in ("cube", "hand", "left_finger", "right_finger"):
             ET.SubElement(contact, "pair", {"geom1": other, "geom2": name})
+    blue, red = "0.2 0.3 0.9 1", "0.9 0.2 0.2 1"  # start bin, goal bin
     for name, x, rgba in (("binA_floor", xa, blue), ("binB_floor", xb, red)):
         _box(world, name, (x, y, 0.0005), (inner, inner, 0.0005), rgba)
     return ET.tostring(root, encoding="unicode")
@@ -163,6 +159,14 @@ class Arm(GoalEnv, PipelineEnv):
 
     def model_xml(self) -> str:
         return arm_xml(self.task)
+
+    def regions(self) -> list[tuple[tuple[float, float], float, tuple[float, ...]]]:
+        """(centre xy, half-width, rgba) of the start and goal regions, for drawing."""
+        r = self.task.half_range + CUBE_HALF
+        return [
+            (self.task.start_center, r, (0.2, 0.3, 0.9, 1.0)),
+            (self.task.goal_center, r, (0.9, 0.2, 0.2, 1.0)),
+        ]
 
     @property
     def action_size(self) -> int:
