@@ -1,0 +1,117 @@
+"""Render rollouts of an env to a video (GIF or MP4) plus a top-down PNG.
+
+    python launch/render.py --env ant_u4_maze --out runs/render/u4.gif
+    python launch/render.py --run_dir runs/my_run --episodes 3
+
+``--env`` acts randomly; ``--run_dir`` loads the run's latest checkpoint and
+acts with its deterministic policy. Rendering is headless (MuJoCo offscreen on
+EGL, falling back to OSMesa); the goal is drawn as a translucent red sphere
+whose radius is the env's success threshold.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# The OpenGL platform must be chosen before mujoco is imported anywhere.
+_GL_DEFAULTED = "MUJOCO_GL" not in os.environ
+os.environ.setdefault("MUJOCO_GL", "egl")
+if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("env", None, "Env name (random policy).")
+flags.DEFINE_string("run_dir", None, "Run directory: render its latest checkpoint's deterministic policy.")
+flags.DEFINE_string(
+    "out", None, "Output video (.gif or .mp4). Default: runs/render/<env>.gif or <run_dir>/render.gif."
+)
+flags.DEFINE_integer("episodes", 2, "Episodes to render (one after another).")
+flags.DEFINE_integer("steps", 200, "Steps per episode (capped at the env's episode length).")
+flags.DEFINE_integer("width", 320, "Frame width in pixels.")
+flags.DEFINE_integer("height", 240, "Frame height in pixels.")
+flags.DEFINE_integer("fps", 20, "Frames per second of the video.")
+flags.DEFINE_integer("seed", 0, "Seed of resets and random actions.")
+flags.DEFINE_string("backend", None, "Physics backend override (see --list_envs of run.py).")
+
+
+def _probe_gl() -> str | None:
+    """Create a tiny offscreen context; on failure return the error text."""
+    try:
+        import mujoco
+
+        model = mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>")
+        renderer = mujoco.Renderer(model, 8, 8)
+        renderer.close()
+        return None
+    except Exception as e:  # noqa: BLE001 - any GL failure means "try another platform"
+        return f"{type(e).__name__}: {e}"
+
+
+def _ensure_gl() -> None:
+    """EGL first; if it fails and the user chose nothing, re-run once under OSMesa."""
+    err = _probe_gl()
+    if err is None:
+        return
+    if _GL_DEFAULTED and os.environ.get("MUJOCO_GL") == "egl":
+        env = dict(os.environ, MUJOCO_GL="osmesa", PYOPENGL_PLATFORM="osmesa")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    raise SystemExit(
+        f"error: offscreen OpenGL ({os.environ.get('MUJOCO_GL')}) failed: {err}. "
+        "Install libegl1 libgl1-mesa-dri (EGL) or libosmesa6 (OSMesa); see envs/README.md"
+    )
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    import envs
+
+    if bool(FLAGS.env) == bool(FLAGS.run_dir):
+        print("error: give exactly one of --env or --run_dir", file=sys.stderr)
+        return 2
+    if FLAGS.env and FLAGS.env not in envs.env_names():
+        print(f"error: unknown env {FLAGS.env!r}; valid envs: {', '.join(envs.env_names())}", file=sys.stderr)
+        return 2
+
+    act_fn = None
+    if FLAGS.run_dir:
+        from launch.checkpoints import load_policy
+
+        env_name, env_kwargs, policy = load_policy(Path(FLAGS.run_dir))
+
+        def act_fn(obs, key):
+            return policy(obs)
+
+        out = Path(FLAGS.out or Path(FLAGS.run_dir) / "render.gif")
+    else:
+        env_name, env_kwargs = FLAGS.env, {}
+        out = Path(FLAGS.out or Path("runs") / "render" / f"{env_name}.gif")
+    if FLAGS.backend:
+        env_kwargs = {**env_kwargs, "backend": FLAGS.backend}
+
+    _ensure_gl()
+    from envs.rendering import plot_topdown, render_frames, rollout, write_video
+
+    try:
+        env = envs.make_env(env_name, **env_kwargs)
+    except ValueError as e:  # e.g. a backend the env does not support
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    steps = min(FLAGS.steps, env.spec.episode_length)
+    traj = rollout(env, act_fn, FLAGS.episodes, steps, FLAGS.seed)
+    frames = render_frames(env, traj, FLAGS.width, FLAGS.height)
+    write_video(frames, out, FLAGS.fps)
+    png = plot_topdown(
+        env, traj, out.with_name(out.stem + "_topdown.png"), title=f"{env_name}: o start, * goal"
+    )
+    print(f"wrote {out} ({len(frames)} frames, {FLAGS.width}x{FLAGS.height}) and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
