@@ -1,0 +1,425 @@
+"""The environment suite: shapes, goal layout, mazes, wall physics, truncation, rendering.
+
+Compiling Brax/MJX physics dominates the cost, so every env's reset and step
+are jitted once per session (``compiled``) and shared by all tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from envs import goal_metrics, make_env
+from envs.wrappers import VectorEnv
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_ENVS = [
+    "ant",
+    "ant_u4_maze",
+    "ant_u5_maze",
+    "ant_big_maze",
+    "ant_hardest_maze",
+    "humanoid",
+    "humanoid_u_maze",
+    "humanoid_big_maze",
+    "arm_push_easy",
+    "arm_push_hard",
+    "arm_binpick_easy",
+    "arm_binpick_hard",
+    "point_mass",
+    "point_mass_walls",
+]
+MAZES = {
+    "ant_u4_maze": 4.0,
+    "ant_u5_maze": 4.0,
+    "ant_big_maze": 4.0,
+    "ant_hardest_maze": 4.0,
+    "humanoid_u_maze": 2.0,
+    "humanoid_big_maze": 2.0,
+}
+STATE_SIZE = {"ant": 29, "humanoid": 268, "arm": 17, "point": 2}
+
+
+class Compiled:
+    """Per-env jitted reset and step, built on first use and kept for the session.
+
+    A step depends only on the physics model, so envs whose MJCF is identical
+    (arm_binpick_easy/hard differ only in where cube and goal are drawn) share
+    one compiled step.
+    """
+
+    def __init__(self):
+        self._cache = {}
+        self._steps = {}
+
+    def __call__(self, name: str):
+        if name not in self._cache:
+            env = make_env(name)
+            key = (env.model_xml(), env.backend) if hasattr(env, "model_xml") else name
+            step = self._steps.setdefault(key, jax.jit(env.step))
+            self._cache[name] = (env, jax.jit(env.reset), step)
+        return self._cache[name]
+
+
+@pytest.fixture(scope="session")
+def compiled() -> Compiled:
+    return Compiled()
+
+
+def _family(name: str) -> str:
+    return name.split("_")[0]
+
+
+def _wall_boxes(env) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(centre xy, half-size xy) of every maze wall geom, read from the compiled MuJoCo model."""
+    m = env.sys.mj_model
+    boxes = []
+    for g in range(m.ngeom):
+        if m.geom(g).name.startswith("maze_wall_"):
+            boxes.append((m.geom_pos[g][:2].copy(), m.geom_size[g][:2].copy()))
+    return boxes
+
+
+def _inside_any(xy: np.ndarray, boxes, margin: float = 0.0) -> np.ndarray:
+    xy = np.atleast_2d(xy)
+    inside = np.zeros(len(xy), bool)
+    for c, h in boxes:
+        inside |= np.all(np.abs(xy - c) < h + margin, axis=-1)
+    return inside
+
+
+# -- registry ---------------------------------------------------------------------
+
+
+def test_registry_has_exactly_the_suite():
+    assert envs.env_names() == sorted(ALL_ENVS)
+    with pytest.raises(ValueError, match="valid envs"):
+        make_env("no_such_env")
+
+
+def test_describe_envs_matches_specs():
+    rows = {r["name"]: r for r in envs.describe_envs()}
+    assert set(rows) == set(ALL_ENVS)
+    for name, row in rows.items():
+        assert row["state_size"] == STATE_SIZE[_family(name)], name
+        assert row["observation_size"] == row["state_size"] + len(row["goal_indices"])
+        assert row["success_threshold"] < row["easy_threshold"]
+    assert rows["ant"]["backend"] == "spring" and rows["humanoid"]["backend"] == "spring"
+    assert rows["arm_push_hard"]["backend"] == "mjx"
+    assert rows["humanoid"]["goal_indices"] == (0, 1, 2) and rows["ant_big_maze"]["goal_indices"] == (0, 1)
+    assert (
+        rows["arm_binpick_easy"]["success_threshold"] == 0.1
+        and rows["arm_binpick_easy"]["easy_threshold"] == 0.3
+    )
+
+
+@pytest.mark.parametrize(
+    "name,backend,valid",
+    [
+        ("ant_u4_maze", "warp", "spring"),
+        ("humanoid", "nope", "mjx"),
+        ("arm_push_easy", "spring", "mjx"),
+        ("point_mass", "mjx", "jax"),
+    ],
+)
+def test_unknown_backend_names_the_valid_ones(name, backend, valid):
+    with pytest.raises(ValueError, match=valid):
+        make_env(name, backend=backend)
+
+
+# -- every env: shapes and goal layout ---------------------------------------------
+
+
+def _goal_part_from_physics(env, name: str, ps) -> np.ndarray:
+    """The physical quantity the goal indices must select, read from the physics state."""
+    fam = _family(name)
+    if fam == "point":
+        return np.asarray(ps)
+    if fam == "arm":
+        cube = env.sys.mj_model.body("cube").id - 1
+        return np.asarray(ps.x.pos[cube])
+    torso = np.asarray(ps.x.pos[0])  # the torso is link 0
+    return torso[: len(env.spec.goal_indices)]
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_reset_step_shapes_and_goal_indices(name, compiled):
+    env, reset, step = compiled(name)
+    spec = env.spec
+    state = reset(jax.random.PRNGKey(1))
+    assert state.obs.shape == (spec.observation_size,)
+    assert spec.state_size == STATE_SIZE[_family(name)]
+    action = jax.random.uniform(jax.random.PRNGKey(2), (env.action_size,), minval=-1, maxval=1)
+    nxt = step(state, action)
+    assert nxt.obs.shape == (spec.observation_size,)
+    assert bool(jnp.isfinite(nxt.obs).all())
+    np.testing.assert_allclose(nxt.obs[spec.state_size :], state.obs[spec.state_size :])  # goal fixed
+    # MJX's link poses are computed before the last substep's integration, so
+    # on the arm they lag the joint positions by one 10 ms substep.
+    atol = 2e-3 if _family(name) == "arm" else 1e-5
+    for s in (state, nxt):
+        np.testing.assert_allclose(
+            np.asarray(spec.goal_of(s.obs[: spec.state_size])),
+            _goal_part_from_physics(env, name, s.pipeline_state),
+            atol=atol,
+        )
+    assert set(nxt.metrics) >= {"success", "success_easy", "distance"}
+    np.testing.assert_allclose(nxt.metrics["distance"], goal_metrics(spec, nxt.obs)["distance"])
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_success_true_at_goal_false_elsewhere(name):
+    spec = make_env(name).spec
+    state = np.random.default_rng(0).normal(size=spec.state_size).astype(np.float32)
+    goal = state[list(spec.goal_indices)]
+    at = goal_metrics(spec, jnp.concatenate([state, goal]))
+    near = goal_metrics(
+        spec, jnp.concatenate([state, goal + 0.9 * spec.success_threshold / np.sqrt(goal.size)])
+    )
+    mid = goal_metrics(spec, jnp.concatenate([state, goal + 1.5 * spec.success_threshold]))
+    far = goal_metrics(spec, jnp.concatenate([state, goal + 2.0 * spec.easy_threshold]))
+    assert float(at["success"]) == 1.0 and float(near["success"]) == 1.0
+    assert float(mid["success"]) == 0.0
+    assert float(far["success"]) == 0.0 and float(far["success_easy"]) == 0.0
+
+
+# -- mazes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(MAZES))
+def test_maze_goals_in_goal_cells_never_in_walls(name):
+    env = make_env(name, goal_jitter=0.3 * MAZES[name])
+    maze = env.maze
+    assert maze.cell_size == MAZES[name]
+    boxes = _wall_boxes(env)
+    wall_area = sum(4 * h[0] * h[1] for _, h in boxes)
+    assert np.isclose(
+        wall_area, (maze.grid == "1").sum() * maze.cell_size**2
+    )  # merged walls cover every wall cell
+    goals = np.asarray(jax.vmap(maze.sample_goal)(jax.random.split(jax.random.PRNGKey(0), 4000)))
+    assert not _inside_any(goals, boxes).any()
+    # Each goal lies within the jitter of some G cell's centre, and every G cell is used.
+    d = np.abs(goals[:, None, :] - maze.goal_centers[None]).max(-1)
+    assert (d.min(1) <= maze.goal_jitter + 1e-5).all()
+    assert len(np.unique(d.argmin(1))) == len(maze.goal_centers)
+    # The start (R cell) is the origin, free, with free space around the robot.
+    assert not _inside_any(np.zeros(2), boxes, margin=0.49 * maze.cell_size).any()
+
+
+@pytest.mark.parametrize("name", ["ant_u4_maze", "humanoid_u_maze"])
+def test_maze_reset_goal_is_a_goal_cell_centre(name, compiled):
+    env, reset, _ = compiled(name)
+    for seed in range(3):
+        s = reset(jax.random.PRNGKey(seed))
+        goal_xy = np.asarray(s.info["goal"][:2])
+        assert np.abs(env.maze.goal_centers - goal_xy).max(-1).min() < 1e-5
+        np.testing.assert_allclose(np.asarray(s.pipeline_state.x.pos[0, :2]), 0.0, atol=0.11)  # start at R
+
+
+def _push(env, ps, velocity_x: float):
+    """Override the torso's x velocity: a strong, steady shove along -x."""
+    qd = ps.qd.at[0].set(velocity_x).at[1].set(0.0)
+    return env.pipeline_init(ps.q, qd)
+
+
+@pytest.fixture(scope="session")
+def pushed_x(compiled):
+    def run(name: str, steps: int = 40) -> np.ndarray:
+        env, reset, _ = compiled(name)
+        env_nt = make_env(name, terminate_when_unhealthy=False)
+        push_step = jax.jit(
+            lambda s: env_nt.step(
+                s.replace(pipeline_state=_push(env_nt, s.pipeline_state, -4.0)), jnp.zeros(env_nt.action_size)
+            )
+        )
+        s = reset(jax.random.PRNGKey(0))
+        xs = []
+        for _ in range(steps):
+            s = push_step(s)
+            xs.append(float(s.pipeline_state.x.pos[0, 0]))
+        return np.array(xs)
+
+    return run
+
+
+def test_ant_pushed_at_a_maze_wall_does_not_pass_through(pushed_x):
+    # In ant_u4_maze the R cell's west neighbour is a wall whose face is at x = -2.
+    free = pushed_x("ant")
+    assert free.min() < -4.0  # the same shove carries an ant far without walls
+    walled = pushed_x("ant_u4_maze")
+    torso_radius = 0.25
+    assert walled.min() > -2.0 + torso_radius - 0.05  # stopped at the wall face
+    assert walled[-1] < -1.0  # and it did travel up to the wall
+
+
+# -- episode boundaries ------------------------------------------------------------
+
+
+def test_vector_env_truncates_at_episode_length():
+    venv = VectorEnv(make_env("point_mass_walls"), num_envs=4, episode_length=7)
+    state = venv.reset(jax.random.PRNGKey(0))
+    step = jax.jit(venv.step)
+    dones = []
+    for _ in range(21):
+        state = step(state, jnp.zeros((4, 2)))
+        dones.append(np.asarray(state.done))
+    dones = np.stack(dones)
+    assert (dones[[6, 13, 20]] == 1).all() and dones.sum() == 3 * 4
+    np.testing.assert_array_equal(state.info["episode_id"], 3)
+
+
+def test_vector_env_resets_on_early_termination():
+    from envs.point_mass import PointMass
+
+    class StopsRight(PointMass):
+        def _terminated(self, pos):
+            return pos[0] > 0.5
+
+    venv = VectorEnv(StopsRight(), num_envs=2, episode_length=1000)
+    state = venv.reset(jax.random.PRNGKey(0))
+    state = state.replace(pipeline_state=jnp.array([[0.0, 0.0], [-0.9, 0.0]]))
+    step = jax.jit(venv.step)
+    for _ in range(6):  # both move right 0.1 per step; env 0 crosses x = 0.5 on step 6
+        state = step(state, jnp.array([[1.0, 0.0], [1.0, 0.0]]))
+    np.testing.assert_array_equal(np.asarray(state.done), [1.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(state.info["episode_id"]), [1, 0])
+
+
+def test_fallen_humanoid_terminates_and_goal_marker_holds(compiled):
+    env, reset, step = compiled("humanoid")
+    s = reset(jax.random.PRNGKey(3))
+    goal = np.asarray(s.info["goal"])
+    assert 1.0 <= np.linalg.norm(goal[:2]) <= 5.0 and goal[2] == pytest.approx(1.25)
+    done_at = None
+    for t in range(150):
+        s = step(s, jnp.full(env.action_size, 1.0))
+        if float(s.done) == 1.0:
+            done_at = t
+            break
+    assert done_at is not None, "a humanoid driven with full torques should fall"
+    assert float(s.pipeline_state.x.pos[0, 2]) < 1.0
+    np.testing.assert_allclose(
+        np.asarray(s.pipeline_state.q[24:26]), goal[:2], atol=1e-4
+    )  # the paper's target joints
+
+
+# -- arm -------------------------------------------------------------------------
+
+
+def _pick_and_place_actions(env, cube: np.ndarray, goal: np.ndarray):
+    """A scripted grasp: numerical IK on joints 1, 2, 4 (joint 6 keeps the hand vertical)."""
+    import mujoco
+
+    from envs.arm import ACTUATED_JOINTS, ARM_Q0
+
+    m = env.sys.mj_model
+    d = mujoco.MjData(m)
+    lo, hi = np.asarray(env._ctrl_lo), np.asarray(env._ctrl_hi)
+
+    def arm_q(j):
+        q = ARM_Q0.astype(np.float64).copy()
+        q[0], q[1], q[3], q[5] = j[0], j[1], j[2], j[1] - j[2]
+        return q
+
+    def pinch(j):
+        d.qpos[:] = 0.0
+        d.qpos[3] = 1.0
+        d.qpos[env._arm_qadr] = arm_q(j)
+        mujoco.mj_kinematics(m, d)
+        return d.site_xpos[m.site("pinch").id].copy()
+
+    def action(target, grip):
+        j = np.array([ARM_Q0[0], ARM_Q0[1], ARM_Q0[3]], np.float64)
+        for _ in range(30):
+            err = target - pinch(j)
+            jac = np.stack([(pinch(j + e) - pinch(j)) / 1e-5 for e in np.eye(3) * 1e-5], 1)
+            j = j + np.linalg.lstsq(jac, err, rcond=None)[0]
+        idx = np.array(ACTUATED_JOINTS)
+        return np.append(2 * (arm_q(j)[idx] - lo[idx]) / (hi[idx] - lo[idx]) - 1, grip)
+
+    up = np.array([0, 0, 0.15])
+    plan = [(cube + up, -1, 20), (cube, -1, 20), (cube, 1, 12), (cube + up, 1, 15)]
+    plan += [(cube + f * (goal - cube) + up, 1, 4) for f in np.linspace(0.1, 1, 10)]
+    plan += [(goal + [0, 0, z], 1, 4) for z in np.linspace(0.12, 0.005, 5)] + [(goal, -1, 8)]
+    for target, grip, n in plan:
+        a = jnp.asarray(action(np.asarray(target, np.float64), grip), jnp.float32)
+        yield from [a] * n
+
+
+def test_arm_binpick_is_solvable_by_a_scripted_grasp(compiled):
+    env, reset, step = compiled("arm_binpick_hard")
+    s = reset(jax.random.PRNGKey(3))
+    cube, goal = np.asarray(s.obs[0:3]), np.asarray(s.info["goal"])
+    assert cube[0] < 0 < goal[0]  # starts in bin A, goal in bin B
+    lifted = 0.0
+    steps = 0
+    for a in _pick_and_place_actions(env, cube, goal):
+        s = step(s, a)
+        lifted = max(lifted, float(s.obs[2]))
+        steps += 1
+    assert steps <= env.spec.episode_length
+    assert lifted > 0.1  # the cube was carried over the bin walls
+    assert float(s.metrics["success"]) == 1.0, float(s.metrics["distance"])
+
+
+# -- rendering --------------------------------------------------------------------
+
+
+def _render_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "render.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("name,episodes,steps", [("point_mass_walls", 2, 6), ("ant_u4_maze", 1, 4)])
+def test_render_writes_video_with_expected_frames(tmp_path, name, episodes, steps):
+    from PIL import Image
+
+    out = tmp_path / f"{name}.gif"
+    proc = _render_cli(
+        "--env",
+        name,
+        "--out",
+        str(out),
+        "--episodes",
+        str(episodes),
+        "--steps",
+        str(steps),
+        "--width",
+        "96",
+        "--height",
+        "64",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = episodes * (steps + 1)  # the reset frame plus one per step
+    assert f"({expected} frames, 96x64)" in proc.stdout
+    with Image.open(out) as im:
+        assert im.size == (96, 64)
+        # Pillow merges identical consecutive frames into one longer frame, so
+        # count frames by playing time: 50 ms each at the default 20 fps.
+        frames, total_ms = [], 0
+        for k in range(im.n_frames):
+            im.seek(k)
+            total_ms += im.info["duration"]
+            frames.append(np.asarray(im.convert("RGB")))
+    assert total_ms == expected * 50
+    assert np.ptp(np.stack(frames)) > 0  # not blank
+    with Image.open(out.with_name(f"{name}_topdown.png")) as png:
+        assert png.size[0] > 100
+
+
+def test_render_unknown_env_exits_2():
+    proc = _render_cli("--env", "no_such_env")
+    assert proc.returncode == 2
+    assert "unknown env" in proc.stderr
