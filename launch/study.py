@@ -46,6 +46,7 @@ flags.DEFINE_string(
 flags.DEFINE_integer("max_concurrent", 0, "Most runs at once (0: as many as the cluster's CPUs/GPUs allow)")
 flags.DEFINE_float("gpus_per_run", None, "GPUs per run (default 1 if the cluster has GPUs, else 0)")
 flags.DEFINE_bool("report_only", False, "Only rewrite the report from what STUDY_DIR holds")
+flags.DEFINE_bool("dry_run", False, "Validate every run's config, list the runs, and exit without running")
 flags.DEFINE_string(
     "compilation_cache",
     None,
@@ -920,6 +921,14 @@ def main(argv) -> int:
             "re-run with the same flags, or use another --study_dir"
         )
     validate_runs(configs)
+    if FLAGS.dry_run:
+        for run in definition["runs"]:
+            c = configs[run["name"]]
+            print(
+                f"{run['name']}: {c.topology}, {c.total_env_steps:,} env steps, {json.dumps(run['overrides'])}"
+            )
+        print(f"{len(configs)} runs would be written to {study_dir}")
+        return 0
     cache = str(study_dir / "jax_cache") if FLAGS.compilation_cache is None else FLAGS.compilation_cache
     if cache:  # runs of the same shape (every seed of a condition) compile once
         cache = str(Path(cache).absolute())
