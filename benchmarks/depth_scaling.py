@@ -52,6 +52,12 @@ def _emit(**fields: Any) -> None:
     print(MARK + json.dumps(fields), flush=True)
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process (all threads): unlike wall time, barely moved by other jobs' load."""
+    t = os.times()
+    return t.user + t.system
+
+
 def _remaining(p: Cell) -> float:
     return p["cap"] - (time.perf_counter() - T0)
 
@@ -102,10 +108,11 @@ def update_cell(p: Cell) -> None:
     }
     shapes = jax.eval_shape(agent.init, key)  # compile from shapes: nothing materialized yet
     n_params = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves((shapes.actor, shapes.critic)))
-    _emit(params_m=n_params / 1e6, compile_started_epoch=time.time())
+    cpu0 = _cpu_s()
+    _emit(params_m=n_params / 1e6, compile_started_epoch=time.time(), compile_started_cpu_s=cpu0)
     start = time.perf_counter()
     compiled = jax.jit(agent.update).lower(shapes, batch, key).compile()
-    _emit(compile_s=time.perf_counter() - start, **_memory(compiled))
+    _emit(compile_s=time.perf_counter() - start, compile_cpu_s=_cpu_s() - cpu0, **_memory(compiled))
     if p.get("compile_only"):
         return
 
@@ -194,15 +201,18 @@ CELLS: dict[str, Callable[[Cell], None]] = {"update": update_cell, "env": env_ce
 # ----------------------------------------------------------------------------- parent side
 
 
-def _peak_rss_mb(pid: int) -> float | None:
-    """Peak RSS of a running process from /proc (Linux), in MiB."""
+def _proc_usage(pid: int) -> tuple[float | None, float | None]:
+    """(peak RSS MiB, CPU seconds) of a running process from /proc (Linux); None where unreadable."""
+    rss = cpu = None
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+                rss = int(line.split()[1]) / 1024
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, ValueError, IndexError):
         pass
-    return None
+    return rss, cpu
 
 
 def run_cell(kind: str, params: Cell, cap: float) -> Cell:
@@ -213,13 +223,13 @@ def run_cell(kind: str, params: Cell, cap: float) -> Cell:
         "--_cell",
         json.dumps({"kind": kind, **params, "cap": cap}),
     ]
-    start, hwm = time.time(), None
+    start, hwm, cpu = time.time(), None, None
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     result: Cell = {"kind": kind, **params, "cap": cap, "timed_out": False}
     try:
         out, err = proc.communicate(timeout=cap)
     except subprocess.TimeoutExpired:
-        hwm = _peak_rss_mb(proc.pid)  # the child's last report predates the work that was cut off
+        hwm, cpu = _proc_usage(proc.pid)  # the child's last report predates the work that was cut off
         proc.kill()  # our own child, by its handle
         out, err = proc.communicate()
         result["timed_out"] = True
@@ -231,6 +241,8 @@ def run_cell(kind: str, params: Cell, cap: float) -> Cell:
         result["peak_rss_mb"] = max(hwm, result.get("peak_rss_mb", 0.0))
     if result["timed_out"] and "compile_started_epoch" in result and "compile_s" not in result:
         result["compile_lower_bound_s"] = start + result["wall_s"] - result["compile_started_epoch"]
+        if cpu is not None:
+            result["compile_cpu_lower_bound_s"] = cpu - result["compile_started_cpu_s"]
     if proc.returncode and not result["timed_out"]:
         tail = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["no stderr"]
         result["error"] = f"exit {proc.returncode}: {tail[0][:200]}"
@@ -241,12 +253,25 @@ def _fmt(x: Any, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _compile_str(r: Cell) -> str:
-    if "compile_s" in r:
-        return f"{r['compile_s']:.1f}"
-    if "compile_lower_bound_s" in r:
-        return f"> {r['compile_lower_bound_s']:.0f} (cap)"
-    return "error" if "error" in r else "timeout"
+def _compile_str(r: Cell, what: str = "compile") -> str:
+    """``what`` is 'compile' (wall seconds) or 'compile_cpu' (CPU seconds); a killed compile is a bound."""
+    if f"{what}_s" in r:
+        return f"{r[f'{what}_s']:.1f}"
+    if f"{what}_lower_bound_s" in r:
+        return f"> {r[f'{what}_lower_bound_s']:.0f} (cap)"
+    return "error" if "error" in r else ("timeout" if r.get("timed_out") else "-")
+
+
+def _ratio_str(u: Cell, s: Cell, what: str) -> str:
+    """unrolled / scanned compile time; a lower bound where the unrolled compile was cut off."""
+    if f"{what}_s" not in s:
+        return "-"
+    if f"{what}_s" in u:
+        return f"{u[f'{what}_s'] / s[f'{what}_s']:.1f}x"
+    if f"{what}_lower_bound_s" in u:
+        bound = u[f"{what}_lower_bound_s"] / s[f"{what}_s"]
+        return f"> {bound:.0f}x" if bound >= 10 else f"> {bound:.1f}x"
+    return "-"
 
 
 def _rss_str(r: Cell) -> str:
@@ -286,14 +311,11 @@ def compile_table(scanned: dict[int, Cell], unrolled: dict[int, Cell]) -> str:
     body = []
     for depth, u in unrolled.items():
         s = scanned.get(depth, {})
-        ratio = "-"
-        if "compile_s" in s and "compile_s" in u:
-            ratio = f"{u['compile_s'] / s['compile_s']:.1f}x"
-        elif "compile_s" in s and "compile_lower_bound_s" in u:
-            ratio = f"> {u['compile_lower_bound_s'] / s['compile_s']:.0f}x"
-        body.append([str(depth), _compile_str(s) if s else "-", _compile_str(u), ratio, _steps_str(s) if s else "-",
-                     _steps_str(u), _rss_str(u)])  # fmt: skip
+        body.append([str(depth), _compile_str(s) if s else "-", _compile_str(u), _ratio_str(u, s, "compile"),
+                     _compile_str(s, "compile_cpu") if s else "-", _compile_str(u, "compile_cpu"),
+                     _ratio_str(u, s, "compile_cpu"), _steps_str(s) if s else "-", _steps_str(u), _rss_str(u)])  # fmt: skip
     header = ["depth", "scanned compile s", "unrolled compile s", "unrolled / scanned",
+              "scanned compile CPU s", "unrolled compile CPU s", "CPU unrolled / scanned",
               "scanned steps/s", "unrolled steps/s", "unrolled peak RSS MiB"]  # fmt: skip
     return table(header, body)
 
