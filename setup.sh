@@ -7,6 +7,16 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (dm-reverb 0.14, TF 2.15)"'
+# Headless rendering (launch/render.py) needs EGL or OSMesa from the system (see envs/README.md).
+GL_PKGS="libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6"
+if ! { ldconfig -p | grep -q libEGL.so.1 && ldconfig -p | grep -q libOSMesa.so; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq $GL_PKGS >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $GL_PKGS; }
+  else
+    echo "note: rendering needs system OpenGL libraries: sudo apt-get install -y $GL_PKGS" >&2
+  fi
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 extras="dev"
 [ "${1:-}" = "--gpu" ] && extras="dev,cuda12"
