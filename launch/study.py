@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +330,8 @@ def connect(address: str | None, num_cpus: int):
         except ConfigError as e:
             raise UsageError(str(e)) from None
     env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}}
+    # Ray fork-execs its daemons; JAX (imported to count parameters) warns about any fork.
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
@@ -530,6 +533,11 @@ def collect(study_dir: Path, definition: dict, state: dict) -> tuple[list[dict],
     return results, curves
 
 
+def _order(key: tuple) -> tuple:
+    """Numbers numerically (4 before 32), then strings."""
+    return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in key)
+
+
 def group(results: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = {}
     for r in results:
@@ -575,7 +583,9 @@ def results_table(results: list[dict]) -> str:
 def coverage_table(results: list[dict], by: str) -> str:
     per_run = {r["run"]: r for r in results}.values()  # coverage belongs to the run's collector
     rows = []
-    for (env, value), items in sorted(group(list(per_run), ("env", by)).items(), key=lambda kv: str(kv[0])):
+    for (env, value), items in sorted(
+        group(list(per_run), ("env", by)).items(), key=lambda kv: _order(kv[0])
+    ):
         cells = [env, str(value), str(len(items))]
         cells += [_fmt(*t_interval([r[c] for r in items]), 3) for c in COVERAGE]
         rows.append(cells)
@@ -654,7 +664,7 @@ def plot_curves(curves: list[dict], envs: list[str], keys: tuple[str, ...], out:
     plt, fig, axes = _figure(envs)
     for ax, env in zip(axes, envs, strict=False):
         rows = [c for c in curves if c["env"] == env and c.get("learner") != "collector"]
-        for cond, items in sorted(group(rows, keys).items(), key=lambda kv: str(kv[0])):
+        for cond, items in sorted(group(rows, keys).items(), key=lambda kv: _order(kv[0])):
             seeds = group(items, ("run", "learner"))
             series = [sorted((r["env_steps"], r["eval/success"]) for r in s) for s in seeds.values()]
             xs = np.asarray([x for x, _ in max(series, key=len)], float)
@@ -687,7 +697,7 @@ def plot_final(
         rs = [r for r in results if r["env"] == env]
         line_groups = group(rs, lines) if lines else {(): rs}
         base = [r for r in rs if r.get("scaled") == "base"]  # width_vs_depth: the base belongs to both lines
-        for line, items in sorted(line_groups.items(), key=lambda kv: str(kv[0])):
+        for line, items in sorted(line_groups.items(), key=lambda kv: _order(kv[0])):
             if line == ("base",):
                 continue
             if base and lines == ("scaled",):
@@ -703,7 +713,10 @@ def plot_final(
                 capsize=3,
                 label=f"scaled: {line[0]}" if lines == ("scaled",) else (_label(lines, line) or None),
             )
-        _log2_axis(ax, [r[x] for r in rs])
+        if x == "params":  # matched budgets sit close together: plain log ticks, not one per value
+            ax.set_xscale("log")
+        else:
+            _log2_axis(ax, [r[x] for r in rs])
         ax.set_title(env, fontsize=9)
         ax.set_xlabel({"params": "parameters (actor + critic)"}.get(x, x.replace("_", " ")), fontsize=8)
         ax.set_ylabel("final success", fontsize=8)

@@ -2,7 +2,8 @@
 
 A study module defines ``DESCRIPTION``, ``DEFAULT_ENVS`` and ``DEFAULT_OPTIONS``
 (per scale), the report's plot keys, and ``get_runs(envs, seeds, scale,
-options) -> list[Run]``. Keeping the definition separate from the scheduler
+options, base) -> list[Run]`` (``base(env)`` is a run's starting config, for
+studies that size networks from it). Keeping the definition separate from the scheduler
 lets ``launch/study.py`` run, resume and report every study the same way.
 """
 
