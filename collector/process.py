@@ -70,8 +70,8 @@ class Collector:
         self.venv = VectorEnv(env, config.num_envs, layout.episode_length)
         self.agent = agent = make_agent(agent_config(config, env))
         self.fetch_params = fetch_params
-        # Reverb warns (and memory grows) past ~256 unconfirmed items; stay well below.
-        sink = sink or SegmentWriter(address, self.spec, max_in_flight_items=64)
+        # Reverb 0.14 logs a warning per item from ~50 unconfirmed items on; stay below that.
+        sink = sink or SegmentWriter(address, self.spec, max_in_flight_items=32)
         self.writer = AsyncSegmentWriter(sink, queue_size=config.writer_queue)
         self.log = MetricsLog(Path(run_dir) / "collector")
         k_init, self.key = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -107,7 +107,7 @@ class Collector:
         """Collect until ``total_env_steps`` (or ``stop()``); returns the collector's counters."""
         cfg = self.config
         k_reset, self.key = jax.random.split(self.key)
-        env_state = self.venv.reset(k_reset)
+        env_state = jax.jit(self.venv.reset)(k_reset)
         assembler = SegmentAssembler(self.layout.segment_length)
         env_steps, collections, since_fetch, acting_s = 0, 0, 0, 0.0
         log_every = max(1, self.layout.collections_per_epoch)
