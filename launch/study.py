@@ -333,6 +333,7 @@ def connect(address: str | None, num_cpus: int):
     # Ray fork-execs its daemons; JAX (imported to count parameters) warns about any fork.
     warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
     ray.init(
+        address="local",  # always a fresh embedded cluster, never one a `ray start` left behind
         num_cpus=num_cpus,
         include_dashboard=False,
         runtime_env=env,
