@@ -80,6 +80,7 @@ def connect_ray(address: str):
             ) from None
     else:
         ray.init(
+            address="local",  # never join a stale `ray start` cluster recorded in /tmp/ray
             num_cpus=max(os.cpu_count() or 1, 8),  # roles are I/O- and XLA-bound; let them all start
             include_dashboard=False,
             runtime_env=env,
