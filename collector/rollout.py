@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 from envs.base import State
 from envs.wrappers import VectorEnv
@@ -41,16 +42,24 @@ def unroll(
 def evaluate(venv: VectorEnv, policy: PolicyFn, key: jax.Array) -> dict[str, jax.Array]:
     """One full episode per eval env; averages over envs of the episode metrics.
 
-    success: reached the goal at any step; time_at_goal: fraction of steps at
-    the goal; final_distance: distance to the goal at the last step.
+    success: reached the goal at any step; time_at_goal: fraction of the
+    episode's steps at the goal; final_distance: distance at its last step.
+    An env whose episode ends early (termination) is scored on that episode
+    only: the auto-reset episode that follows is masked out.
     """
     k_reset, k_act = jax.random.split(key)
     env_state = venv.reset(k_reset)
-    _, _, metrics = unroll(venv, policy, env_state, k_act, venv.episode_length)
+    _, _, m = unroll(venv, policy, env_state, k_act, venv.episode_length)
+    ended_before = jnp.cumsum(m["done"], axis=0) - m["done"]  # [T, N]: an earlier step ended the episode
+    alive = (ended_before == 0).astype(jnp.float32)
+    steps = alive.sum(axis=0)
+    last = (steps - 1).astype(jnp.int32)
+    pick_last = lambda x: jnp.take_along_axis(x, last[None, :], axis=0)[0]
     return {
-        "success": metrics["success"].max(axis=0).mean(),
-        "success_easy": metrics["success_easy"].max(axis=0).mean(),
-        "time_at_goal": metrics["success"].mean(),
-        "final_distance": metrics["distance"][-1].mean(),
-        "min_distance": metrics["distance"].min(axis=0).mean(),
+        "success": (m["success"] * alive).max(axis=0).mean(),
+        "success_easy": (m["success_easy"] * alive).max(axis=0).mean(),
+        "time_at_goal": ((m["success"] * alive).sum(axis=0) / steps).mean(),
+        "final_distance": pick_last(m["distance"]).mean(),
+        "min_distance": jnp.where(alive > 0, m["distance"], jnp.inf).min(axis=0).mean(),
+        "episode_length": steps.mean(),
     }

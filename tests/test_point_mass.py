@@ -66,3 +66,23 @@ def test_vector_env_truncates_and_resets_with_new_goals():
     np.testing.assert_array_equal(dones[:, 0], [0, 0, 0, 0, 1, 0, 0, 0, 0, 1])
     np.testing.assert_array_equal(state.info["episode_id"], 2)
     assert not np.allclose(state.info["goal"], goals0)  # fresh goals, not a replay of the first reset
+
+
+def test_evaluation_scores_only_the_first_episode_of_each_env():
+    """An env that terminates early is not credited with the auto-reset episode that follows."""
+    from collector.rollout import evaluate
+    from envs.point_mass import PointMass
+
+    class EndsPastTheMiddle(PointMass):
+        def _terminated(self, pos):
+            return pos[0] > 0.0
+
+    venv = VectorEnv(EndsPastTheMiddle(episode_length=40), num_envs=16, episode_length=40)
+    go_right = lambda obs, k: jnp.tile(jnp.array([1.0, 0.0]), (obs.shape[0], 1))
+    key = jax.random.PRNGKey(0)
+    x0 = np.asarray(venv.reset(jax.random.split(key)[0]).obs[:, 0])
+    # Moving right by 0.1 per step, the episode ends on the first step that crosses x = 0.
+    expected = np.where(x0 > 0, 1, np.floor(-x0 / 0.1) + 1)
+    m = evaluate(venv, go_right, key)
+    np.testing.assert_allclose(float(m["episode_length"]), expected.mean(), rtol=1e-5)
+    assert float(m["episode_length"]) < 40
