@@ -6,9 +6,14 @@ cheap (no Brax/MuJoCo import).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 from envs.base import GoalEnv, GoalSpec, goal_metrics
+
+# Brax warns on every model load that its own pipelines are unmaintained; the
+# paper ran ant/humanoid on Brax's spring backend on purpose, so say it once.
+warnings.filterwarnings("once", message="Brax System, piplines", category=UserWarning)
 
 __all__ = [
     "GoalEnv",
