@@ -12,8 +12,8 @@ from collections.abc import Callable
 from envs.base import GoalEnv, GoalSpec, goal_metrics
 
 # Brax warns on every model load that its own pipelines are unmaintained; the
-# paper ran ant/humanoid on Brax's spring backend on purpose, so say it once.
-warnings.filterwarnings("once", message="Brax System, piplines", category=UserWarning)
+# paper ran ant/humanoid on Brax's spring backend on purpose (see DESIGN.md), so silence it.
+warnings.filterwarnings("ignore", message="Brax System, piplines", category=UserWarning)
 
 __all__ = [
     "GoalEnv",
