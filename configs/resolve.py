@@ -22,6 +22,25 @@ class ConfigError(ValueError):
     """A user-facing configuration problem; the message is one line."""
 
 
+def apply_override(config: ConfigDict, item: str) -> None:
+    """Apply one ``key=value`` override (``--set``), converting to the field's type."""
+    key, sep, raw = item.partition("=")
+    if not sep or key not in config:
+        raise ConfigError(
+            f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}"
+        )
+    old = config[key]
+    if isinstance(old, bool):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"bad --set {item!r}: {key} expects true or false")
+        config[key] = raw.lower() in ("true", "1")
+        return
+    try:
+        config[key] = type(old)(raw)
+    except ValueError:
+        raise ConfigError(f"bad --set {item!r}: {key} expects a {type(old).__name__}") from None
+
+
 def build_env(config: ConfigDict) -> GoalEnv:
     kwargs = {}
     if config.backend:

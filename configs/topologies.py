@@ -12,16 +12,10 @@ import dataclasses
 
 from ml_collections import ConfigDict
 
+from configs.defaults import TOPOLOGIES
 from configs.resolve import ConfigError
 
-DISTRIBUTED = (
-    "actor_learner",
-    "collector_deep_learner_shallow",
-    "collector_deep_learner_deep",
-    "collector_shallow_learner_deep",
-    "collector_shallow_learner_shallow",
-    "decoupling",
-)
+DISTRIBUTED = tuple(t for t in TOPOLOGIES if t != "single")
 
 
 @dataclasses.dataclass(frozen=True)

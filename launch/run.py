@@ -85,33 +85,19 @@ def load_config_file(spec: str) -> ConfigDict:
     return config
 
 
-def apply_override(config: ConfigDict, item: str) -> None:
-    key, sep, raw = item.partition("=")
-    if not sep or key not in config:
-        raise UsageError(
-            f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}"
-        )
-    old = config[key]
-    try:
-        if isinstance(old, bool):
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(raw)
-            value = raw.lower() in ("true", "1")
-        else:
-            value = type(old)(raw)
-    except ValueError:
-        raise UsageError(f"bad --set {item!r}: {key} expects a {type(old).__name__}") from None
-    config[key] = value
-
-
 def build_config() -> ConfigDict:
     config = load_config_file(FLAGS.config) if FLAGS.config else default_config()
     for name in FLAG_FIELDS:
         value = getattr(FLAGS, name)
         if value is not None:
             config[name] = value
+    from configs.resolve import ConfigError, apply_override
+
     for item in FLAGS.set:
-        apply_override(config, item)
+        try:
+            apply_override(config, item)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
     return config
 
 

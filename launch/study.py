@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 
-from configs.studies import SCALES, STUDIES, Run, apply_set, base_config, get_study  # noqa: E402
+from configs.resolve import apply_override  # noqa: E402
+from configs.studies import SCALES, STUDIES, Run, base_config, get_study  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("study", None, f"Study to run: {' | '.join(STUDIES)}")
@@ -119,7 +120,7 @@ def build_definition(
             raise UsageError(f"env {env}: {e}") from None
         for item in sets:
             try:
-                apply_set(c, item)
+                apply_override(c, item)
             except ValueError as e:
                 raise UsageError(str(e)) from None
         return c

@@ -63,25 +63,6 @@ def base_config(scale: str, env: str) -> ConfigDict:
     return c
 
 
-def apply_set(config: ConfigDict, item: str) -> None:
-    """Apply one ``key=value`` override, converting to the field's type; ValueError on bad input."""
-    key, sep, raw = item.partition("=")
-    if not sep or key not in config:
-        raise ValueError(
-            f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}"
-        )
-    old = config[key]
-    if isinstance(old, bool):
-        if raw.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"bad --set {item!r}: {key} expects true or false")
-        config[key] = raw.lower() in ("true", "1")
-        return
-    try:
-        config[key] = type(old)(raw)
-    except ValueError:
-        raise ValueError(f"bad --set {item!r}: {key} expects a {type(old).__name__}") from None
-
-
 def check_depths(depths: list[int], what: str = "depths") -> list[int]:
     for d in depths:
         if d <= 0 or d % 4 or d > MAX_DEPTH:
