@@ -122,6 +122,8 @@ class Learner:
                     )
                 if self.rounds % eval_every_rounds == 0:
                     self._evaluate_and_log({"wall_time": time.time() - start, **jax.device_get(metrics)})
+                    if self.config.checkpoint:  # a killed run keeps its last evaluated agent
+                        save_train_state(self.dir / "checkpoints" / "latest", self.train_state)
             return self.finish(time.time() - start, metrics)
         finally:
             self.sampler.close()

@@ -215,8 +215,9 @@ def test_a_role_that_dies_fails_the_run_with_its_name(tmp_path):
     import signal
 
     proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000")
+    latest = [run_dir / n / "checkpoints" / "latest" for n in ("collector_learner", "learner1_d4")]
     try:
-        _wait_for(lambda: _learners_training(run_dir), timeout=240)
+        _wait_for(lambda: _learners_training(run_dir) and all(p.is_dir() for p in latest), timeout=240)
         ps = subprocess.run(["pgrep", "-f", "ray::Learner"], capture_output=True, text=True)
         pids = [int(p) for p in ps.stdout.split()]
         assert pids, "no learner process found"
@@ -227,3 +228,7 @@ def test_a_role_that_dies_fails_the_run_with_its_name(tmp_path):
     assert proc.returncode == 1, err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("error: role")]
     assert lines and "died" in lines[0], err[-3000:]
+    # What the learners wrote before the failure is kept: metrics and their periodic checkpoints.
+    for name in ("collector_learner", "learner1_d4"):
+        assert (run_dir / name / "metrics.jsonl").stat().st_size > 0
+    assert all(p.is_dir() and any(p.iterdir()) for p in latest)
