@@ -166,7 +166,7 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
     )
 
 
-def updates_per_round_segments(config: ConfigDict, layout: Layout) -> int:
+def segments_per_round(config: ConfigDict, layout: Layout) -> int:
     """Segments a learner samples per round of ``num_minibatches`` SGD steps."""
     from buffer.relabel import segments_needed
 
@@ -185,7 +185,7 @@ def replay_spec(config: ConfigDict, env: GoalEnv, layout: Layout, table_names: l
     if config.rate_limit not in ("ratio", "unlimited"):
         raise ConfigError(f"unknown rate_limit {config.rate_limit!r}; valid: ratio, unlimited")
     seg_len = layout.segment_length
-    per_round = updates_per_round_segments(config, layout)
+    per_round = segments_per_round(config, layout)
     spi = error_buffer = None
     if config.rate_limit == "ratio":
         inserted_per_round = config.num_envs * config.unroll_length / seg_len

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,10 +44,10 @@ class SingleTrainer(NamedTuple):
     grid: CoverageGrid
     agent: Agent
     layout: Layout
-    init: callable
-    prefill: callable
-    train_epoch: callable
-    evaluate: callable
+    init: Callable[[jax.Array], Carry]
+    prefill: Callable[[Carry], Carry]
+    train_epoch: Callable[[Carry], tuple[Carry, dict]]
+    evaluate: Callable[[Carry, jax.Array], dict]
 
 
 def make_single_trainer(config: ConfigDict) -> SingleTrainer:

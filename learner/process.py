@@ -17,7 +17,7 @@ from ml_collections import ConfigDict
 
 from buffer.relabel import relabeled_minibatches
 from collector.rollout import evaluate
-from configs.resolve import agent_config, build_env, replay_spec, updates_per_round_segments, validate
+from configs.resolve import agent_config, build_env, replay_spec, segments_per_round, validate
 from envs.wrappers import VectorEnv
 from launch.checkpoints import save_train_state
 from launch.run_dir import MetricsLog, write_config
@@ -42,7 +42,7 @@ class Learner:
             jax.random.PRNGKey(config.seed + zlib.crc32(name.encode()) % 100_000)
         )
         self.train_state = agent.init(k_init)
-        self.segments_per_round = updates_per_round_segments(config, layout)
+        self.segments_per_round = segments_per_round(config, layout)
         self.sampler = SegmentSampler(address, name, self.segments_per_round, self.spec)
         eval_venv = VectorEnv(env, config.num_eval_envs, layout.episode_length)
         goal_indices = env.spec.goal_indices
