@@ -8,16 +8,16 @@ ends with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 
 from configs.defaults import get_config as default_config  # noqa: E402
+from launch.cli import UsageError, run_main  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Config file, optionally with a preset: configs/presets.py:paper")
@@ -62,10 +62,6 @@ FLAG_FIELDS = (
     "num_evals", "seed", "ray_address", "collector_depth", "collector_width", "learner_depths",
     "learner_widths", "gpus_per_collector", "gpus_per_learner",
 )  # fmt: skip
-
-
-class UsageError(Exception):
-    pass
 
 
 def load_config_file(spec: str) -> ConfigDict:
@@ -157,15 +153,5 @@ def main(argv) -> int:
     return 0
 
 
-def entry(argv) -> None:
-    logging.set_verbosity(logging.WARNING)  # keep orbax/absl chatter out of the progress bar
-    try:
-        sys.exit(main(argv))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(entry)
+    run_main(main)

@@ -27,11 +27,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 
 from configs.resolve import apply_override  # noqa: E402
 from configs.studies import SCALES, STUDIES, Run, base_config, get_study  # noqa: E402
+from launch.cli import UsageError, run_main  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("study", None, f"Study to run: {' | '.join(STUDIES)}")
@@ -69,10 +70,6 @@ CURVE_COLUMNS = (
     "env_steps", "updates", "wall_time", "eval/success", "eval/time_at_goal", "eval/final_distance",
     *COVERAGE,
 )  # fmt: skip
-
-
-class UsageError(Exception):
-    pass
 
 
 # ----------------------------------------------------------------------------- definition
@@ -1016,15 +1013,5 @@ def main(argv) -> int:
     return 0
 
 
-def entry(argv) -> None:
-    logging.set_verbosity(logging.WARNING)
-    try:
-        sys.exit(main(argv))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(entry)
+    run_main(main)
