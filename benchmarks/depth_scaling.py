@@ -34,7 +34,6 @@ from typing import Any
 
 T0 = time.perf_counter()
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 STATE, GOAL, ACTION = 29, 2, 8  # Ant: state 29-d, goal x,y, 8 actuators
 PAPER_UPDATES_PER_ENV_STEP = 800 / (512 * 62)  # 800 minibatches per collection of 512 envs x 62 steps
@@ -94,8 +93,8 @@ def update_cell(p: Cell) -> None:
     """Compile and time one jitted ``agent.update`` at the given depth, width, batch and scan switch."""
     import jax
 
-    from learner.agent import AgentConfig, make_agent
-    from learner.networks import TrunkConfig
+    from deepcrl.learner.agent import AgentConfig, make_agent
+    from deepcrl.learner.networks import TrunkConfig
 
     trunk = TrunkConfig(depth=p["depth"], width=p["width"], scan=p["scan"])
     agent = make_agent(AgentConfig(STATE, GOAL, ACTION, actor=trunk, critic=trunk))
@@ -133,11 +132,11 @@ def env_cell(p: Cell) -> None:
     """Collection alone vs the whole fused ``single`` loop on Ant, both timed after compile."""
     import jax
 
-    from collector.rollout import unroll
-    from configs.defaults import get_config
-    from envs import make_env
-    from envs.wrappers import VectorEnv
-    from launch.single import make_single_trainer
+    from deepcrl.collector.rollout import unroll
+    from deepcrl.configs.defaults import get_config
+    from deepcrl.envs import make_env
+    from deepcrl.envs.wrappers import VectorEnv
+    from deepcrl.launch.single import make_single_trainer
 
     c = get_config()
     c.update(env="ant", backend="spring", episode_length=p["episode_length"], num_envs=p["num_envs"],

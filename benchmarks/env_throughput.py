@@ -14,17 +14,13 @@ much less than wall time when other jobs share the machine.
 from __future__ import annotations
 
 import platform
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-import envs  # noqa: E402
-from envs.wrappers import VectorEnv  # noqa: E402
+from deepcrl import envs  # noqa: E402
+from deepcrl.envs.wrappers import VectorEnv  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("envs", "all", "Comma-separated env names, or 'all'.")

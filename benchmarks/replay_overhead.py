@@ -53,7 +53,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # Per-env collector settings: (num_envs, unroll_length). Ant as in the paper (unroll 62); point_mass is
 # the cheap env, where writing weighs most against acting.
@@ -65,7 +64,7 @@ COLLECTOR_ENVS = {"ant": (64, 62), "point_mass": (128, 50)}
 
 def _serve(spec, conn, stop) -> None:
     """Body of the server process: start Reverb, send the address, wait for the stop event."""
-    from buffer.reverb_replay import start_server
+    from deepcrl.buffer.reverb_replay import start_server
 
     server, address = start_server(spec)
     conn.send(address)
@@ -163,7 +162,7 @@ def _log(msg: str) -> None:
 def _collector_config(env: str, num_envs: int, unroll: int, depth: int, width: int):
     """The collector's config; total_env_steps is set per run, the huge value here only makes the Collector
     log once per run (its logging period is fixed at construction), as in a long run."""
-    from configs.defaults import get_config
+    from deepcrl.configs.defaults import get_config
 
     c = get_config()
     episode = {"ant": 1000, "point_mass": 50}.get(env, 1000)
@@ -182,8 +181,8 @@ class CollectorBench:
     def __init__(self, env: str, args: argparse.Namespace, workdir: Path) -> None:
         import jax
 
-        from collector.process import Collector
-        from configs.resolve import build_env, replay_spec, validate
+        from deepcrl.collector.process import Collector
+        from deepcrl.configs.resolve import build_env, replay_spec, validate
 
         self.env_name = env
         num_envs, unroll = COLLECTOR_ENVS[env]
@@ -234,8 +233,8 @@ class CollectorBench:
         self.col.config.total_env_steps = n * self.steps_per_unroll
 
     def _rearm(self, sink) -> Path:
-        from buffer.reverb_replay import AsyncSegmentWriter
-        from launch.run_dir import MetricsLog
+        from deepcrl.buffer.reverb_replay import AsyncSegmentWriter
+        from deepcrl.rundir.metrics import MetricsLog
 
         self._reps += 1
         folder = self.workdir / "collector" / f"rep{self._reps}"
@@ -244,7 +243,7 @@ class CollectorBench:
         return folder
 
     def _real_sink(self):
-        from buffer.reverb_replay import SegmentWriter
+        from deepcrl.buffer.reverb_replay import SegmentWriter
 
         return SegmentWriter(self.server.address, self.col.spec, **self._writer_args)
 
@@ -257,7 +256,7 @@ class CollectorBench:
     # -- variants
 
     def run_collector(self, write: bool) -> dict:
-        from launch.run_dir import read_metrics
+        from deepcrl.rundir.metrics import read_metrics
 
         self._set_unrolls(self.n_unrolls)
         folder = self._rearm(self._real_sink() if write else DropSink())
@@ -310,8 +309,8 @@ class CollectorBench:
 
     def instrumented(self, write: bool) -> dict:
         """The Collector's loop body with a clock around each phase (same objects, same order)."""
-        from buffer.reverb_replay import AsyncSegmentWriter
-        from collector.process import SegmentAssembler
+        from deepcrl.buffer.reverb_replay import AsyncSegmentWriter
+        from deepcrl.collector.process import SegmentAssembler
 
         jax, col = self._jax, self.col
         sink = TimedSink(self._real_sink() if write else DropSink())
@@ -419,7 +418,7 @@ def bench_collector(env: str, args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def _learner_config(args: argparse.Namespace, depth: int, segment_length: int):
-    from configs.defaults import get_config
+    from deepcrl.configs.defaults import get_config
 
     c = get_config()
     c.update(
@@ -447,9 +446,9 @@ def _synthetic_steps(config, env, episode_length: int) -> dict[str, np.ndarray]:
 def bench_learner(segment_length: int, args: argparse.Namespace, workdir: Path) -> list[dict]:
     import jax
 
-    from buffer.reverb_replay import SegmentWriter, table_info
-    from buffer.trajectory_buffer import init_buffer, insert
-    from configs.resolve import build_env, replay_spec, validate
+    from deepcrl.buffer.reverb_replay import SegmentWriter, table_info
+    from deepcrl.buffer.trajectory_buffer import init_buffer, insert
+    from deepcrl.configs.resolve import build_env, replay_spec, validate
 
     base = _learner_config(args, args.depths[0], segment_length)
     env = build_env(base)
@@ -483,9 +482,9 @@ def _bench_learner_depth(config, env, layout, server, buf, items, workdir, args)
     import jax
     import jax.numpy as jnp
 
-    from buffer.relabel import relabeled_minibatches
-    from buffer.trajectory_buffer import sample_segments
-    from learner.process import Learner
+    from deepcrl.buffer.relabel import relabeled_minibatches
+    from deepcrl.buffer.trajectory_buffer import sample_segments
+    from deepcrl.learner.process import Learner
 
     depth, L = config.critic_depth, layout.segment_length
     t = time.perf_counter()

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from buffer import reverb_replay as rr  # noqa: E402
+from deepcrl.buffer import reverb_replay as rr  # noqa: E402
 
 SIZES = {"ant": (29, 8), "humanoid": (268, 17)}
 TABLES = ("deep", "shallow")

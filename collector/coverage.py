@@ -2,9 +2,10 @@
 
 "Deep collectors explore more" becomes a number: the fraction of the free
 cells of a fixed grid that some collected state fell into, plus the spread
-(standard deviation) of the visited goal-coordinates. Envs may define
-``coverage_grid()`` (mazes mark wall cells as not free); others get a square
-grid around the origin.
+(standard deviation) of the visited goal-coordinates. Envs may describe their
+grid with plain data, ``coverage_grid() -> dict`` of ``CoverageGrid``'s fields
+(walls marked not free), so envs never import the collector; others get a
+square grid around the origin.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ DEFAULT_GRID = CoverageGrid(-20.0, 20.0, -20.0, 20.0, 40)  # 1 m cells around th
 
 
 def grid_for(env) -> CoverageGrid:
-    make = getattr(env, "coverage_grid", None)
-    return make() if callable(make) else DEFAULT_GRID
+    describe = getattr(env, "coverage_grid", None)
+    return CoverageGrid(**describe()) if callable(describe) else DEFAULT_GRID
 
 
 def init_coverage(grid: CoverageGrid, goal_size: int) -> dict:

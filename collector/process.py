@@ -17,12 +17,12 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from collector.coverage import coverage_metrics, grid_for, init_coverage, update_coverage
-from collector.rollout import unroll
-from configs.resolve import agent_config, build_env, replay_spec, validate
-from envs.wrappers import VectorEnv
-from launch.run_dir import MetricsLog
-from learner.agent import make_agent
+from deepcrl.collector.coverage import coverage_metrics, grid_for, init_coverage, update_coverage
+from deepcrl.collector.rollout import unroll
+from deepcrl.configs.resolve import agent_config, build_env, replay_spec, validate
+from deepcrl.envs.wrappers import VectorEnv
+from deepcrl.learner.agent import make_agent
+from deepcrl.rundir.metrics import MetricsLog
 
 # (version the caller holds) -> (learner update count, actor params or None if unchanged)
 FetchParams = Callable[[int], tuple[int, object | None]]
@@ -61,7 +61,7 @@ class Collector:
         fetch_params: FetchParams,
         sink=None,
     ):
-        from buffer.reverb_replay import AsyncSegmentWriter, SegmentWriter
+        from deepcrl.buffer.reverb_replay import AsyncSegmentWriter, SegmentWriter
 
         self.config = config = ConfigDict(config)
         env = build_env(config)

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from envs.base import State
-from envs.wrappers import VectorEnv
+from deepcrl.envs.base import State
+from deepcrl.envs.wrappers import VectorEnv
 
 PolicyFn = Callable[[jax.Array, jax.Array], jax.Array]  # (obs [N, D], key) -> action [N, A]
 

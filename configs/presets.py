@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-from configs.defaults import get_config as default_config
+from deepcrl.configs.defaults import get_config as default_config
 
 
 def paper() -> ConfigDict:

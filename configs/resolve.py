@@ -11,11 +11,11 @@ import math
 
 from ml_collections import ConfigDict
 
-import envs
-from configs.defaults import TOPOLOGIES
-from envs.base import GoalEnv
-from learner.agent import AgentConfig
-from learner.networks import TrunkConfig, validate_trunk
+from deepcrl import envs
+from deepcrl.configs.defaults import TOPOLOGIES
+from deepcrl.envs.base import GoalEnv
+from deepcrl.learner.agent import AgentConfig
+from deepcrl.learner.networks import TrunkConfig, validate_trunk
 
 
 class ConfigError(ValueError):
@@ -168,7 +168,7 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
 
 def segments_per_round(config: ConfigDict, layout: Layout) -> int:
     """Segments a learner samples per round of ``num_minibatches`` SGD steps."""
-    from buffer.relabel import segments_needed
+    from deepcrl.buffer.relabel import segments_needed
 
     return segments_needed(config.num_minibatches * config.batch_size, layout.segment_length)
 
@@ -180,7 +180,7 @@ def replay_spec(config: ConfigDict, env: GoalEnv, layout: Layout, table_names: l
     reproduces the update-to-data ratio of ``single``: one round of updates per
     ``num_envs × unroll_length`` env steps collected.
     """
-    from buffer.reverb_replay import ReplaySpec, TableSpec
+    from deepcrl.buffer.reverb_replay import ReplaySpec, TableSpec
 
     if config.rate_limit not in ("ratio", "unlimited"):
         raise ConfigError(f"unknown rate_limit {config.rate_limit!r}; valid: ratio, unlimited")

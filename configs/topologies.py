@@ -12,8 +12,8 @@ import dataclasses
 
 from ml_collections import ConfigDict
 
-from configs.defaults import TOPOLOGIES
-from configs.resolve import ConfigError
+from deepcrl.configs.defaults import TOPOLOGIES
+from deepcrl.configs.resolve import ConfigError
 
 DISTRIBUTED = tuple(t for t in TOPOLOGIES if t != "single")
 

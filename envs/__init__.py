@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
-from envs.base import GoalEnv, GoalSpec, goal_metrics
+from deepcrl.envs.base import GoalEnv, GoalSpec, goal_metrics
 
 # Brax warns on every model load that its own pipelines are unmaintained; the
 # paper ran ant/humanoid on Brax's spring backend on purpose (see DESIGN.md), so silence it.
@@ -60,26 +60,26 @@ def describe_envs(names: list[str] | None = None) -> list[dict]:
 
 
 def _point_mass(**kw):
-    from envs.point_mass import PointMass
+    from deepcrl.envs.point_mass import PointMass
 
     return PointMass(**kw)
 
 
 def _point_mass_walls(**kw):
-    from envs.point_mass import DIVIDER_WALLS, PointMass
+    from deepcrl.envs.point_mass import DIVIDER_WALLS, PointMass
 
     return PointMass(walls=DIVIDER_WALLS, **kw)
 
 
 def _ant(**kw):
-    from envs.ant import Ant
+    from deepcrl.envs.ant import Ant
 
     return Ant(**kw)
 
 
 def _ant_maze(maze: str) -> Callable[..., GoalEnv]:
     def factory(**kw):
-        from envs.ant import AntMaze
+        from deepcrl.envs.ant import AntMaze
 
         return AntMaze(maze, **kw)
 
@@ -87,14 +87,14 @@ def _ant_maze(maze: str) -> Callable[..., GoalEnv]:
 
 
 def _humanoid(**kw):
-    from envs.humanoid import Humanoid
+    from deepcrl.envs.humanoid import Humanoid
 
     return Humanoid(**kw)
 
 
 def _humanoid_maze(maze: str) -> Callable[..., GoalEnv]:
     def factory(**kw):
-        from envs.humanoid import HumanoidMaze
+        from deepcrl.envs.humanoid import HumanoidMaze
 
         return HumanoidMaze(maze, **kw)
 
@@ -103,7 +103,7 @@ def _humanoid_maze(maze: str) -> Callable[..., GoalEnv]:
 
 def _arm(task: str) -> Callable[..., GoalEnv]:
     def factory(**kw):
-        from envs.arm import Arm
+        from deepcrl.envs.arm import Arm
 
         return Arm(task, **kw)
 

@@ -16,7 +16,7 @@ from brax.envs.base import PipelineEnv
 from brax.io import mjcf
 from etils import epath
 
-from envs.base import GoalEnv, GoalSpec
+from deepcrl.envs.base import GoalEnv, GoalSpec
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")
 
@@ -126,13 +126,13 @@ class AntMaze(Ant):
         merge_walls: bool = True,
         **kwargs,
     ):
-        from envs.maze import Maze
+        from deepcrl.envs.maze import Maze
 
         self.maze = Maze.from_name(maze, cell_size, goal_jitter, merge_walls)
         super().__init__(**kwargs)
 
     def model_xml(self) -> str:
-        from envs.maze import insert_walls, set_geom_collision
+        from deepcrl.envs.maze import insert_walls, set_geom_collision
 
         xml = set_geom_collision(brax_asset_xml("ant.xml"), {"torso_geom": (0, 2)})
         return insert_walls(xml, self.maze, contype=2, conaffinity=1)

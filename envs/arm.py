@@ -34,7 +34,7 @@ from brax.envs.base import PipelineEnv
 from brax.io import mjcf
 from etils import epath
 
-from envs.base import GoalEnv, GoalSpec
+from deepcrl.envs.base import GoalEnv, GoalSpec
 
 # Brax's own backends accept only Euler integration, while the arm's stiff
 # position servos need MuJoCo's implicitfast integrator: MJX alone runs it.

@@ -32,8 +32,8 @@ from brax import actuator, math
 from brax.envs.base import PipelineEnv
 from brax.io import mjcf
 
-from envs.ant import BACKENDS, brax_asset_xml
-from envs.base import GoalEnv, GoalSpec
+from deepcrl.envs.ant import BACKENDS, brax_asset_xml
+from deepcrl.envs.base import GoalEnv, GoalSpec
 
 GOAL_Z = 1.25  # torso height of a standing humanoid; the goal's z
 
@@ -217,13 +217,13 @@ class HumanoidMaze(Humanoid):
         merge_walls: bool = True,
         **kwargs,
     ):
-        from envs.maze import Maze
+        from deepcrl.envs.maze import Maze
 
         self.maze = Maze.from_name(maze, cell_size, goal_jitter, merge_walls)
         super().__init__(**kwargs)
 
     def model_xml(self) -> str:
-        from envs.maze import insert_walls, set_geom_collision
+        from deepcrl.envs.maze import insert_walls, set_geom_collision
 
         xml = set_geom_collision(_humanoid_xml(self.target_in_state), {g: (0, 2) for g in self.WALL_GEOMS})
         return insert_walls(xml, self.maze, contype=2, conaffinity=1)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.base import GoalEnv, GoalSpec
+from deepcrl.envs.base import GoalEnv, GoalSpec
 
 # Walls as (x_min, y_min, x_max, y_max). One wall splits the arena, leaving a gap
 # at the top, so reaching the other side takes a detour.
@@ -54,15 +54,14 @@ class PointMass(GoalEnv):
     def dt(self) -> float:
         return 1.0
 
-    def coverage_grid(self):
-        """A 20×20 grid over the arena; cells whose centre lies in a wall are not free."""
-        from collector.coverage import CoverageGrid
-
+    def coverage_grid(self) -> dict:
+        """A 20×20 grid over the arena as plain data; cells whose centre lies in a wall are not free."""
         bins = 20
         centres = (np.arange(bins) + 0.5) / bins * 2 * self.arena - self.arena
         xy = np.stack(np.meshgrid(centres, centres, indexing="ij"), axis=-1)
         free = ~np.asarray(self.in_wall(jnp.asarray(xy)))
-        return CoverageGrid(-self.arena, self.arena, -self.arena, self.arena, bins, free)
+        a = self.arena
+        return {"x_min": -a, "x_max": a, "y_min": -a, "y_max": a, "bins": bins, "free": free}
 
     def in_wall(self, pos: jax.Array) -> jax.Array:
         """True where a position lies inside any wall box."""

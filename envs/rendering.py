@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from envs.base import GoalEnv
+from deepcrl.envs.base import GoalEnv
 
 GOAL_RGBA = np.array([0.95, 0.15, 0.15, 0.45], np.float32)
 
@@ -217,7 +217,7 @@ def plot_topdown(env: GoalEnv, traj: dict[str, np.ndarray], path: str | Path, ti
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from envs.maze import draw_maze
+    from deepcrl.envs.maze import draw_maze
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from envs.base import GoalEnv, State
+from deepcrl.envs.base import GoalEnv, State
 
 
 class VectorEnv:

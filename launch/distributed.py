@@ -18,9 +18,10 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from configs.resolve import ConfigError, build_env, replay_spec, validate
-from configs.topologies import Role, resolve_roles
-from launch.run_dir import plot_success, read_metrics, write_config
+from deepcrl.configs.resolve import ConfigError, build_env, replay_spec, validate
+from deepcrl.configs.topologies import Role, resolve_roles
+from deepcrl.rundir.metrics import read_metrics, write_config
+from deepcrl.rundir.plots import plot_success
 
 
 class RoleFailed(RuntimeError):
@@ -31,7 +32,7 @@ class ReplayService:
     """The Reverb server as a role: its address is handed to the collector and learners."""
 
     def __init__(self, spec, checkpoint_dir: str | None):
-        from buffer.reverb_replay import start_server
+        from deepcrl.buffer.reverb_replay import start_server
 
         self.server, self._local_address = start_server(spec, checkpoint_dir=checkpoint_dir)
 
@@ -41,12 +42,12 @@ class ReplayService:
         return f"{ray.util.get_node_ip_address()}:{self.server.port}"
 
     def info(self) -> dict:
-        from buffer.reverb_replay import table_info
+        from deepcrl.buffer.reverb_replay import table_info
 
         return table_info(self._local_address)
 
     def checkpoint(self) -> str:
-        from buffer.reverb_replay import checkpoint
+        from deepcrl.buffer.reverb_replay import checkpoint
 
         return checkpoint(self._local_address)
 
@@ -60,7 +61,7 @@ def connect_ray(address: str):
 
     if ray.is_initialized():
         return ray
-    env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}}
+    env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
     if address:
         host = address.replace("ray://", "").rsplit(":", 1)
         if len(host) != 2 or not host[1].isdigit():
@@ -109,8 +110,8 @@ def summary_table(rows: list[dict]) -> str:
 
 def run_distributed(config: ConfigDict, run_dir: Path) -> dict:
     """Run a distributed topology to the end; returns the driving learner's summary row."""
-    from collector.process import Collector
-    from learner.process import Learner
+    from deepcrl.collector.process import Collector
+    from deepcrl.learner.process import Learner
 
     env = build_env(config)
     layout = validate(config, env)

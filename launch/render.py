@@ -21,9 +21,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags  # noqa: E402  (after the GL platform is chosen)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "Env name (random policy).")
@@ -69,7 +68,7 @@ def _ensure_gl() -> None:
 
 def main(argv: list[str]) -> int:
     del argv
-    import envs
+    from deepcrl import envs
 
     if bool(FLAGS.env) == bool(FLAGS.run_dir):
         print("error: give exactly one of --env or --run_dir", file=sys.stderr)
@@ -80,7 +79,7 @@ def main(argv: list[str]) -> int:
 
     act_fn = None
     if FLAGS.run_dir:
-        from launch.checkpoints import load_policy
+        from deepcrl.launch.policy import load_policy
 
         env_name, env_kwargs, policy = load_policy(Path(FLAGS.run_dir))
 
@@ -95,7 +94,7 @@ def main(argv: list[str]) -> int:
         env_kwargs = {**env_kwargs, "backend": FLAGS.backend}
 
     _ensure_gl()
-    from envs.rendering import plot_topdown, render_frames, rollout, write_video
+    from deepcrl.envs.rendering import plot_topdown, render_frames, rollout, write_video
 
     try:
         env = envs.make_env(env_name, **env_kwargs)

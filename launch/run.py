@@ -11,13 +11,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from absl import flags
+from ml_collections import ConfigDict
 
-from absl import flags  # noqa: E402
-from ml_collections import ConfigDict  # noqa: E402
-
-from configs.defaults import get_config as default_config  # noqa: E402
-from launch.cli import UsageError, run_main  # noqa: E402
+from deepcrl.configs.defaults import get_config as default_config
+from deepcrl.launch.cli import UsageError, run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Config file, optionally with a preset: configs/presets.py:paper")
@@ -87,7 +85,7 @@ def build_config() -> ConfigDict:
         value = getattr(FLAGS, name)
         if value is not None:
             config[name] = value
-    from configs.resolve import ConfigError, apply_override
+    from deepcrl.configs.resolve import ConfigError, apply_override
 
     for item in FLAGS.set:
         try:
@@ -98,7 +96,7 @@ def build_config() -> ConfigDict:
 
 
 def list_envs() -> None:
-    import envs
+    from deepcrl import envs
 
     describe = getattr(envs, "describe_envs", None)
     if describe is None:
@@ -119,14 +117,14 @@ def main(argv) -> int:
     if FLAGS.list_envs:
         list_envs()
         return 0
-    from configs.resolve import ConfigError, validate
-    from launch.run_dir import default_run_dir
+    from deepcrl.configs.resolve import ConfigError, validate
+    from deepcrl.rundir.metrics import default_run_dir
 
     config = build_config()
     try:
         validate(config)
         if config.topology != "single":
-            from configs.topologies import resolve_roles
+            from deepcrl.configs.topologies import resolve_roles
 
             resolve_roles(config)
     except ConfigError as e:
@@ -134,11 +132,11 @@ def main(argv) -> int:
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.env, config.topology)
     config.run_dir = str(run_dir)
     if config.topology == "single":
-        from launch.single import run_single
+        from deepcrl.launch.single import run_single
 
         row = run_single(config, run_dir, progress=FLAGS.progress, resume=FLAGS.resume)
     else:
-        from launch.distributed import RoleFailed, run_distributed
+        from deepcrl.launch.distributed import RoleFailed, run_distributed
 
         try:
             row = run_distributed(config, run_dir)

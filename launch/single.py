@@ -19,16 +19,23 @@ import jax.numpy as jnp
 from flax import struct
 from ml_collections import ConfigDict
 
-from buffer.relabel import relabeled_minibatches, segments_needed
-from buffer.trajectory_buffer import TrajectoryBuffer, init_buffer, insert, sample_segments
-from collector.coverage import CoverageGrid, coverage_metrics, grid_for, init_coverage, update_coverage
-from collector.rollout import evaluate, unroll
-from configs.resolve import Layout, agent_config, build_env, validate
-from envs.base import State
-from envs.wrappers import VectorEnv
-from launch.checkpoints import restore_train_state, save_train_state
-from launch.run_dir import MetricsLog, plot_success, read_metrics, truncate_metrics, write_config
-from learner.agent import Agent, TrainState, make_agent
+from deepcrl.buffer.relabel import relabeled_minibatches, segments_needed
+from deepcrl.buffer.trajectory_buffer import TrajectoryBuffer, init_buffer, insert, sample_segments
+from deepcrl.collector.coverage import (
+    CoverageGrid,
+    coverage_metrics,
+    grid_for,
+    init_coverage,
+    update_coverage,
+)
+from deepcrl.collector.rollout import evaluate, unroll
+from deepcrl.configs.resolve import Layout, agent_config, build_env, validate
+from deepcrl.envs.base import State
+from deepcrl.envs.wrappers import VectorEnv
+from deepcrl.learner.agent import Agent, TrainState, make_agent
+from deepcrl.rundir.checkpoints import restore_train_state, save_train_state
+from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
+from deepcrl.rundir.plots import plot_success
 
 
 @struct.dataclass

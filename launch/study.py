@@ -24,15 +24,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+from absl import flags
+from ml_collections import ConfigDict
 
-from absl import flags  # noqa: E402
-from ml_collections import ConfigDict  # noqa: E402
-
-from configs.resolve import apply_override  # noqa: E402
-from configs.studies import SCALES, STUDIES, Run, base_config, get_study  # noqa: E402
-from launch.cli import UsageError, run_main  # noqa: E402
+from deepcrl.configs.resolve import apply_override
+from deepcrl.configs.studies import SCALES, STUDIES, Run, base_config, get_study
+from deepcrl.launch.cli import UsageError, run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("study", None, f"Study to run: {' | '.join(STUDIES)}")
@@ -151,8 +148,8 @@ def build_definition(
 
 def validate_runs(configs: dict[str, ConfigDict]) -> None:
     """Every run's config must be valid before anything is launched (envs are built once each)."""
-    from configs.resolve import ConfigError, build_env, validate
-    from configs.topologies import resolve_roles
+    from deepcrl.configs.resolve import ConfigError, build_env, validate
+    from deepcrl.configs.topologies import resolve_roles
 
     envs: dict[tuple, Any] = {}
     for name, c in configs.items():
@@ -250,7 +247,6 @@ def execute_run(config_dict: dict, run_dir: str) -> dict:
     """
     import ray
 
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = ConfigDict(config_dict)
     path = Path(run_dir)
@@ -265,11 +261,11 @@ def execute_run(config_dict: dict, run_dir: str) -> dict:
     try:
         print(f"--- {now()} attempt on {platform.node()}", flush=True)
         if config.topology == "single":
-            from launch.single import run_single
+            from deepcrl.launch.single import run_single
 
             row = run_single(config, path, progress=False, resume=True)
         else:
-            from launch.distributed import run_distributed
+            from deepcrl.launch.distributed import run_distributed
 
             # Reuse this worker's Ray connection: with an address set, run_distributed never shuts Ray down.
             config.ray_address = ray.get_runtime_context().gcs_address
@@ -296,7 +292,7 @@ def run_needs(config: ConfigDict, gpus_per_run: float) -> tuple[float, float]:
     """(CPUs, GPUs) one run occupies: 1 process for single; replay + collector + learners otherwise."""
     if config.topology == "single":
         return 1.0, gpus_per_run
-    from configs.topologies import resolve_roles
+    from deepcrl.configs.topologies import resolve_roles
 
     _, learners = resolve_roles(config)
     return 2.0 + len(learners), gpus_per_run
@@ -308,7 +304,7 @@ def assign_role_gpus(config: ConfigDict, gpus_per_run: float) -> None:
         return
     if config.gpus_per_collector or config.gpus_per_learner:
         return
-    from configs.topologies import resolve_roles
+    from deepcrl.configs.topologies import resolve_roles
 
     _, learners = resolve_roles(config)
     share = gpus_per_run / (1 + len(learners))
@@ -320,14 +316,14 @@ def connect(address: str | None, num_cpus: int):
     import ray
 
     if address:
-        from configs.resolve import ConfigError
-        from launch.distributed import connect_ray
+        from deepcrl.configs.resolve import ConfigError
+        from deepcrl.launch.distributed import connect_ray
 
         try:
             return connect_ray(address)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-    env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}}
+    env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
     # Ray fork-execs its daemons; JAX (imported to count parameters) warns about any fork.
     warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
     ray.init(
@@ -483,7 +479,7 @@ def t_interval(values: list[float]) -> tuple[float, float | None]:
 
 def collect(study_dir: Path, definition: dict, state: dict) -> tuple[list[dict], list[dict]]:
     """(one result per finished run and learner, every curve row) read back from the run directories."""
-    from launch.run_dir import read_metrics
+    from deepcrl.rundir.metrics import read_metrics
 
     results, curves = [], []
     for run in definition["runs"]:

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from learner.losses import energy, energy_matrix, infonce_loss, tanh_gaussian_sample
-from learner.networks import Actor, Encoder, TrunkConfig
+from deepcrl.learner.losses import energy, energy_matrix, infonce_loss, tanh_gaussian_sample
+from deepcrl.learner.networks import Actor, Encoder, TrunkConfig
 
 Batch = dict[str, jax.Array]  # state [B, S], action [B, A], goal [B, G]
 

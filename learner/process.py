@@ -15,18 +15,18 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
-from buffer.relabel import relabeled_minibatches
-from collector.rollout import evaluate
-from configs.resolve import agent_config, build_env, replay_spec, segments_per_round, validate
-from envs.wrappers import VectorEnv
-from launch.checkpoints import save_train_state
-from launch.run_dir import MetricsLog, write_config
-from learner.agent import make_agent
+from deepcrl.buffer.relabel import relabeled_minibatches
+from deepcrl.collector.rollout import evaluate
+from deepcrl.configs.resolve import agent_config, build_env, replay_spec, segments_per_round, validate
+from deepcrl.envs.wrappers import VectorEnv
+from deepcrl.learner.agent import make_agent
+from deepcrl.rundir.checkpoints import save_train_state
+from deepcrl.rundir.metrics import MetricsLog, write_config
 
 
 class Learner:
     def __init__(self, config: dict, name: str, table_names: list[str], address: str, run_dir: str):
-        from buffer.reverb_replay import SegmentSampler
+        from deepcrl.buffer.reverb_replay import SegmentSampler
 
         self.config = config = ConfigDict(config)
         self.name = name
@@ -82,7 +82,7 @@ class Learner:
 
     def env_steps(self) -> int:
         """Env steps the collector has written into this learner's table."""
-        from buffer.reverb_replay import table_info
+        from deepcrl.buffer.reverb_replay import table_info
 
         return table_info(self.address)[self.name]["num_inserts"] * self.layout.segment_length
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from collector.coverage import CoverageGrid, coverage_metrics, init_coverage, update_coverage
-from envs import make_env
+from deepcrl.collector.coverage import (
+    CoverageGrid,
+    coverage_metrics,
+    grid_for,
+    init_coverage,
+    update_coverage,
+)
+from deepcrl.envs import make_env
 
 
 def test_coverage_counts_cells_and_spread_by_hand():
@@ -21,7 +27,7 @@ def test_coverage_counts_cells_and_spread_by_hand():
 
 def test_wall_cells_are_not_free_and_wider_data_covers_more():
     env = make_env("point_mass_walls")
-    grid = env.coverage_grid()
+    grid = grid_for(env)
     assert 0 < (~grid.free_mask).sum() < grid.bins**2  # the divider removes some cells
     rng = np.random.default_rng(0)
     narrow = rng.normal(0, 0.05, (5000, 2)) + np.array([-0.5, -0.5])

@@ -87,7 +87,7 @@ def test_topology_on_an_existing_local_cluster(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_config():
-    from configs.defaults import get_config
+    from deepcrl.configs.defaults import get_config
 
     c = get_config()
     c.update(
@@ -100,10 +100,10 @@ def small_config():
 
 def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, small_config):
     """Collector and learner as plain objects around a real Reverb server (no Ray needed)."""
-    from buffer.reverb_replay import start_server
-    from collector.process import Collector
-    from configs.resolve import build_env, replay_spec, validate
-    from learner.process import Learner
+    from deepcrl.buffer.reverb_replay import start_server
+    from deepcrl.collector.process import Collector
+    from deepcrl.configs.resolve import build_env, replay_spec, validate
+    from deepcrl.learner.process import Learner
 
     config = small_config
     env = build_env(config)

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import envs
-from envs import goal_metrics, make_env
-from envs.wrappers import VectorEnv
+from deepcrl import envs
+from deepcrl.envs import goal_metrics, make_env
+from deepcrl.envs.wrappers import VectorEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_ENVS = [
@@ -276,7 +276,7 @@ def test_vector_env_truncates_at_episode_length():
 
 
 def test_vector_env_resets_on_early_termination():
-    from envs.point_mass import PointMass
+    from deepcrl.envs.point_mass import PointMass
 
     class StopsRight(PointMass):
         def _terminated(self, pos):
@@ -317,7 +317,7 @@ def _pick_and_place_actions(env, cube: np.ndarray, goal: np.ndarray):
     """A scripted grasp: numerical IK on joints 1, 2, 4 (joint 6 keeps the hand vertical)."""
     import mujoco
 
-    from envs.arm import ACTUATED_JOINTS, ARM_Q0
+    from deepcrl.envs.arm import ACTUATED_JOINTS, ARM_Q0
 
     m = env.sys.mj_model
     d = mujoco.MjData(m)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from configs.defaults import get_config
-from launch.run_dir import read_metrics
-from launch.single import run_single
+from deepcrl.configs.defaults import get_config
+from deepcrl.launch.single import run_single
+from deepcrl.rundir.metrics import read_metrics
 
 
 def test_crl_learns_point_mass_reaching(tmp_path):

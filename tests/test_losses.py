@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import norm
 
-from learner.agent import AgentConfig, make_agent
-from learner.losses import energy, energy_matrix, infonce_loss, tanh_gaussian_sample
-from learner.networks import TrunkConfig
+from deepcrl.learner.agent import AgentConfig, make_agent
+from deepcrl.learner.losses import energy, energy_matrix, infonce_loss, tanh_gaussian_sample
+from deepcrl.learner.networks import TrunkConfig
 
 
 def test_energy_is_negative_l2_distance():

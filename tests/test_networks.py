@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from learner.networks import Actor, Encoder, Trunk, TrunkConfig, count_dense_layers, count_params
+from deepcrl.learner.networks import Actor, Encoder, Trunk, TrunkConfig, count_dense_layers, count_params
 
 IN, WIDTH, OUT = 7, 16, 5
 

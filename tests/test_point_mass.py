@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs import goal_metrics, make_env
-from envs.wrappers import VectorEnv
+from deepcrl.envs import goal_metrics, make_env
+from deepcrl.envs.wrappers import VectorEnv
 
 
 @pytest.mark.parametrize("name", ["point_mass", "point_mass_walls"])
@@ -70,8 +70,8 @@ def test_vector_env_truncates_and_resets_with_new_goals():
 
 def test_evaluation_scores_only_the_first_episode_of_each_env():
     """An env that terminates early is not credited with the auto-reset episode that follows."""
-    from collector.rollout import evaluate
-    from envs.point_mass import PointMass
+    from deepcrl.collector.rollout import evaluate
+    from deepcrl.envs.point_mass import PointMass
 
     class EndsPastTheMiddle(PointMass):
         def _terminated(self, pos):

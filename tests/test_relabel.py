@@ -7,8 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import chisquare
 
-from buffer.relabel import relabel_segments, relabeled_minibatches, select_valid, steps_left_in_episode
-from buffer.trajectory_buffer import init_buffer, insert, sample_segments
+from deepcrl.buffer.relabel import (
+    relabel_segments,
+    relabeled_minibatches,
+    select_valid,
+    steps_left_in_episode,
+)
+from deepcrl.buffer.trajectory_buffer import init_buffer, insert, sample_segments
 
 
 def _segments(episode_ids: np.ndarray):

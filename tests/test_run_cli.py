@@ -36,7 +36,7 @@ def test_checkpoint_restores_the_policy(tmp_path):
     """The checkpoint of a smoke run loads back into a working deterministic policy."""
     import numpy as np
 
-    from launch.checkpoints import load_policy
+    from deepcrl.launch.policy import load_policy
 
     run_dir = tmp_path / "run"
     res = run_cli(

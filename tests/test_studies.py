@@ -255,7 +255,7 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, needle):
 
 
 def test_study_definitions():
-    from configs.studies import get_study
+    from deepcrl.configs.studies import get_study
 
     sweep = get_study("depth_sweep").get_runs(["a", "b"], [0, 1], "cpu", {"depths": [4, 8, 1024]})
     assert len(sweep) == 12 and len({r.name for r in sweep}) == 12
@@ -277,8 +277,8 @@ def test_study_definitions():
 
 
 def test_width_vs_depth_budgets_match():
-    from configs.resolve import build_env
-    from configs.studies import base_config, get_study
+    from deepcrl.configs.resolve import build_env
+    from deepcrl.configs.studies import base_config, get_study
 
     study = get_study("width_vs_depth")
     runs = study.get_runs(
@@ -301,7 +301,7 @@ def test_width_vs_depth_budgets_match():
 
 
 def test_paper_env_configs():
-    from configs.paper import envs as paper_envs
+    from deepcrl.configs.paper import envs as paper_envs
 
     for name in paper_envs.PAPER_ENVS:
         c = paper_envs.get_config(name)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-from configs.presets import paper
+from deepcrl.configs.presets import paper
 
 # The ten headline environments of the paper (DESIGN.md), in its order.
 HEADLINE_ENVS = (

@@ -37,7 +37,7 @@ def get_study(name: str) -> ModuleType:
 
 def cpu_base() -> ConfigDict:
     """Tiny settings for ``--scale cpu``: point-mass-sized runs that finish in about a minute on 2 cores."""
-    from configs.defaults import get_config
+    from deepcrl.configs.defaults import get_config
 
     c = get_config()
     c.total_env_steps = 100_000
@@ -55,7 +55,7 @@ def base_config(scale: str, env: str) -> ConfigDict:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     if scale == "paper":
-        from configs.paper.envs import get_config
+        from deepcrl.configs.paper.envs import get_config
 
         return get_config(env)
     c = cpu_base()

@@ -7,7 +7,7 @@ compare, changeable with ``--depths``.
 
 from __future__ import annotations
 
-from configs.studies import Run, check_depths, seed_tag
+from deepcrl.configs.studies import Run, check_depths, seed_tag
 
 DESCRIPTION = "Final success vs batch size at a shallow and a deep network."
 # Assumed envs (the excerpt does not name the batch-size figure's envs).

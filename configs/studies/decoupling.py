@@ -8,7 +8,7 @@ runs per env and seed instead of four collector_*_learner_* runs.
 
 from __future__ import annotations
 
-from configs.studies import Run, check_depths, seed_tag
+from deepcrl.configs.studies import Run, check_depths, seed_tag
 
 DESCRIPTION = "Deep vs shallow train-only learners under a deep and a shallow collector."
 # The paper uses three envs; which three is our assumption (the excerpt does not name them).

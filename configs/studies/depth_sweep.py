@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from configs.paper.envs import HEADLINE_ENVS
-from configs.studies import Run, check_depths, seed_tag
+from deepcrl.configs.paper.envs import HEADLINE_ENVS
+from deepcrl.configs.studies import Run, check_depths, seed_tag
 
 DESCRIPTION = "Success vs network depth (critic and actor together), per environment."
 DEFAULT_ENVS = {"paper": list(HEADLINE_ENVS), "cpu": ["point_mass", "point_mass_walls"]}

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ml_collections import ConfigDict
 
-from configs.studies import Run, check_depths, seed_tag
+from deepcrl.configs.studies import Run, check_depths, seed_tag
 
 DESCRIPTION = "Final success vs parameter count, spending the budget on depth or on width."
 # Assumed envs (the excerpt does not name the width figure's envs).
@@ -31,9 +31,9 @@ def agent_params(config: ConfigDict, env, depth: int, width: int) -> int:
     """Exact parameter count of actor + critic for one shape (shapes only: nothing is computed)."""
     import jax
 
-    from configs.resolve import agent_config
-    from learner.agent import make_agent
-    from learner.networks import count_params
+    from deepcrl.configs.resolve import agent_config
+    from deepcrl.learner.agent import make_agent
+    from deepcrl.learner.networks import count_params
 
     c = ConfigDict(config.to_dict())
     c.critic_depth = c.actor_depth = depth
@@ -60,7 +60,7 @@ def get_runs(
     depths = check_depths(options["depths"])
     if len(depths) < 2:
         raise ValueError(f"width_vs_depth needs a base depth and at least one deeper one, got {depths}")
-    from configs.resolve import build_env
+    from deepcrl.configs.resolve import build_env
 
     d0, runs = depths[0], []
     for env_name in envs:

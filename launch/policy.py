@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the agent, and loading a run's policy back for rendering."""
+"""Loading a run's trained policy back (for rendering and inspection)."""
 
 from __future__ import annotations
 
@@ -8,36 +8,15 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 
-
-def save_train_state(path: Path, train_state) -> Path:
-    path = Path(path).absolute()
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(path, jax.device_get(train_state), force=True)
-    ckptr.wait_until_finished()
-    return path
-
-
-def restore_train_state(path: Path, target):
-    ckptr = ocp.StandardCheckpointer()
-    return ckptr.restore(Path(path).absolute(), target=jax.device_get(target))
-
-
-def latest_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint folder under ``run_dir`` (searched recursively)."""
-    candidates = sorted(Path(run_dir).glob("**/checkpoints/*"), key=lambda p: p.stat().st_mtime)
-    candidates = [p for p in candidates if p.is_dir()]
-    if not candidates:
-        raise FileNotFoundError(f"no checkpoint under {run_dir}")
-    return candidates[-1]
+from deepcrl.rundir.checkpoints import latest_checkpoint, restore_train_state
 
 
 def load_policy(run_dir: Path) -> tuple[str, dict, Callable[[np.ndarray], np.ndarray]]:
     """(env name, env kwargs, deterministic act_fn) of a run's latest checkpoint."""
-    from configs.resolve import agent_config, build_env
-    from learner.agent import make_agent
+    from deepcrl.configs.resolve import agent_config, build_env
+    from deepcrl.learner.agent import make_agent
 
     run_dir = Path(run_dir)
     ckpt = latest_checkpoint(run_dir)
