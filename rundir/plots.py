@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+from deepcrl.rundir.stats import group, sort_key, t_interval
+
+DPI = 100
+PANEL_IN = (4.0, 3.4)  # inches per plot panel
 
 
 def plot_success(curves: dict[str, list[dict]], out: Path, title: str = "") -> Path:
@@ -30,3 +36,178 @@ def plot_success(curves: dict[str, list[dict]], out: Path, title: str = "") -> P
     fig.savefig(out)
     plt.close(fig)
     return Path(out)
+
+
+def figure_size(panels: int) -> tuple[float, float]:
+    """Figure size in inches for ``panels`` env panels, three per row."""
+    cols = min(max(panels, 1), 3)
+    rows = math.ceil(max(panels, 1) / 3)
+    return PANEL_IN[0] * cols, PANEL_IN[1] * rows
+
+
+def _figure(envs: list[str]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=figure_size(len(envs)), dpi=DPI)
+    cols = min(max(len(envs), 1), 3)
+    rows = math.ceil(max(len(envs), 1) / 3)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(max(len(envs), 1))]
+    return plt, fig, axes
+
+
+def _label(keys: tuple[str, ...], values: tuple) -> str:
+    if keys == ("collector_depth", "learner", "learner_depth"):  # decoupling
+        c, role, d = values
+        return f"collector agent d{d}" if role == "collector agent" else f"collector d{c} → learner d{d}"
+    short = {
+        "depth": "d",
+        "batch_size": "batch ",
+        "collector_depth": "collector d",
+        "learner_depth": "d",
+        "width": "w",
+    }
+    return " ".join(
+        f"{short.get(k, '')}{v}" if k in short else str(v) for k, v in zip(keys, values, strict=True)
+    )
+
+
+def _log2_axis(ax, values: list) -> None:
+    """Log-2 x axis labelled with the study's own values (4, 8, 16 … or 1.2M parameters)."""
+    values = sorted({v for v in values if v})
+    ax.set_xscale("log", base=2)
+    if values:
+        ax.set_xticks(values, [f"{v / 1e6:.2g}M" if v >= 1e5 else f"{v:g}" for v in values], fontsize=7)
+        ax.minorticks_off()
+
+
+def plot_curves(curves: list[dict], envs: list[str], keys: tuple[str, ...], out: Path, title: str) -> Path:
+    """Success vs env steps: one panel per env, one line per condition (mean over seeds, 95 % band)."""
+    import numpy as np
+
+    plt, fig, axes = _figure(envs)
+    for ax, env in zip(axes, envs, strict=False):
+        rows = [c for c in curves if c["env"] == env and c.get("learner") != "collector"]
+        for cond, items in sorted(group(rows, keys).items(), key=lambda kv: sort_key(kv[0])):
+            seeds = group(items, ("run", "learner"))
+            series = [sorted((r["env_steps"], r["eval/success"]) for r in s) for s in seeds.values()]
+            xs = np.asarray([x for x, _ in max(series, key=len)], float)
+            ys = np.stack([np.interp(xs, [p[0] for p in s], [p[1] for p in s]) for s in series])
+            mean = ys.mean(0)
+            (line,) = ax.plot(xs, mean, marker="o", markersize=3, label=_label(keys, cond))
+            if len(series) > 1:
+                half = np.asarray([t_interval(list(col))[1] or 0.0 for col in ys.T])
+                ax.fill_between(xs, mean - half, mean + half, alpha=0.2, color=line.get_color())
+        ax.set_title(env, fontsize=9)
+        ax.set_xlabel("env steps", fontsize=8)
+        ax.set_ylabel("success (eval)", fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
+def plot_final(
+    results: list[dict], envs: list[str], x: str, lines: tuple[str, ...], out: Path, title: str
+) -> Path:
+    """Final success vs the study's variable (log2 axis), with 95 % t-interval error bars."""
+    plt, fig, axes = _figure(envs)
+    for ax, env in zip(axes, envs, strict=False):
+        rs = [r for r in results if r["env"] == env]
+        line_groups = group(rs, lines) if lines else {(): rs}
+        base = [r for r in rs if r.get("scaled") == "base"]  # width_vs_depth: the base belongs to both lines
+        for line, items in sorted(line_groups.items(), key=lambda kv: sort_key(kv[0])):
+            if line == ("base",):
+                continue
+            if base and lines == ("scaled",):
+                items = base + items
+            points = sorted(group(items, (x,)).items())
+            xs = [p[0][0] for p in points]
+            stats = [t_interval([r["final_success"] for r in p[1]]) for p in points]
+            ax.errorbar(
+                xs,
+                [s[0] for s in stats],
+                yerr=[s[1] or 0.0 for s in stats],
+                marker="o",
+                capsize=3,
+                label=f"scaled: {line[0]}" if lines == ("scaled",) else (_label(lines, line) or None),
+            )
+        if x == "params":  # matched budgets sit close together: plain log ticks, not one per value
+            ax.set_xscale("log")
+        else:
+            _log2_axis(ax, [r[x] for r in rs])
+        ax.set_title(env, fontsize=9)
+        ax.set_xlabel({"params": "parameters (actor + critic)"}.get(x, x.replace("_", " ")), fontsize=8)
+        ax.set_ylabel("final success", fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(axis="y", labelsize=7)
+        if lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
+def plot_grid(results: list[dict], envs: list[str], out: Path) -> Path:
+    """Decoupling: bars of deep/shallow train-only learners under deep/shallow collectors, per env."""
+    import numpy as np
+
+    plt, fig, axes = _figure(envs)
+    trained = [r for r in results if r.get("learner") == "train-only"]
+    for ax, env in zip(axes, envs, strict=False):
+        rs = [r for r in trained if r["env"] == env]
+        collectors = sorted({r["collector_depth"] for r in rs}, reverse=True)
+        learners = sorted({r["learner_depth"] for r in rs}, reverse=True)
+        cells = group(rs, ("collector_depth", "learner_depth"))
+        width = 0.8 / max(len(learners), 1)
+        for j, ld in enumerate(learners):
+            stats = [t_interval([r["final_success"] for r in cells.get((c, ld), [])]) for c in collectors]
+            xs = np.arange(len(collectors)) + (j - (len(learners) - 1) / 2) * width
+            means = [0.0 if not math.isfinite(s[0]) else s[0] for s in stats]
+            ax.bar(xs, means, width, yerr=[s[1] or 0.0 for s in stats], capsize=3, label=f"learner d{ld}")
+            for x, m in zip(xs, means, strict=True):
+                ax.text(x, m + 0.02, f"{m:.2f}", ha="center", fontsize=7)
+        ax.set_xticks(range(len(collectors)), [f"collector d{c}" for c in collectors], fontsize=8)
+        ax.set_title(env, fontsize=9)
+        ax.set_ylabel("final success", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle("decoupling: train-only learners by collector depth", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
+def plot_coverage(results: list[dict], envs: list[str], by: str, out: Path) -> Path:
+    """Exploration: fraction of free cells visited vs the collector's depth."""
+    plt, fig, axes = _figure(envs)
+    per_run = list({r["run"]: r for r in results}.values())
+    for ax, env in zip(axes, envs, strict=False):
+        points = sorted(group([r for r in per_run if r["env"] == env], (by,)).items())
+        stats = [t_interval([r["coverage/cells_visited_frac"] for r in p[1]]) for p in points]
+        ax.errorbar([p[0][0] for p in points], [s[0] for s in stats], yerr=[s[1] or 0.0 for s in stats],
+                    marker="o", capsize=3)  # fmt: skip
+        _log2_axis(ax, [p[0][0] for p in points])
+        ax.set_title(env, fontsize=9)
+        ax.set_xlabel("collector depth", fontsize=8)
+        ax.set_ylabel("cells visited (frac)", fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("exploration coverage", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import portpicker
 import pytest
+import reverb
 
-rr = pytest.importorskip("buffer.reverb_replay")
-reverb = pytest.importorskip("reverb")
+from deepcrl.buffer import reverb_replay as rr
 
 L, S, A = 5, 7, 3
 LONG = 30.0  # generous timeout for things that must happen

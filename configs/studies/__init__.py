@@ -32,7 +32,7 @@ def get_study(name: str) -> ModuleType:
     """The study module; an unknown name raises a ValueError listing the valid ones."""
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; valid studies: {', '.join(STUDIES)}")
-    return importlib.import_module(f"configs.studies.{name}")
+    return importlib.import_module(f"deepcrl.configs.studies.{name}")
 
 
 def cpu_base() -> ConfigDict:

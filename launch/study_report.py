@@ -1,0 +1,249 @@
+"""A study's report: results read back from its run directories, tables, plots and ``report.md``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from deepcrl.configs.studies import get_study
+from deepcrl.launch.study_runs import is_finished, run_dir_of, topology_of
+from deepcrl.rundir.plots import plot_coverage, plot_curves, plot_final, plot_grid
+from deepcrl.rundir.stats import group, sort_key, t_interval
+
+METRICS = (
+    ("final_success", "final success"),
+    ("time_at_goal", "time at goal"),
+    ("env_steps", "env steps"),
+    ("wall_time_s", "wall time (s)"),
+)
+COVERAGE = ("coverage/cells_visited_frac", "coverage/goal_spread")
+CURVE_COLUMNS = (
+    "env_steps", "updates", "wall_time", "eval/success", "eval/time_at_goal", "eval/final_distance",
+    *COVERAGE,
+)  # fmt: skip
+
+
+def collect(study_dir: Path, definition: dict, state: dict) -> tuple[list[dict], list[dict]]:
+    """(one result per finished run and learner, every curve row) read back from the run directories."""
+    from deepcrl.rundir.metrics import read_metrics
+
+    results, curves = [], []
+    for run in definition["runs"]:
+        name, rd = run["name"], run_dir_of(study_dir, run["name"])
+        topology = topology_of(run)
+        if not is_finished(rd, topology):
+            continue
+        record = state["runs"].get(name, {})
+        base = {"run": name, "seed": run["overrides"]["seed"], **run["condition"]}
+        if topology == "single":
+            roles = [("agent", int(run["overrides"].get("critic_depth", 0)), rd / "metrics.jsonl")]
+            coverage_row = json.loads((rd / "complete.json").read_text())
+        else:
+            summary = json.loads((rd / "summary.json").read_text())
+            roles = [
+                (
+                    "collector agent" if r["learner"] == "collector_learner" else "train-only",
+                    int(r["depth"]),
+                    rd / r["learner"] / "metrics.jsonl",
+                )
+                for r in summary["learners"]
+            ]
+            coverage_row = summary.get("collector") or {}
+            for row in read_metrics(rd / "collector" / "metrics.jsonl"):
+                curves.append({**base, "learner": "collector", **{c: row.get(c) for c in CURVE_COLUMNS}})
+        for role, depth, path in roles:
+            rows = read_metrics(path)
+            evals = [r for r in rows if "eval/success" in r]
+            if not evals:
+                continue
+            final = evals[-1]
+            extra = {} if topology == "single" else {"learner": role, "learner_depth": depth}
+            results.append(
+                {
+                    **base,
+                    **extra,
+                    "final_success": final.get("eval/success"),
+                    "time_at_goal": final.get("eval/time_at_goal"),
+                    "env_steps": final.get("env_steps"),
+                    "wall_time_s": record.get("wall_time_s"),
+                    **{c: coverage_row.get(c) for c in COVERAGE},
+                }
+            )
+            for row in evals:
+                curves.append({**base, **extra, **{c: row.get(c) for c in CURVE_COLUMNS}})
+    return results, curves
+
+
+def _fmt(mean: float, half: float | None, digits: int) -> str:
+    if not math.isfinite(mean):
+        return "—"
+    text = f"{mean:.{digits}f}" if digits else f"{mean:,.0f}"
+    if half is None:
+        return text
+    return text + f" ± {half:.{digits}f}" if digits else text + f" ± {half:,.0f}"
+
+
+def condition_keys(results: list[dict]) -> tuple[str, ...]:
+    skip = {"run", "seed", "final_success", "time_at_goal", "env_steps", "wall_time_s", *COVERAGE}
+    keys: list[str] = []
+    for r in results:
+        keys += [k for k in r if k not in skip and k not in keys]
+    return tuple(keys)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_table(results: list[dict]) -> str:
+    keys = condition_keys(results)
+    rows = []
+    for cond, items in group(results, keys).items():
+        cells = [str(c) for c in cond] + [str(len(items))]
+        for metric, _ in METRICS:
+            digits = 0 if metric in ("env_steps", "wall_time_s") else 3
+            cells.append(_fmt(*t_interval([r[metric] for r in items]), digits))
+        rows.append(cells)
+    return markdown_table([*keys, "seeds", *(label for _, label in METRICS)], rows)
+
+
+def coverage_table(results: list[dict], by: str) -> str:
+    per_run = {r["run"]: r for r in results}.values()  # coverage belongs to the run's collector
+    rows = []
+    for (env, value), items in sorted(
+        group(list(per_run), ("env", by)).items(), key=lambda kv: sort_key(kv[0])
+    ):
+        cells = [env, str(value), str(len(items))]
+        cells += [_fmt(*t_interval([r[c] for r in items]), 3) for c in COVERAGE]
+        rows.append(cells)
+    label = "collector depth" if by == "collector_depth" else by
+    return markdown_table(["env", label, "seeds", "cells visited (frac)", "goal spread"], rows)
+
+
+def decoupling_grid(results: list[dict]) -> str:
+    """The paper's 2×2: rows collector depth, columns train-only learner depth, per env."""
+    parts = []
+    trained = [r for r in results if r.get("learner") == "train-only"]
+    for env in dict.fromkeys(r["env"] for r in trained):
+        rs = [r for r in trained if r["env"] == env]
+        collectors = sorted({r["collector_depth"] for r in rs}, reverse=True)
+        learners = sorted({r["learner_depth"] for r in rs}, reverse=True)
+        cells = group(rs, ("collector_depth", "learner_depth"))
+        rows = [
+            [f"collector d{c}"]
+            + [_fmt(*t_interval([r["final_success"] for r in cells.get((c, ld), [])]), 3) for ld in learners]
+            for c in collectors
+        ]
+        parts.append(f"**{env}** (final success of the train-only learners)\n\n")
+        parts.append(markdown_table(["", *(f"learner d{ld}" for ld in learners)], rows) + "\n\n")
+    return "".join(parts)
+
+
+def write_curves_csv(curves: list[dict], out: Path) -> Path:
+    import csv
+
+    fields: list[str] = []
+    for c in curves:
+        fields += [k for k in c if k not in fields]
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(curves)
+    return out
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def write_report(study_dir: Path, state: dict) -> Path:
+    """report.md, curves.csv and the plots, from whatever runs have finished."""
+    definition = state["definition"]
+    module = get_study(definition["study"])
+    results, curves = collect(study_dir, definition, state)
+    envs = definition["envs"]
+    write_curves_csv(curves, study_dir / "curves.csv")
+    figures = []
+    if results:
+        figures.append(plot_curves(curves, envs, module.CURVE_KEYS, study_dir / "success_curves.png",
+                                   f"{definition['study']}: success vs env steps"))  # fmt: skip
+        if module.FINAL_X:
+            figures.append(plot_final(results, envs, module.FINAL_X, module.FINAL_LINES,
+                                      study_dir / "final_success.png", f"{definition['study']}: final success"))  # fmt: skip
+        else:
+            figures.append(plot_grid(results, envs, study_dir / "decoupling_grid.png"))
+        if module.COVERAGE_BY:
+            figures.append(plot_coverage(results, envs, module.COVERAGE_BY, study_dir / "coverage.png"))
+
+    runs = state["runs"]
+    counts = {
+        s: sum(1 for r in runs.values() if r["state"] == s) for s in ("done", "running", "pending", "failed")
+    }
+    sessions = state.get("sessions", [])
+    total_wall = sum(s.get("wall_time_s", 0.0) for s in sessions)
+    run_time = sum(r.get("wall_time_s", 0.0) or 0.0 for r in runs.values() if r["state"] == "done")
+    lines = [
+        f"# Study `{definition['study']}` (scale {definition['scale']})",
+        "",
+        module.DESCRIPTION,
+        "",
+        f"- envs: {', '.join(envs)}; seeds: {', '.join(map(str, definition['seeds']))}",
+        f"- options: {json.dumps(definition['options'])}; --set: {' '.join(definition['set']) or 'none'}",
+        f"- runs: {len(runs)} — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v),
+        f"- total wall time: {_hms(total_wall)} over {len(sessions)} session(s) of the study command; "
+        f"the finished runs took {_hms(run_time)} summed (each from task start, compile included)",
+        "",
+        "## Hardware",
+        "",
+    ]
+    for i, s in enumerate(sessions):
+        hw = s.get("hardware", {})
+        gpus = ", ".join(hw.get("gpus") or []) or "none"
+        cluster = s.get("cluster", {})
+        lines.append(
+            f"- session {i + 1} ({s.get('started', '?')}, {_hms(s.get('wall_time_s', 0.0))}): driver {hw.get('host')}: "
+            f"{hw.get('cpu')}, {hw.get('cores')} cores, GPUs: {gpus}; Ray cluster: "
+            f"{cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs"
+            f"{' (joined ' + s['ray_address'] + ')' if s.get('ray_address') else ' (embedded)'}"
+        )
+    devices = sorted(
+        {f"{r.get('host')} ({', '.join(r.get('devices', []))})" for r in runs.values() if r.get("host")}
+    )
+    if devices:
+        lines.append(f"- runs executed on: {'; '.join(devices)}")
+    lines += [
+        "",
+        "## Results",
+        "",
+        "Mean over seeds ± the half-width of the 95 % Student-t interval (t with n−1 degrees of freedom; "
+        "no interval with a single seed). Final success and time at goal are the last deterministic "
+        "evaluation; env steps are those the learner had seen at that evaluation.",
+        "",
+        results_table(results) if results else "_no run has finished yet_",
+        "",
+    ]
+    if definition["study"] == "decoupling" and results:
+        lines += ["### Collector × learner grid", "", decoupling_grid(results)]
+    if module.COVERAGE_BY and results:
+        lines += [
+            "## Exploration coverage",
+            "",
+            "Fraction of the free cells of a fixed x-y grid that the collector's states visited, and the spread "
+            "(std) of the visited goal coordinates, at the end of each run (mean ± 95 % t-interval over seeds).",
+            "",
+            coverage_table(results, module.COVERAGE_BY),
+            "",
+        ]
+    failed = {n: r for n, r in runs.items() if r["state"] == "failed"}
+    if failed:
+        lines += ["## Failed runs", ""] + [f"- `{n}`: {r.get('error')}" for n, r in failed.items()] + [""]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    lines += ["All curves (one row per evaluation, every run and learner): `curves.csv`.", ""]
+    out = study_dir / "report.md"
+    out.write_text("\n".join(lines))
+    return out
