@@ -23,6 +23,7 @@ __all__ = [
     "env_names",
     "register",
     "describe_envs",
+    "EVAL_ENVS",
 ]
 
 _REGISTRY: dict[str, Callable[..., GoalEnv]] = {}
@@ -71,6 +72,15 @@ def _point_mass_walls(**kw):
     return PointMass(walls=DIVIDER_WALLS, **kw)
 
 
+def _point_mass_maze(maze: str) -> Callable[..., GoalEnv]:
+    def factory(**kw):
+        from deepcrl.envs.point_mass_maze import PointMassMaze
+
+        return PointMassMaze(maze, **kw)
+
+    return factory
+
+
 def _ant(**kw):
     from deepcrl.envs.ant import Ant
 
@@ -112,6 +122,10 @@ def _arm(task: str) -> Callable[..., GoalEnv]:
 
 register("point_mass", _point_mass)
 register("point_mass_walls", _point_mass_walls)
+for _maze in ("u4", "u5", "big", "hardest"):  # envs/point_mass_maze.py: MAZES, EVAL_MAZES
+    register(f"point_mass_{_maze}_maze", _point_mass_maze(_maze))
+    if _maze != "hardest":
+        register(f"point_mass_{_maze}_maze_eval", _point_mass_maze(f"{_maze}_eval"))
 register("ant", _ant)
 register("ant_u4_maze", _ant_maze("u4"))
 register("ant_u5_maze", _ant_maze("u5"))
@@ -120,5 +134,17 @@ register("ant_hardest_maze", _ant_maze("hardest"))
 register("humanoid", _humanoid)
 register("humanoid_u_maze", _humanoid_maze("humanoid_u"))
 register("humanoid_big_maze", _humanoid_maze("big"))
+# Evaluation layouts (the paper's ``*_eval`` mazes): same walls and start, far goal cells only.
+register("ant_u4_maze_eval", _ant_maze("u4_eval"))
+register("ant_u5_maze_eval", _ant_maze("u5_eval"))
+register("ant_big_maze_eval", _ant_maze("big_eval"))
+register("humanoid_u_maze_eval", _humanoid_maze("humanoid_u_eval"))
+register("humanoid_big_maze_eval", _humanoid_maze("humanoid_big_eval"))
+
+# Training env → the env the paper evaluated it on (its job.slurm: ant_big_maze → ant_big_maze_eval).
+EVAL_ENVS: dict[str, str] = {
+    name: f"{name}_eval"
+    for name in ("ant_u4_maze", "ant_u5_maze", "ant_big_maze", "humanoid_u_maze", "humanoid_big_maze")
+}
 for _task in ("arm_push_easy", "arm_push_hard", "arm_binpick_easy", "arm_binpick_hard"):
     register(_task, _arm(_task))
