@@ -41,16 +41,63 @@ def apply_override(config: ConfigDict, item: str) -> None:
         raise ConfigError(f"bad --set {item!r}: {key} expects a {type(old).__name__}") from None
 
 
-def build_env(config: ConfigDict) -> GoalEnv:
+def build_env(config: ConfigDict, name: str | None = None) -> GoalEnv:
+    """The training env (or the env ``name``) with the config's backend, episode length and timestep."""
+    name = name or config.env
     kwargs = {}
     if config.backend:
         kwargs["backend"] = config.backend
     if config.episode_length:
         kwargs["episode_length"] = int(config.episode_length)
+    if float(config.get("physics_timestep", 0.0)):
+        kwargs["physics_timestep"] = float(config.physics_timestep)
     try:
-        return envs.make_env(config.env, **kwargs)
-    except (ValueError, TypeError) as e:
+        return envs.make_env(name, **kwargs)
+    except TypeError as e:
+        if "physics_timestep" in str(e):
+            raise ConfigError(
+                f"physics_timestep is not supported by env {name!r} (ant and humanoid families only)"
+            ) from None
         raise ConfigError(str(e)) from None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_eval_env(config: ConfigDict, env: GoalEnv) -> GoalEnv:
+    """The env evaluations run on: ``config.eval_env``, or the training ``env`` itself.
+
+    An eval env must share the training env's observation layout (state size,
+    goal indices, action size), so one policy and one critic fit both.
+    """
+    name = str(config.get("eval_env", "") or "")
+    if not name or name == config.env:
+        return env
+    eval_env = build_env(config, name)
+    mine = (env.spec.state_size, tuple(env.spec.goal_indices), int(env.action_size))
+    theirs = (eval_env.spec.state_size, tuple(eval_env.spec.goal_indices), int(eval_env.action_size))
+    if mine != theirs:
+        family = config.env.split("_")[0]
+        same = [n for n in envs.env_names() if n != config.env and n.split("_")[0] == family]
+        raise ConfigError(
+            f"eval_env {name!r} does not match env {config.env!r}: (state size, goal indices, action size) "
+            f"{theirs} vs {mine}; use an env of the same family: {', '.join(same) or 'none'}"
+        )
+    return eval_env
+
+
+def training_venv(config: ConfigDict, env: GoalEnv, layout: Layout):
+    """The batched training envs, with the config's reset rule."""
+    from deepcrl.envs.wrappers import VectorEnv
+
+    first = bool(config.get("reset_to_first_start", False))
+    return VectorEnv(env, config.num_envs, layout.episode_length, reset_to_first_start=first)
+
+
+def eval_venv(config: ConfigDict, env: GoalEnv, layout: Layout):
+    """The batched evaluation envs: ``num_eval_envs`` copies of the eval env (one episode each)."""
+    from deepcrl.envs.wrappers import VectorEnv
+
+    return VectorEnv(build_eval_env(config, env), config.num_eval_envs, layout.episode_length)
 
 
 def trunk_config(config: ConfigDict, role: str) -> TrunkConfig:
@@ -115,6 +162,13 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
     for name in positive:
         if int(config[name]) <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {config[name]}")
+    num_seeds = config.get("num_seeds", 1)
+    if int(num_seeds) <= 0:
+        raise ConfigError(f"num_seeds must be a positive integer, got {num_seeds}")
+    if int(num_seeds) > 1 and config.topology != "single":
+        raise ConfigError(
+            f"num_seeds > 1 runs only with topology single, not {config.topology}; run one seed per run"
+        )
     for name in ("segment_length", "episode_length"):
         if int(config[name]) < 0:
             raise ConfigError(f"{name} must be >= 0 (0 means the env's default), got {config[name]}")
@@ -126,6 +180,8 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
         except ValueError as e:
             raise ConfigError(str(e)) from None
     env = env or build_env(config)
+    if config.get("eval_env", ""):
+        build_eval_env(config, env)  # an unknown or mismatched eval env fails here, in one line
     episode_length = int(config.episode_length or env.spec.episode_length)
     # By default a segment spans an episode, but never more than the prefill, so sampling can start.
     segment_length = int(config.segment_length or min(episode_length, config.min_replay_steps_per_env))

@@ -36,6 +36,7 @@ for _name, _help in [
     ("episode_length", "Episode length (0: env default)"),
     ("num_evals", "Evaluations (epochs) over the run"),
     ("seed", "Random seed"),
+    ("num_seeds", "Seeds seed, seed+1, … trained in one program (topology single)"),
 ]:
     flags.DEFINE_integer(_name, None, _help)
 flags.DEFINE_string(
@@ -57,7 +58,7 @@ flags.DEFINE_bool(
 FLAG_FIELDS = (
     "topology", "env", "backend", "run_dir", "total_env_steps", "num_envs", "num_eval_envs", "batch_size",
     "num_minibatches", "critic_depth", "actor_depth", "critic_width", "actor_width", "episode_length",
-    "num_evals", "seed", "ray_address", "collector_depth", "collector_width", "learner_depths",
+    "num_evals", "seed", "num_seeds", "ray_address", "collector_depth", "collector_width", "learner_depths",
     "learner_widths", "gpus_per_collector", "gpus_per_learner",
 )  # fmt: skip
 

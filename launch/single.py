@@ -3,6 +3,14 @@
 One jitted call runs a whole epoch — for each collection step: act, insert,
 sample segments, relabel, and ``num_minibatches`` SGD steps — so the host only
 wakes up to evaluate and log between epochs.
+
+With ``num_seeds = K > 1`` the same epoch is ``jax.vmap``-ed over K independent
+seeds (agents, env batches, buffers, RNG streams stacked on a leading axis), so
+K seeds run as one program instead of K runs. Seed ``s`` draws every key from
+``PRNGKey(seed + s)`` exactly as a one-seed run with seed ``seed + s`` does:
+the two compute the same function, and differ only by floating-point
+reassociation of the batched kernels (close after an epoch; RL then amplifies
+it, so longer runs are statistically, not bitwise, equivalent).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from ml_collections import ConfigDict
 
@@ -58,6 +67,12 @@ class SingleTrainer(NamedTuple):
 
 
 def make_single_trainer(config: ConfigDict) -> SingleTrainer:
+    """Jitted epoch functions for one seed, or for ``config.num_seeds`` seeds stacked and vmapped.
+
+    With one seed the carry has no seed axis (the program is the plain one-seed
+    program); with K > 1 every leaf of the carry, every key and every metric has
+    a leading axis of size K, and ``init`` takes ``[K, 2]`` keys.
+    """
     env = build_env(config)
     layout = validate(config, env)
     spec = env.spec
@@ -114,15 +129,21 @@ def make_single_trainer(config: ConfigDict) -> SingleTrainer:
     def evaluate_fn(carry: Carry, key: jax.Array) -> dict:
         return evaluate(eval_venv, policy_of(carry.train_state.actor, deterministic=True), key)
 
+    over = jax.vmap if num_seeds_of(config) > 1 else (lambda f: f)
     return SingleTrainer(
         grid,
         agent,
         layout,
-        jax.jit(init),
-        jax.jit(prefill, donate_argnums=0),
-        jax.jit(train_epoch, donate_argnums=0),
-        jax.jit(evaluate_fn),
+        jax.jit(over(init)),
+        jax.jit(over(prefill), donate_argnums=0),
+        jax.jit(over(train_epoch), donate_argnums=0),
+        jax.jit(over(evaluate_fn)),
     )
+
+
+def num_seeds_of(config: ConfigDict) -> int:
+    """``config.num_seeds`` (1 for configs written before the field existed)."""
+    return int(config.get("num_seeds", 1))
 
 
 class ProgressBar:
@@ -153,73 +174,155 @@ def run_single(config: ConfigDict, run_dir: Path, progress: bool = True, resume:
     ``resume`` a run continues from there (the replay buffer is not saved: it
     is refilled by the usual prefill, with the restored policy). A finished
     run writes ``checkpoints/final`` and ``complete.json``.
+
+    With ``num_seeds = K > 1``, ``seed_{s}/`` holds what a one-seed run with
+    seed ``seed + s`` writes (config.json, metrics, complete.json,
+    checkpoints/final); the run directory's own metrics.jsonl / complete.json
+    hold the mean over seeds of every field, and returns that mean row. All
+    seeds' resume state is one checkpoint, ``checkpoints_all_seeds/latest``
+    (one save, so a killed run never leaves seeds at different epochs).
     """
     run_dir = Path(run_dir)
     trainer = make_single_trainer(config)
     layout = trainer.layout
+    num_seeds = num_seeds_of(config)
+    many = num_seeds > 1
+    seed_dirs = [run_dir / f"seed_{s}" for s in range(num_seeds)] if many else []
     write_config(run_dir, config)
-    key, k_init = jax.random.split(jax.random.PRNGKey(config.seed))
+    for s, folder in enumerate(seed_dirs):
+        write_config(folder, _seed_config(config, s))
+    key, k_init = _split(_run_keys(config), many)
     carry = trainer.init(k_init)
     first_epoch, env_steps = 0, 0
-    latest = run_dir / "checkpoints" / "latest"
+    latest = run_dir / ("checkpoints_all_seeds" if many else "checkpoints") / "latest"
     if resume and latest.exists():
         saved = restore_train_state(latest, _resume_state(carry, 0, 0, key))
         carry = carry.replace(train_state=saved["train_state"], coverage=saved["coverage"])
         first_epoch, env_steps, key = int(saved["epoch"]), int(saved["env_steps"]), saved["key"]
-        truncate_metrics(run_dir, keep=lambda row: row.get("epoch", 0) <= first_epoch)
+        for folder in [run_dir, *seed_dirs]:
+            truncate_metrics(folder, keep=lambda row: row.get("epoch", 0) <= first_epoch)
     else:
-        truncate_metrics(run_dir, keep=lambda row: False)
+        for folder in [run_dir, *seed_dirs]:
+            truncate_metrics(folder, keep=lambda row: False)
     log = MetricsLog(run_dir)
+    seed_logs = [MetricsLog(folder) for folder in seed_dirs]
+
+    def write(fields: dict) -> dict:
+        """One row per seed (``seed_{s}/``) and their mean (the run directory); K=1: one row."""
+        fields = {**fields, **_coverage(carry.coverage, trainer.grid, num_seeds)}
+        if not many:
+            return log.write(env_steps, fields)
+        host = jax.device_get(fields)
+        rows = [
+            seed_log.write(
+                env_steps, {k: np.asarray(v)[s].item() if np.ndim(v) else v for k, v in host.items()}
+            )
+            for s, seed_log in enumerate(seed_logs)
+        ]
+        return log.write(env_steps, {**_mean_row(rows), "num_seeds": num_seeds})
+
     start = time.time()
     carry = trainer.prefill(carry)
     env_steps += layout.prefill_env_steps
-    bar = ProgressBar(layout.total_env_steps) if progress else None
+    bar = ProgressBar(layout.total_env_steps * num_seeds) if progress else None
     row: dict = {}
     if first_epoch == 0:
-        key, k_eval = jax.random.split(key)
+        key, k_eval = _split(key, many)
         initial = trainer.evaluate(carry, k_eval)  # the untrained policy: the curve's baseline
-        row = log.write(
-            env_steps,
-            {
-                "epoch": 0,
-                "updates": 0,
-                **{f"eval/{k}": v for k, v in initial.items()},
-                **coverage_metrics(carry.coverage, trainer.grid),
-            },
-        )
+        row = write({"epoch": 0, "updates": 0, **{f"eval/{k}": v for k, v in initial.items()}})
     try:
         for epoch in range(first_epoch, layout.num_epochs):
             carry, metrics = trainer.train_epoch(carry)
             env_steps += layout.collections_per_epoch * layout.steps_per_collection
-            key, k_eval = jax.random.split(key)
+            key, k_eval = _split(key, many)
             eval_metrics = trainer.evaluate(carry, k_eval)
             elapsed = time.time() - start
             if config.checkpoint:
                 save_train_state(latest, _resume_state(carry, epoch + 1, env_steps, key))
-            row = log.write(
-                env_steps,
+            row = write(
                 {
                     "epoch": epoch + 1,
-                    "updates": int(carry.train_state.step),
+                    "updates": carry.train_state.step if many else int(carry.train_state.step),
                     "wall_time": elapsed,
                     "env_steps_per_s": (env_steps - layout.prefill_env_steps) / elapsed,
                     **{f"eval/{k}": v for k, v in eval_metrics.items()},
-                    **coverage_metrics(carry.coverage, trainer.grid),
                     **metrics,
-                },
+                }
             )
             if bar:
-                bar.update(env_steps, success=f"{row['eval/success']:.2f}")
+                bar.update(env_steps * num_seeds, success=f"{row['eval/success']:.2f}")
     finally:
         if bar:
             bar.close()
         log.close()
-        plot_success({config.env: read_metrics(log.jsonl_path)}, run_dir / "success.png", title=config.env)
-    if config.checkpoint:
+        for seed_log in seed_logs:
+            seed_log.close()
+        curves = {f"seed {s}": read_metrics(sl.jsonl_path) for s, sl in enumerate(seed_logs)}
+        curves = {**curves, ("mean" if many else config.env): read_metrics(log.jsonl_path)}
+        plot_success(curves, run_dir / "success.png", title=config.env)
+    for s, folder in enumerate(seed_dirs):
+        if config.checkpoint:
+            save_train_state(folder / "checkpoints" / "final", _pick(carry.train_state, s))
+        _write_json(folder / "complete.json", read_metrics(seed_logs[s].jsonl_path)[-1])
+    if config.checkpoint and not many:
         save_train_state(run_dir / "checkpoints" / "final", carry.train_state)
     final = row or read_metrics(log.jsonl_path)[-1]
-    (run_dir / "complete.json").write_text(json.dumps(final, indent=2) + "\n")
+    _write_json(run_dir / "complete.json", final)
     return final
+
+
+def _run_keys(config: ConfigDict) -> jax.Array:
+    """The run's key; with K seeds, ``[K, 2]``: seed s's is the key of a one-seed run with ``seed + s``."""
+    if num_seeds_of(config) == 1:
+        return jax.random.PRNGKey(config.seed)
+    return jnp.stack([jax.random.PRNGKey(config.seed + s) for s in range(num_seeds_of(config))])
+
+
+def _split(key: jax.Array, many: bool) -> tuple[jax.Array, jax.Array]:
+    """``jax.random.split(key)`` per seed."""
+    pair = jax.vmap(jax.random.split)(key) if many else jax.random.split(key)
+    return (pair[:, 0], pair[:, 1]) if many else (pair[0], pair[1])
+
+
+def _seed_config(config: ConfigDict, s: int) -> ConfigDict:
+    """What seed ``s`` of a K-seed run is: a one-seed run with ``seed + s``."""
+    one = ConfigDict(config.to_dict())
+    one.seed = int(config.seed) + s
+    one.num_seeds = 1
+    return one
+
+
+def _pick(tree, s: int):
+    """Seed ``s``'s slice of a pytree stacked over seeds (scalars shared by all seeds pass through)."""
+    return jax.tree_util.tree_map(lambda x: x[s] if np.ndim(x) > 0 else x, tree)
+
+
+def _coverage(coverage: dict, grid: CoverageGrid, num_seeds: int) -> dict:
+    if num_seeds == 1:
+        return coverage_metrics(coverage, grid)
+    host = jax.device_get(coverage)
+    per_seed = [coverage_metrics(_pick(host, s), grid) for s in range(num_seeds)]
+    return {k: np.asarray([m[k] for m in per_seed]) for k in per_seed[0]}
+
+
+def _mean_row(rows: list[dict]) -> dict:
+    """The mean over seeds of every numeric field (fields equal in all seeds are kept as they are)."""
+    mean = {}
+    for k in rows[0]:
+        if k == "env_steps":
+            continue
+        values = [r.get(k) for r in rows]
+        if all(v == values[0] for v in values):
+            mean[k] = values[0]
+        elif all(isinstance(v, (int, float)) for v in values):
+            mean[k] = float(np.mean(values))
+        else:  # a non-finite value (written as a string) in some seed
+            mean[k] = float("nan")
+    return mean
+
+
+def _write_json(path: Path, row: dict) -> None:
+    path.write_text(json.dumps(row, indent=2) + "\n")
 
 
 def _resume_state(carry: Carry, epoch: int, env_steps: int, key: jax.Array) -> dict:
