@@ -42,23 +42,33 @@ def unroll(
 def evaluate(venv: VectorEnv, policy: PolicyFn, key: jax.Array) -> dict[str, jax.Array]:
     """One full episode per eval env; averages over envs of the episode metrics.
 
-    success: reached the goal at any step; time_at_goal: fraction of the
-    episode's steps at the goal; final_distance: distance at its last step.
-    An env whose episode ends early (termination) is scored on that episode
-    only: the auto-reset episode that follows is masked out.
+    time_at_goal: steps within the success threshold, counted over the full
+    ``episode_length`` (the paper's Table 1 figure, e.g. 286 out of 1000);
+    time_at_goal_frac: the same divided by ``episode_length``. success:
+    reached the goal at any step. An env whose episode ends early
+    (termination) is scored on that episode only: the auto-reset episode that
+    follows is masked out, so it counts nothing more, and its remaining steps
+    count as not at the goal. final_distance: distance at the episode's last step.
     """
     k_reset, k_act = jax.random.split(key)
     env_state = venv.reset(k_reset)
     _, _, m = unroll(venv, policy, env_state, k_act, venv.episode_length)
+    return episode_metrics(m, venv.episode_length)
+
+
+def episode_metrics(m: dict[str, jax.Array], episode_length: int) -> dict[str, jax.Array]:
+    """Per-env first-episode scores of time-major step metrics ``[T, N]``, averaged over envs."""
     ended_before = jnp.cumsum(m["done"], axis=0) - m["done"]  # [T, N]: an earlier step ended the episode
     alive = (ended_before == 0).astype(jnp.float32)
     steps = alive.sum(axis=0)
     last = (steps - 1).astype(jnp.int32)
     pick_last = lambda x: jnp.take_along_axis(x, last[None, :], axis=0)[0]
+    at_goal = (m["success"] * alive).sum(axis=0)
     return {
         "success": (m["success"] * alive).max(axis=0).mean(),
         "success_easy": (m["success_easy"] * alive).max(axis=0).mean(),
-        "time_at_goal": ((m["success"] * alive).sum(axis=0) / steps).mean(),
+        "time_at_goal": at_goal.mean(),
+        "time_at_goal_frac": (at_goal / episode_length).mean(),
         "final_distance": pick_last(m["distance"]).mean(),
         "min_distance": jnp.where(alive > 0, m["distance"], jnp.inf).min(axis=0).mean(),
         "episode_length": steps.mean(),

@@ -23,6 +23,7 @@ def paper() -> ConfigDict:
     c.critic_width = 256
     c.actor_width = 256
     c.num_evals = 50
+    c.reset_to_first_start = True  # the paper's auto-reset: each env keeps its first start and goal
     return c
 
 

@@ -1,10 +1,13 @@
 """Goal-conditioned Ant on Brax (spring backend by default).
 
 State is the 29-d ``qpos ⊕ qvel`` of Brax's ant model (torso x, y included),
-the goal is the torso's (x, y) = ``state[0:2]``. As in the paper's code, an
-episode ends early when the torso leaves ``healthy_z_range`` (flipped or
-jumping); otherwise it is truncated at ``episode_length`` by the wrapper.
-Subclasses (the mazes) override ``model_xml``, ``start_xy`` and ``sample_goal``.
+the goal is the torso's (x, y) = ``state[0:2]``. As in the paper's code, a
+reset adds ±``reset_noise_scale`` uniform noise to every position (torso x, y
+included, around the start) and ``reset_noise_scale``·N(0, 1) to every
+velocity, and an episode ends early when the torso leaves ``healthy_z_range``
+(flipped or jumping); otherwise it is truncated at ``episode_length`` by the
+wrapper. Subclasses (the mazes) override ``model_xml``, ``start_xy`` and
+``sample_goal``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ class Ant(GoalEnv, PipelineEnv):
         reset_noise_scale: float = 0.1,
         terminate_when_unhealthy: bool = True,
         healthy_z_range: tuple[float, float] = (0.2, 1.0),
+        physics_timestep: float = 0.0,
     ):
+        """``physics_timestep`` (s per substep; 0: the paper's 0.005 on spring/positional, the model's otherwise)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         sys = mjcf.loads(self.model_xml())
@@ -45,6 +50,8 @@ class Ant(GoalEnv, PipelineEnv):
         if backend in ("spring", "positional"):
             sys = sys.tree_replace({"opt.timestep": 0.005})
             n_frames = 10
+        if physics_timestep:
+            sys = sys.tree_replace({"opt.timestep": float(physics_timestep)})
         if backend == "mjx":
             sys = sys.tree_replace(
                 {
@@ -88,7 +95,7 @@ class Ant(GoalEnv, PipelineEnv):
         noise = self.reset_noise_scale
         q = self.sys.init_q + jax.random.uniform(q_rng, (self.sys.q_size(),), minval=-noise, maxval=noise)
         xy = self.start_xy(start_rng)
-        q = q.at[:2].set(xy)
+        q = q.at[:2].add(xy)  # the start plus the same position noise as every other coordinate
         qd = noise * jax.random.normal(qd_rng, (self.sys.qd_size(),))
         pipeline_state = self.pipeline_init(q, qd)
         return pipeline_state, self._state_vec(pipeline_state), self.sample_goal(goal_rng, xy)
@@ -108,14 +115,24 @@ class Ant(GoalEnv, PipelineEnv):
         return jnp.concatenate([pipeline_state.q, pipeline_state.qd])
 
 
-class AntMaze(Ant):
-    """Ant in a maze of box walls; starts in the R cell, goals drawn from G cells.
+# The reference's ant maze model: torso and hip capsules are hit by walls and
+# feet; the feet hit the floor, the walls, the body and each other.
+ANT_MAZE_CONTACTS: dict[str, tuple[int, int]] = {
+    "torso_geom": (0, 1),
+    **{f"aux_{k}_geom": (0, 1) for k in range(1, 5)},
+    **{f"{f}_foot_geom": (1, 1) for f in ("left", "right", "third", "fourth")},
+}
 
-    Brax's ant collides only its four foot spheres (``contype=1``) with the
-    floor. Walls get ``contype=2, conaffinity=1`` so the feet hit them, and the
-    torso sphere gets ``conaffinity=2`` so it hits walls too but still ignores
-    the floor (its ``contype`` stays 0); leg capsules do not touch walls, which
-    keeps the number of collision pairs (all computed every substep) small.
+
+class AntMaze(Ant):
+    """Ant in a maze of box walls; starts at the R cell's centre, goals drawn from G cells.
+
+    Contacts as in the paper's ``ant_maze.xml`` (MuJoCo tests a pair when
+    ``contype_a & conaffinity_b`` or ``contype_b & conaffinity_a``): walls are
+    ``contype=conaffinity=1``; the torso sphere and the four hip capsules get
+    ``conaffinity=1`` (walls and feet hit them, the floor does not); the feet
+    get ``contype=conaffinity=1`` (they hit floor, walls, torso, hips and each
+    other). The upper and lower leg capsules touch nothing.
     """
 
     def __init__(
@@ -134,8 +151,8 @@ class AntMaze(Ant):
     def model_xml(self) -> str:
         from deepcrl.envs.maze import insert_walls, set_geom_collision
 
-        xml = set_geom_collision(brax_asset_xml("ant.xml"), {"torso_geom": (0, 2)})
-        return insert_walls(xml, self.maze, contype=2, conaffinity=1)
+        xml = set_geom_collision(brax_asset_xml("ant.xml"), ANT_MAZE_CONTACTS)
+        return insert_walls(xml, self.maze, contype=1, conaffinity=1)
 
     def start_xy(self, rng: jax.Array) -> jax.Array:
         return jnp.asarray(self.maze.start_xy)

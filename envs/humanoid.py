@@ -19,6 +19,24 @@ drops the marker and gives a 246-d state without that leak.
 
 Episodes end early when the torso height leaves ``healthy_z_range`` (the
 humanoid fell), as in the paper's code.
+
+As in the paper's code: reset noise 0 (every reset is the same standing pose);
+every body geom collides with the floor (the paper's ``humanoid.xml`` sets
+``contype=1`` as the geom default; Brax's own file lets only the feet touch
+it); under spring/positional the per-link inertia feature uses the rotational
+inertia as Brax's spring backend scales it, ``diag(I)**(1 - spring_inertia_scale)``
+with ``spring_inertia_scale=1``, i.e. identity, plus the parallel-axis term.
+
+Control step (``physics_timestep`` s per substep, 10 substeps on spring; 0 =
+this default). Plain ``humanoid`` steps 0.003 s × 10 = 0.03 s per env step,
+the mazes 0.0015 s × 10 = 0.015 s. Evidence: the paper's ``envs/humanoid.py``
+asks for 0.0015 through ``sys.tree_replace({'opt.timestep': 0.0015})`` while
+its ``envs/humanoid_maze.py`` uses ``sys.replace(dt=0.0015)``; under the Brax it
+pinned (0.10.1) the spring pipeline and ``PipelineEnv.dt`` read ``sys.dt``, so
+only the maze change took effect and plain humanoid ran at the model's 0.003 s
+(a 1000-step episode is 30 s; ../shared/PAPER-FIDELITY.md). In the Brax here
+``opt.timestep`` is the step, so we set the value the paper effectively ran.
+``--set physics_timestep=0.0015`` selects the step the paper's code asked for.
 """
 
 from __future__ import annotations
@@ -40,6 +58,9 @@ GOAL_Z = 1.25  # torso height of a standing humanoid; the goal's z
 
 def _humanoid_xml(target_in_state: bool) -> str:
     root = ET.fromstring(brax_asset_xml("humanoid.xml"))
+    # Every body geom touches the floor (and maze walls), as in the paper's model;
+    # body parts still never collide with each other (their conaffinity stays 0).
+    root.find("default").find("geom").set("contype", "1")
     if target_in_state:
         worldbody = root.find("worldbody")
         body = ET.SubElement(worldbody, "body", {"name": "target", "pos": f"0 0 {GOAL_Z}"})
@@ -74,6 +95,8 @@ def _humanoid_xml(target_in_state: bool) -> str:
 
 
 class Humanoid(GoalEnv, PipelineEnv):
+    DEFAULT_TIMESTEP = 0.003  # s per substep on spring/positional (see the module docstring)
+
     def __init__(
         self,
         backend: str = "spring",
@@ -81,10 +104,11 @@ class Humanoid(GoalEnv, PipelineEnv):
         goal_distance: tuple[float, float] = (1.0, 5.0),
         success_threshold: float = 0.5,
         easy_threshold: float = 2.0,
-        reset_noise_scale: float = 0.01,
+        reset_noise_scale: float = 0.0,
         terminate_when_unhealthy: bool = True,
         healthy_z_range: tuple[float, float] = (1.0, 2.0),
         target_in_state: bool = True,
+        physics_timestep: float = 0.0,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -92,9 +116,9 @@ class Humanoid(GoalEnv, PipelineEnv):
         sys = mjcf.loads(self.model_xml())
         n_frames = 5
         if backend in ("spring", "positional"):
-            # The paper's settings for the maximal-coordinate backends: a
-            # smaller timestep and stronger motors.
-            sys = sys.tree_replace({"opt.timestep": 0.0015})
+            # The paper's settings for the maximal-coordinate backends: its
+            # effective timestep (module docstring) and stronger motors.
+            sys = sys.tree_replace({"opt.timestep": self.DEFAULT_TIMESTEP})
             n_frames = 10
             gear = jnp.array([350.0] * 11 + [100.0] * 6)
             sys = sys.replace(actuator=sys.actuator.replace(gear=gear))
@@ -107,6 +131,8 @@ class Humanoid(GoalEnv, PipelineEnv):
                     "opt.ls_iterations": 4,
                 }
             )
+        if physics_timestep:
+            sys = sys.tree_replace({"opt.timestep": float(physics_timestep)})
         PipelineEnv.__init__(self, sys=sys, backend=backend, n_frames=n_frames)
         self.goal_distance = goal_distance
         self.reset_noise_scale = reset_noise_scale
@@ -148,7 +174,7 @@ class Humanoid(GoalEnv, PipelineEnv):
         q = self.sys.init_q + jax.random.uniform(q_rng, (self.sys.q_size(),), minval=-noise, maxval=noise)
         qd = jax.random.uniform(qd_rng, (self.sys.qd_size(),), minval=-noise, maxval=noise)
         xy = self.start_xy(start_rng)
-        q = q.at[:2].set(xy)
+        q = q.at[:2].add(xy)
         goal_xy = self.sample_goal_xy(goal_rng, xy)
         if self.target_in_state:
             q = q.at[self._n_body_q :].set(goal_xy)
@@ -172,7 +198,13 @@ class Humanoid(GoalEnv, PipelineEnv):
 
     def _state_vec(self, pipeline_state, ctrl: jax.Array) -> jax.Array:
         """q ⊕ qd ⊕ centre-of-mass inertia and velocity per link ⊕ actuator forces."""
-        inertia = self.sys.link.inertia  # the model's true inertia (backend-independent)
+        inertia = self.sys.link.inertia
+        i_link = inertia.i
+        if self.backend in ("spring", "positional"):
+            # As the paper computed it: the diagonal scaled the way the spring
+            # backend does, diag**(1 - spring_inertia_scale) (identity at its 1).
+            diag = jnp.diagonal(i_link, axis1=-2, axis2=-1) ** (1 - self.sys.spring_inertia_scale)
+            i_link = jax.vmap(jnp.diag)(diag)
         mass = inertia.mass
         x, xd = pipeline_state.x, pipeline_state.xd
         # Each link's centre of mass and its orientation in the world frame.
@@ -181,7 +213,7 @@ class Humanoid(GoalEnv, PipelineEnv):
         body_com = jnp.sum(mass[:, None] * com_pos, 0) / jnp.sum(mass)
         # Rotate each link's inertia to the world frame, then move it to the
         # whole-body centre of mass (parallel-axis theorem).
-        i_world = rot @ inertia.i @ jnp.swapaxes(rot, -1, -2)
+        i_world = rot @ i_link @ jnp.swapaxes(rot, -1, -2)
         d = com_pos - body_com
         shift = mass[:, None, None] * (
             jnp.sum(d * d, -1)[:, None, None] * jnp.eye(3) - d[:, :, None] * d[:, None, :]
@@ -198,16 +230,14 @@ class Humanoid(GoalEnv, PipelineEnv):
 
 
 class HumanoidMaze(Humanoid):
-    """Humanoid in a maze (cell 2.0 m, walls 1.0 m high); goals from G cells.
+    """Humanoid in a maze (cell 2.0 m, walls 1.0 m high); starts at the R cell's centre, goals from G cells.
 
-    Brax's humanoid collides only its feet (``contype=1``) with the floor.
-    Walls get ``contype=2, conaffinity=1`` so the feet hit them, and the leg
-    and hip capsules get ``conaffinity=2`` so they hit walls but still ignore
-    the floor. The upper body stands above the 1 m walls and is left out to
-    keep the number of collision pairs small.
+    Walls are ``contype=conaffinity=1`` as in the paper's code, so every body
+    geom (``contype=1``) hits them, the upper body included (a humanoid can
+    lean or fall against a 1 m wall). Physics steps 0.0015 s × 10.
     """
 
-    WALL_GEOMS = ("butt", "right_thigh1", "right_shin1", "left_thigh1", "left_shin1")
+    DEFAULT_TIMESTEP = 0.0015
 
     def __init__(
         self,
@@ -223,10 +253,9 @@ class HumanoidMaze(Humanoid):
         super().__init__(**kwargs)
 
     def model_xml(self) -> str:
-        from deepcrl.envs.maze import insert_walls, set_geom_collision
+        from deepcrl.envs.maze import insert_walls
 
-        xml = set_geom_collision(_humanoid_xml(self.target_in_state), {g: (0, 2) for g in self.WALL_GEOMS})
-        return insert_walls(xml, self.maze, contype=2, conaffinity=1)
+        return insert_walls(_humanoid_xml(self.target_in_state), self.maze, contype=1, conaffinity=1)
 
     def start_xy(self, rng: jax.Array) -> jax.Array:
         return jnp.asarray(self.maze.start_xy)

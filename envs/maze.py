@@ -1,13 +1,14 @@
-"""Maze layouts turned into MuJoCo walls, a start position and a goal sampler.
+"""Maze layouts as data: grids, wall boxes, start and goal cells, and their MJCF.
 
 One grid (``1`` wall, ``0`` free, ``R`` start, ``G`` possible goal) plus a cell
-size fully defines a maze; ant and humanoid mazes share this module so that
-their geometry, start and goal distribution cannot drift apart.
+size fully defines a maze. Ant and humanoid mazes share this module (and a
+pure-JAX point-mass maze can too: ``maze_grid`` and ``wall_boxes`` need no
+physics engine), so geometry, start and goal distribution cannot drift apart.
 
-Coordinates: the robot starts at the origin of its MJCF, so the maze is
-shifted to put the centre of the ``R`` cell at (0, 0). Column ``j`` grows
-along +x and row ``i`` grows along -y, so a top-down plot with +y up reads
-like the grid as printed.
+Frame, as in the paper's code: grid row ``i`` lies at x = cell·i and column
+``j`` at y = cell·j, so cell (0, 0) is centred on the world origin and the
+robot starts at the centre of the ``R`` cell (the env adds its own reset
+noise). A top-down plot with +x right therefore shows the grid transposed.
 """
 
 from __future__ import annotations
@@ -19,9 +20,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["GRIDS", "Maze", "insert_walls", "parse_grid"]
+__all__ = [
+    "EVAL_MAZES",
+    "GRIDS",
+    "Maze",
+    "insert_walls",
+    "maze_grid",
+    "parse_grid",
+    "set_geom_collision",
+    "wall_boxes",
+]
 
-# The grids of DESIGN.md ("Environments (facts)"), row by row.
+# The reference's grids (scaling-crl envs/ant_maze.py, envs/humanoid_maze.py), row by row.
+# ``*_eval`` layouts keep the training walls and start but only the far goal cells:
+# the paper trained on the full layout and evaluated on these.
 GRIDS: dict[str, tuple[str, ...]] = {
     "u4": (
         "1 1 1 1 1",
@@ -29,6 +41,15 @@ GRIDS: dict[str, tuple[str, ...]] = {
         "1 R 1 G 1",
         "1 1 1 G 1",
         "1 G 1 G 1",
+        "1 G G G 1",
+        "1 1 1 1 1",
+    ),
+    "u4_eval": (
+        "1 1 1 1 1",
+        "1 0 0 0 1",
+        "1 R 1 0 1",
+        "1 1 1 0 1",
+        "1 G 1 0 1",
         "1 G G G 1",
         "1 1 1 1 1",
     ),
@@ -41,6 +62,15 @@ GRIDS: dict[str, tuple[str, ...]] = {
         "1 G G G G G G 1",
         "1 1 1 1 1 1 1 1",
     ),
+    "u5_eval": (
+        "1 1 1 1 1 1 1 1",
+        "1 0 0 0 0 0 0 1",
+        "1 R 1 1 1 1 0 1",
+        "1 1 1 1 1 1 0 1",
+        "1 G 1 1 1 1 G 1",
+        "1 G G G G G G 1",
+        "1 1 1 1 1 1 1 1",
+    ),
     "big": (
         "1 1 1 1 1 1 1 1",
         "1 R G 1 1 G G 1",
@@ -49,6 +79,16 @@ GRIDS: dict[str, tuple[str, ...]] = {
         "1 G G 1 G G G 1",
         "1 G 1 G G 1 G 1",
         "1 G G G 1 G G 1",
+        "1 1 1 1 1 1 1 1",
+    ),
+    "big_eval": (
+        "1 1 1 1 1 1 1 1",
+        "1 R 0 1 1 G G 1",
+        "1 0 0 1 0 0 G 1",
+        "1 1 0 0 0 1 1 1",
+        "1 0 0 1 0 0 0 1",
+        "1 0 1 G 0 1 G 1",
+        "1 0 G G 1 G G 1",
         "1 1 1 1 1 1 1 1",
     ),
     "hardest": (
@@ -69,6 +109,32 @@ GRIDS: dict[str, tuple[str, ...]] = {
         "1 G G G 1",
         "1 1 1 1 1",
     ),
+    "humanoid_u_eval": (
+        "1 1 1 1 1",
+        "1 R 0 0 1",
+        "1 1 1 0 1",
+        "1 G G G 1",
+        "1 1 1 1 1",
+    ),
+    # The humanoid's big eval grid has one more goal cell than the ant's (row 2, column 5).
+    "humanoid_big_eval": (
+        "1 1 1 1 1 1 1 1",
+        "1 R 0 1 1 G G 1",
+        "1 0 0 1 0 G G 1",
+        "1 1 0 0 0 1 1 1",
+        "1 0 0 1 0 0 0 1",
+        "1 0 1 G 0 1 G 1",
+        "1 0 G G 1 G G 1",
+        "1 1 1 1 1 1 1 1",
+    ),
+}
+
+# Training layout → its evaluation layout (far goals only); mazes without one evaluate on themselves.
+EVAL_MAZES: dict[str, str] = {
+    "u4": "u4_eval",
+    "u5": "u5_eval",
+    "big": "big_eval",
+    "humanoid_u": "humanoid_u_eval",
 }
 
 
@@ -86,6 +152,60 @@ def parse_grid(rows: tuple[str, ...] | list[str]) -> np.ndarray:
     if (grid == "G").sum() == 0:
         raise ValueError("a maze needs at least one G (goal) cell")
     return grid
+
+
+def maze_grid(name: str) -> np.ndarray:
+    """The parsed grid of a named layout; an unknown name raises a ValueError listing the valid ones."""
+    if name not in GRIDS:
+        raise ValueError(f"unknown maze {name!r}; valid: {', '.join(sorted(GRIDS))}")
+    return parse_grid(GRIDS[name])
+
+
+def cell_center(i, j, cell_size: float) -> np.ndarray:
+    """World (x, y) of the centre of cell (row i, column j): (cell·i, cell·j); arrays allowed."""
+    return np.stack([np.asarray(i, np.float64) * cell_size, np.asarray(j, np.float64) * cell_size], -1)
+
+
+def wall_rectangles(grid: np.ndarray, merge: bool = True) -> list[tuple[int, int, int, int]]:
+    """Wall cells as (row, col, n_rows, n_cols) blocks.
+
+    With ``merge`` adjacent wall cells are greedily merged into rectangles
+    covering exactly the same region: Brax/MJX test every robot-geom ×
+    wall-geom pair on every substep (there is no broadphase), so fewer boxes
+    make maze physics several times faster. Without it every wall cell is its
+    own box, as in the paper's code.
+    """
+    walls = grid == "1"
+    if not merge:
+        return [(int(i), int(j), 1, 1) for i, j in np.argwhere(walls)]
+    used = np.zeros_like(walls)
+    rects = []
+    rows, cols = walls.shape
+    for i in range(rows):
+        for j in range(cols):
+            if not walls[i, j] or used[i, j]:
+                continue
+            w = 1
+            while j + w < cols and walls[i, j + w] and not used[i, j + w]:
+                w += 1
+            h = 1
+            while i + h < rows and (walls[i + h, j : j + w] & ~used[i + h, j : j + w]).all():
+                h += 1
+            used[i : i + h, j : j + w] = True
+            rects.append((i, j, h, w))
+    return rects
+
+
+def wall_boxes(grid: np.ndarray, cell_size: float, merge: bool = True) -> np.ndarray:
+    """Walls as an ``[n, 4]`` float32 array of (centre x, centre y, half-size x, half-size y).
+
+    Plain data in the maze frame, usable by MJCF builders and pure-JAX envs alike.
+    """
+    boxes = []
+    for i, j, h, w in wall_rectangles(grid, merge):
+        x, y = 0.5 * (cell_center(i, j, cell_size) + cell_center(i + h - 1, j + w - 1, cell_size))
+        boxes.append((x, y, 0.5 * h * cell_size, 0.5 * w * cell_size))
+    return np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -110,9 +230,7 @@ class Maze:
     def from_name(
         cls, name: str, cell_size: float, goal_jitter: float = 0.0, merge_walls: bool = True
     ) -> Maze:
-        if name not in GRIDS:
-            raise ValueError(f"unknown maze {name!r}; valid: {', '.join(sorted(GRIDS))}")
-        return cls(parse_grid(GRIDS[name]), float(cell_size), float(goal_jitter), merge_walls)
+        return cls(maze_grid(name), float(cell_size), float(goal_jitter), merge_walls)
 
     # -- geometry -------------------------------------------------------------
     @property
@@ -121,9 +239,8 @@ class Maze:
         return int(i), int(j)
 
     def cell_center(self, i, j) -> np.ndarray:
-        """World (x, y) of the centre of cell (row i, column j); arrays allowed."""
-        i0, j0 = self.start_cell
-        return np.stack([(np.asarray(j) - j0) * self.cell_size, (i0 - np.asarray(i)) * self.cell_size], -1)
+        """World (x, y) = (cell·i, cell·j) of the centre of cell (row i, column j)."""
+        return cell_center(i, j, self.cell_size)
 
     def _centers(self, symbol: str) -> np.ndarray:
         ij = np.argwhere(self.grid == symbol)
@@ -139,7 +256,8 @@ class Maze:
 
     @property
     def start_xy(self) -> np.ndarray:
-        return np.zeros(2, np.float32)  # by construction the R cell is the origin
+        """Centre of the R cell: where the robot starts, before the env's reset noise."""
+        return self.cell_center(*self.start_cell).astype(np.float32)
 
     @property
     def wall_height(self) -> float:
@@ -149,31 +267,32 @@ class Maze:
     def extent(self) -> tuple[float, float, float, float]:
         """(x_min, x_max, y_min, y_max) of the whole grid, walls included."""
         rows, cols = self.grid.shape
-        lo = self.cell_center(rows - 1, 0) - 0.5 * self.cell_size
-        hi = self.cell_center(0, cols - 1) + 0.5 * self.cell_size
-        return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
+        c = self.cell_size
+        return -0.5 * c, (rows - 0.5) * c, -0.5 * c, (cols - 0.5) * c
+
+    def wall_boxes(self) -> np.ndarray:
+        """``[n, 4]`` (centre x, centre y, half x, half y) of this maze's wall boxes."""
+        return wall_boxes(self.grid, self.cell_size, self.merge_walls)
 
     def cell_of(self, xy: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(row, column) of the cell containing a world position (JAX-friendly)."""
-        i0, j0 = self.start_cell
-        j = jnp.floor(xy[..., 0] / self.cell_size + 0.5).astype(jnp.int32) + j0
-        i = i0 - jnp.floor(xy[..., 1] / self.cell_size + 0.5).astype(jnp.int32)
+        i = jnp.floor(xy[..., 0] / self.cell_size + 0.5).astype(jnp.int32)
+        j = jnp.floor(xy[..., 1] / self.cell_size + 0.5).astype(jnp.int32)
         return i, j
+
+    def _lookup(self, xy: jax.Array, symbol: str, outside: bool) -> jax.Array:
+        i, j = self.cell_of(jnp.asarray(xy))
+        rows, cols = self.grid.shape
+        inside = (i >= 0) & (i < rows) & (j >= 0) & (j < cols)
+        hit = jnp.asarray(self.grid == symbol)[jnp.clip(i, 0, rows - 1), jnp.clip(j, 0, cols - 1)]
+        return jnp.where(inside, hit, outside)
 
     def in_wall(self, xy: jax.Array) -> jax.Array:
         """True where a position lies inside a wall cell or outside the grid."""
-        i, j = self.cell_of(jnp.asarray(xy))
-        rows, cols = self.grid.shape
-        inside = (i >= 0) & (i < rows) & (j >= 0) & (j < cols)
-        walls = jnp.asarray(self.grid == "1")
-        return ~inside | walls[jnp.clip(i, 0, rows - 1), jnp.clip(j, 0, cols - 1)]
+        return self._lookup(xy, "1", True)
 
     def is_goal_cell(self, xy: jax.Array) -> jax.Array:
-        i, j = self.cell_of(jnp.asarray(xy))
-        rows, cols = self.grid.shape
-        inside = (i >= 0) & (i < rows) & (j >= 0) & (j < cols)
-        goals = jnp.asarray(self.grid == "G")
-        return inside & goals[jnp.clip(i, 0, rows - 1), jnp.clip(j, 0, cols - 1)]
+        return self._lookup(xy, "G", False)
 
     # -- sampling ---------------------------------------------------------------
     def sample_goal(self, rng: jax.Array) -> jax.Array:
@@ -186,57 +305,25 @@ class Maze:
 
     # -- MJCF -------------------------------------------------------------------
     def wall_rectangles(self) -> list[tuple[int, int, int, int]]:
-        """Wall cells as (row, col, n_rows, n_cols) blocks.
-
-        With ``merge_walls`` adjacent wall cells are greedily merged into
-        rectangles covering exactly the same region: Brax/MJX test every
-        robot-geom × wall-geom pair on every substep (there is no broadphase),
-        so fewer boxes make maze physics several times faster. Without it,
-        every wall cell is its own box.
-        """
-        walls = self.grid == "1"
-        if not self.merge_walls:
-            return [(int(i), int(j), 1, 1) for i, j in np.argwhere(walls)]
-        used = np.zeros_like(walls)
-        rects = []
-        rows, cols = walls.shape
-        for i in range(rows):
-            for j in range(cols):
-                if not walls[i, j] or used[i, j]:
-                    continue
-                w = 1
-                while j + w < cols and walls[i, j + w] and not used[i, j + w]:
-                    w += 1
-                h = 1
-                while i + h < rows and (walls[i + h, j : j + w] & ~used[i + h, j : j + w]).all():
-                    h += 1
-                used[i : i + h, j : j + w] = True
-                rects.append((i, j, h, w))
-        return rects
+        """Wall cells as (row, col, n_rows, n_cols) blocks (see the module function)."""
+        return wall_rectangles(self.grid, self.merge_walls)
 
     def wall_elements(self, contype: int, conaffinity: int, rgba: str = "0.7 0.5 0.3 1") -> list[ET.Element]:
         """Static box geoms of height 0.5·cell; one cell is a box of half-size 0.5·cell."""
         half_h = 0.5 * self.wall_height
         elems = []
-        for k, (i, j, h, w) in enumerate(self.wall_rectangles()):
-            # Centre of the block = midpoint of its first and last cells.
-            x, y = 0.5 * (self.cell_center(i, j) + self.cell_center(i + h - 1, j + w - 1))
-            hx, hy = 0.5 * w * self.cell_size, 0.5 * h * self.cell_size
-            elems.append(
-                ET.Element(
-                    "geom",
-                    {
-                        "name": f"maze_wall_{k}",
-                        "type": "box",
-                        "pos": f"{x:.4f} {y:.4f} {half_h:.4f}",
-                        "size": f"{hx:.4f} {hy:.4f} {half_h:.4f}",
-                        "contype": str(contype),
-                        "conaffinity": str(conaffinity),
-                        "condim": "3",
-                        "rgba": rgba,
-                    },
-                )
-            )
+        for k, (x, y, hx, hy) in enumerate(self.wall_boxes()):
+            attrs = {
+                "name": f"maze_wall_{k}",
+                "type": "box",
+                "pos": f"{x:.4f} {y:.4f} {half_h:.4f}",
+                "size": f"{hx:.4f} {hy:.4f} {half_h:.4f}",
+                "contype": str(contype),
+                "conaffinity": str(conaffinity),
+                "condim": "3",
+                "rgba": rgba,
+            }
+            elems.append(ET.Element("geom", attrs))
         return elems
 
 

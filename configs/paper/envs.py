@@ -3,8 +3,10 @@
 Every env starts from ``configs.presets.paper()`` — the paper's defaults as
 documented in DESIGN.md (512 envs, unroll 62, batch 256, 800 minibatches per
 collection step, Adam 3e-4, γ 0.99, replay 10,000 steps per env, prefill 1,000
-steps per env, 128 eval envs, width 256, depth 4) — and sets the env name and
-an episode length of 1000 (DESIGN.md).
+steps per env, 128 eval envs, width 256, depth 4, each env reset to its own
+first start and goal as the paper's code did) — and sets the env name, an
+episode length of 1000 (DESIGN.md) and, for the mazes with one, the far-goal
+evaluation layout (``eval_env``).
 
 Assumptions (not stated per env in DESIGN.md, which only gives "50M–100M env
 steps per run"): 100M env steps for the humanoid family — the public code's
@@ -18,6 +20,7 @@ from __future__ import annotations
 from ml_collections import ConfigDict
 
 from deepcrl.configs.presets import paper
+from deepcrl.envs import EVAL_ENVS
 
 # The ten headline environments of the paper (DESIGN.md), in its order.
 HEADLINE_ENVS = (
@@ -58,4 +61,7 @@ def get_config(env_name: str = "") -> ConfigDict:
     c.env = env_name
     c.episode_length = EPISODE_LENGTH
     c.total_env_steps = TOTAL_ENV_STEPS[env_name]
+    # Evaluate mazes on their far-goal layout, as the paper's job.slurm did (ant_big_maze →
+    # ant_big_maze_eval); ant_hardest_maze has no eval layout and evaluates on itself.
+    c.eval_env = EVAL_ENVS.get(env_name, "")
     return c
