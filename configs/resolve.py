@@ -85,7 +85,7 @@ def build_eval_env(config: ConfigDict, env: GoalEnv) -> GoalEnv:
     return eval_env
 
 
-def training_venv(config: ConfigDict, env: GoalEnv, layout: Layout):
+def make_train_venv(config: ConfigDict, env: GoalEnv, layout: Layout):
     """The batched training envs, with the config's reset rule."""
     from deepcrl.envs.wrappers import VectorEnv
 
@@ -93,7 +93,7 @@ def training_venv(config: ConfigDict, env: GoalEnv, layout: Layout):
     return VectorEnv(env, config.num_envs, layout.episode_length, reset_to_first_start=first)
 
 
-def eval_venv(config: ConfigDict, env: GoalEnv, layout: Layout):
+def make_eval_venv(config: ConfigDict, env: GoalEnv, layout: Layout):
     """The batched evaluation envs: ``num_eval_envs`` copies of the eval env (one episode each)."""
     from deepcrl.envs.wrappers import VectorEnv
 
