@@ -19,8 +19,7 @@ from ml_collections import ConfigDict
 
 from deepcrl.collector.coverage import coverage_metrics, grid_for, init_coverage, update_coverage
 from deepcrl.collector.rollout import unroll
-from deepcrl.configs.resolve import agent_config, build_env, replay_spec, validate
-from deepcrl.envs.wrappers import VectorEnv
+from deepcrl.configs.resolve import agent_config, build_env, make_train_venv, replay_spec, validate
 from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.metrics import MetricsLog
 
@@ -67,7 +66,7 @@ class Collector:
         env = build_env(config)
         self.layout = layout = validate(config, env)
         self.spec = replay_spec(config, env, layout, table_names)
-        self.venv = VectorEnv(env, config.num_envs, layout.episode_length)
+        self.venv = make_train_venv(config, env, layout)  # with the config's reset rule
         self.agent = agent = make_agent(agent_config(config, env))
         self.fetch_params = fetch_params
         # Reverb 0.14 logs a warning per item from ~50 unconfirmed items on; stay below that.

@@ -38,9 +38,8 @@ from deepcrl.collector.coverage import (
     update_coverage,
 )
 from deepcrl.collector.rollout import evaluate, unroll
-from deepcrl.configs.resolve import Layout, agent_config, build_env, validate
+from deepcrl.configs.resolve import Layout, agent_config, build_env, make_eval_venv, make_train_venv, validate
 from deepcrl.envs.base import State
-from deepcrl.envs.wrappers import VectorEnv
 from deepcrl.learner.agent import Agent, TrainState, make_agent
 from deepcrl.rundir.checkpoints import restore_train_state, save_train_state
 from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
@@ -76,8 +75,8 @@ def make_single_trainer(config: ConfigDict) -> SingleTrainer:
     env = build_env(config)
     layout = validate(config, env)
     spec = env.spec
-    venv = VectorEnv(env, config.num_envs, layout.episode_length)
-    eval_venv = VectorEnv(env, config.num_eval_envs, layout.episode_length)
+    venv = make_train_venv(config, env, layout)
+    eval_venv = make_eval_venv(config, env, layout)  # config.eval_env, or env itself
     agent = make_agent(agent_config(config, env))
     num_segments = segments_needed(config.num_minibatches * config.batch_size, layout.segment_length)
     grid = grid_for(env)

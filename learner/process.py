@@ -17,8 +17,14 @@ from ml_collections import ConfigDict
 
 from deepcrl.buffer.relabel import relabeled_minibatches
 from deepcrl.collector.rollout import evaluate
-from deepcrl.configs.resolve import agent_config, build_env, replay_spec, segments_per_round, validate
-from deepcrl.envs.wrappers import VectorEnv
+from deepcrl.configs.resolve import (
+    agent_config,
+    build_env,
+    make_eval_venv,
+    replay_spec,
+    segments_per_round,
+    validate,
+)
 from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import save_train_state
 from deepcrl.rundir.metrics import MetricsLog, write_config
@@ -44,7 +50,7 @@ class Learner:
         self.train_state = agent.init(k_init)
         self.segments_per_round = segments_per_round(config, layout)
         self.sampler = SegmentSampler(address, name, self.segments_per_round, self.spec)
-        eval_venv = VectorEnv(env, config.num_eval_envs, layout.episode_length)
+        eval_venv = make_eval_venv(config, env, layout)  # config.eval_env, or env itself
         goal_indices = env.spec.goal_indices
 
         def round_fn(ts, segments, key):
