@@ -100,10 +100,10 @@ def _options(num_gpus: float, concurrency: int = 1) -> dict:
 
 
 def summary_table(rows: list[dict]) -> str:
-    cols = ["learner", "depth", "updates", "samples_drawn", "env_steps", "final_success"]
+    cols = ["learner", "depth", "updates", "samples_drawn", "env_steps", "final_time_at_goal", "final_success"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+        cells = [f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -187,7 +187,9 @@ def run_distributed(config: ConfigDict, run_dir: Path) -> dict:
     }
     plot_success(curves, run_dir / "success.png", title=f"{config.topology} — {config.env}")
     print(table)
-    return {"eval/success": rows[0]["final_success"]} if rows else {}
+    keys = {"eval/success": "final_success", "eval/time_at_goal": "final_time_at_goal"}
+    keys["eval/time_at_goal_frac"] = "final_time_at_goal_frac"
+    return {k: rows[0].get(v) for k, v in keys.items()} if rows else {}
 
 
 def _wait_ready(ray, handles: dict) -> None:

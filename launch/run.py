@@ -22,6 +22,9 @@ flags.DEFINE_string("config", None, "Config file, optionally with a preset: conf
 flags.DEFINE_string("topology", None, "single | actor_learner | collector_deep_learner_shallow | ...")
 flags.DEFINE_string("env", None, "Environment name (see --list_envs)")
 flags.DEFINE_string("backend", None, "Physics backend override (env default if unset)")
+flags.DEFINE_string(
+    "eval_env", None, "Evaluate on this env of the same family, e.g. ant_big_maze_eval (default: --env)"
+)
 flags.DEFINE_string("run_dir", None, "Run directory (default runs/<env>-<topology>-<time>)")
 for _name, _help in [
     ("total_env_steps", "Env steps to collect in total"),
@@ -56,7 +59,7 @@ flags.DEFINE_bool(
 )
 
 FLAG_FIELDS = (
-    "topology", "env", "backend", "run_dir", "total_env_steps", "num_envs", "num_eval_envs", "batch_size",
+    "topology", "env", "eval_env", "backend", "run_dir", "total_env_steps", "num_envs", "num_eval_envs", "batch_size",
     "num_minibatches", "critic_depth", "actor_depth", "critic_width", "actor_width", "episode_length",
     "num_evals", "seed", "num_seeds", "ray_address", "collector_depth", "collector_width", "learner_depths",
     "learner_widths", "gpus_per_collector", "gpus_per_learner",
@@ -148,7 +151,10 @@ def main(argv) -> int:
             return 1
     print(f"run directory: {run_dir}")
     if row:
-        print(f"final eval success: {row.get('eval/success', float('nan')):.3f}")
+        nan = float("nan")
+        tag, frac = row.get("eval/time_at_goal", nan), row.get("eval/time_at_goal_frac", nan)
+        succ = row.get("eval/success", nan)
+        print(f"final eval time at goal: {tag:.1f} steps ({frac:.3f} of the episode)  success: {succ:.3f}")
     return 0
 
 

@@ -144,5 +144,7 @@ class Learner:
             "updates": int(self.train_state.step),
             "samples_drawn": int(self.sampler.items_sampled),
             "final_success": float(row["eval/success"]),
+            "final_time_at_goal": float(row["eval/time_at_goal"]),
+            "final_time_at_goal_frac": float(row["eval/time_at_goal_frac"]),
             "env_steps": int(row["env_steps"]),
         }
