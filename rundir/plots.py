@@ -12,26 +12,35 @@ PANEL_IN = (4.0, 3.4)  # inches per plot panel
 
 
 def plot_success(curves: dict[str, list[dict]], out: Path, title: str = "") -> Path:
-    """Success (deterministic eval) vs env steps, one curve per role/learner."""
+    """Deterministic-eval curves vs env steps, one line per role/learner.
+
+    Left: time at goal (steps within the threshold out of the episode, the
+    paper's headline metric), when the rows have it; right: success at any time.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for label, rows in curves.items():
-        rows = [r for r in rows if "eval/success" in r]
-        if rows:
-            ax.plot(
-                [r["env_steps"] for r in rows], [r["eval/success"] for r in rows], marker="o", label=label
-            )
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("success rate (eval)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    if len(curves) > 1:
-        ax.legend()
+    panels = [("eval/success", "success rate (eval)", (-0.02, 1.02))]
+    if any("eval/time_at_goal" in r for rows in curves.values() for r in rows):
+        panels.insert(0, ("eval/time_at_goal", "time at goal (steps, eval)", None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), dpi=100, squeeze=False)
+    for ax, (key, ylabel, ylim) in zip(axes[0], panels, strict=True):
+        for label, rows in curves.items():
+            rows = [r for r in rows if key in r]
+            if rows:
+                ax.plot([r["env_steps"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(ylabel)
+        if ylim:
+            ax.set_ylim(*ylim)
+        else:
+            ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.set_title(title)
+        if len(curves) > 1:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
@@ -83,8 +92,18 @@ def _log2_axis(ax, values: list) -> None:
         ax.minorticks_off()
 
 
-def plot_curves(curves: list[dict], envs: list[str], keys: tuple[str, ...], out: Path, title: str) -> Path:
-    """Success vs env steps: one panel per env, one line per condition (mean over seeds, 95 % band)."""
+def plot_curves(
+    curves: list[dict],
+    envs: list[str],
+    keys: tuple[str, ...],
+    out: Path,
+    title: str,
+    metric: str = "eval/success",
+) -> Path:
+    """``metric`` vs env steps: one panel per env, one line per condition (mean over seeds, 95 % band).
+
+    ``metric="eval/time_at_goal"`` plots the paper's headline metric (steps at the goal per episode).
+    """
     import numpy as np
 
     plt, fig, axes = _figure(envs)
@@ -92,7 +111,10 @@ def plot_curves(curves: list[dict], envs: list[str], keys: tuple[str, ...], out:
         rows = [c for c in curves if c["env"] == env and c.get("learner") != "collector"]
         for cond, items in sorted(group(rows, keys).items(), key=lambda kv: sort_key(kv[0])):
             seeds = group(items, ("run", "learner"))
-            series = [sorted((r["env_steps"], r["eval/success"]) for r in s) for s in seeds.values()]
+            series = [sorted((r["env_steps"], r[metric]) for r in s if metric in r) for s in seeds.values()]
+            series = [s for s in series if s]
+            if not series:
+                continue
             xs = np.asarray([x for x, _ in max(series, key=len)], float)
             ys = np.stack([np.interp(xs, [p[0] for p in s], [p[1] for p in s]) for s in series])
             mean = ys.mean(0)
@@ -102,8 +124,9 @@ def plot_curves(curves: list[dict], envs: list[str], keys: tuple[str, ...], out:
                 ax.fill_between(xs, mean - half, mean + half, alpha=0.2, color=line.get_color())
         ax.set_title(env, fontsize=9)
         ax.set_xlabel("env steps", fontsize=8)
-        ax.set_ylabel("success (eval)", fontsize=8)
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(metric.removeprefix("eval/").replace("_", " ") + " (eval)", fontsize=8)
+        if metric == "eval/success":
+            ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
