@@ -85,6 +85,10 @@ def get_config() -> ConfigDict:
     c.gpus_per_collector = 0.0
     c.gpus_per_learner = 0.0  # fractions let several roles share one GPU
     c.role_timeout_s = 0.0  # 0: no limit; else fail the run if it takes longer
+    c.cpus_per_role = 1.0  # Ray CPUs each role (replay, collector, every learner) asks for
+    c.checkpoint_every_s = 300.0  # learners checkpoint this often (and at every evaluation); 0: evals only
+    c.replay_checkpoint_every_s = 300.0  # Reverb tables checkpoint this often (and at the end); 0: end only
+    c.max_role_restarts = 3  # a role that dies more often ends the run (a train-only learner is dropped)
 
     # Reporting.
     c.num_evals = 10
