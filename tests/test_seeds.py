@@ -1,0 +1,124 @@
+"""``--num_seeds K``: K seeds of ``single`` vmapped in one program, as a user runs it.
+
+One K=2 run is killed (kill -9) after its first trained epoch and resumed; its
+files then serve every check. A separate one-seed run with ``seed + 1`` is the
+reference for seed 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+
+ARGS = [
+    "--total_env_steps", "44000", "--num_envs", "8", "--num_eval_envs", "4", "--batch_size", "32",
+    "--critic_width", "16", "--actor_width", "16", "--num_evals", "4", "--seed", "5",
+    "--set", "num_minibatches=2", "--set", "unroll_length=25", "--set", "min_replay_steps_per_env=50",
+    "--noprogress",
+]  # fmt: skip
+COMPARED = ("eval/", "critic/", "actor/", "alpha/", "coverage/", "train/", "relabel/")
+
+
+def _rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    """A K=2 run, killed after epoch 1 and resumed: its run directory."""
+    run_dir = tmp_path_factory.mktemp("seeds") / "run"
+    args = [*ARGS, "--num_seeds", "2", "--run_dir", str(run_dir)]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "run.py"), *args], cwd=ROOT)
+    mean = run_dir / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (mean.exists() and len(mean.read_text().splitlines()) >= 2):
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    assert not (run_dir / "complete.json").exists(), "the run ended before it could be killed"
+    res = run_cli(*args, "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir
+
+
+def test_k_seeds_write_per_seed_rows_and_their_mean(two_seeds):
+    mean = _rows(two_seeds / "metrics.jsonl")
+    seeds = [_rows(two_seeds / f"seed_{s}" / "metrics.jsonl") for s in range(2)]
+    for rows in [mean, *seeds]:
+        assert [r["epoch"] for r in rows] == list(range(5))  # resumed: no epoch lost or duplicated
+        updates = [r["updates"] for r in rows]
+        assert updates[-1] == 4 * updates[1] > 0  # training continued, not restarted
+    for m, a, b in zip(mean, *seeds, strict=True):
+        assert m["num_seeds"] == 2 and m["env_steps"] == a["env_steps"] == b["env_steps"]
+        for k in ("eval/final_distance", "coverage/goal_spread", "critic/loss"):
+            if k in m:
+                assert m[k] == pytest.approx((a[k] + b[k]) / 2, rel=1e-6)
+    assert [r["eval/final_distance"] for r in seeds[0]] != [r["eval/final_distance"] for r in seeds[1]]
+    for s in range(2):
+        config = json.loads((two_seeds / f"seed_{s}" / "config.json").read_text())
+        assert config["seed"] == 5 + s and config["num_seeds"] == 1
+        assert json.loads((two_seeds / f"seed_{s}" / "complete.json").read_text())["epoch"] == 4
+        assert (two_seeds / f"seed_{s}" / "metrics.csv").exists()
+    assert json.loads((two_seeds / "complete.json").read_text())["num_seeds"] == 2
+    assert (two_seeds / "success.png").exists()
+
+
+def test_seeds_train_different_agents_with_per_seed_checkpoints(two_seeds):
+    import jax
+    from ml_collections import ConfigDict
+
+    from deepcrl.configs.resolve import agent_config, build_env
+    from deepcrl.learner.agent import make_agent
+    from deepcrl.rundir.checkpoints import restore_train_state
+
+    config = ConfigDict(json.loads((two_seeds / "seed_0" / "config.json").read_text()))
+    agent = make_agent(agent_config(config, build_env(config)))
+    target = agent.init(jax.random.PRNGKey(0))
+    states = [
+        restore_train_state(two_seeds / f"seed_{s}" / "checkpoints" / "final", target) for s in range(2)
+    ]
+    assert int(states[0].step) == int(states[1].step) > 0
+    a, b = (np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(st.actor)]) for st in states)
+    assert not np.allclose(a, b), "the two seeds trained the same actor"
+
+
+def test_seed_1_equals_a_separate_one_seed_run(two_seeds, tmp_path):
+    """Same keys, same function: equal to float32 rounding after one epoch (not bitwise: batched kernels)."""
+    res = run_cli(*ARGS, "--seed", "6", "--run_dir", str(tmp_path / "one"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (tmp_path / "one" / "seed_0").exists()  # one seed writes the plain layout
+    assert (tmp_path / "one" / "checkpoints" / "final").is_dir()
+    alone = _rows(tmp_path / "one" / "metrics.jsonl")
+    inside = _rows(two_seeds / "seed_1" / "metrics.jsonl")
+    for a, b in zip(alone[:2], inside[:2], strict=True):  # epochs 0 and 1, before the kill
+        assert a["epoch"] == b["epoch"] and a["env_steps"] == b["env_steps"]
+        keys = [k for k in a if k.startswith(COMPARED)]
+        assert len(keys) > 5
+        for k in keys:
+            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (k, a[k], b[k])
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--num_seeds", "0"], "num_seeds must be a positive integer, got 0"),
+        (["--num_seeds", "2", "--topology", "actor_learner"], "num_seeds > 1 runs only with topology single"),
+    ],
+)
+def test_bad_num_seeds_exits_2_with_one_line(tmp_path, args, needle):
+    run_dir = tmp_path / "should_not_exist"
+    res = run_cli(*args, "--run_dir", str(run_dir), timeout=120)
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and not run_dir.exists()
