@@ -23,6 +23,11 @@ extras="dev"
 stamp=".venv/.deepcrl-install-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)-${extras}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
+  # mujoco 4 ships its files in the extra packages mujoco-core/-studio; remove them so
+  # they cannot shadow the pinned 3.x pair (one MuJoCo/MJX release line).
+  if .venv/bin/python -m pip show -q mujoco-core >/dev/null 2>&1; then
+    .venv/bin/python -m pip uninstall -y -q mujoco mujoco-core mujoco-studio
+  fi
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
   rm -f .venv/.deepcrl-install-*
   touch "$stamp"
