@@ -379,6 +379,10 @@ class WriterThreadError(RuntimeError):
     """The background writer thread failed; the original exception is the __cause__."""
 
 
+class WriterAbandoned(RuntimeError):
+    """``put`` on an AsyncSegmentWriter that was abandoned (its server went away)."""
+
+
 _STOP = object()
 
 
@@ -403,6 +407,7 @@ class AsyncSegmentWriter:
         self.put_blocked_s = 0.0
         self.batches_written = 0
         self.steps_written = 0
+        self._abandoned = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reverb-segment-writer", daemon=True)
         self._thread.start()
 
@@ -449,10 +454,28 @@ class AsyncSegmentWriter:
                     return
                 except queue.Full:
                     self._raise_if_failed()
+                    if self._abandoned.is_set():
+                        raise WriterAbandoned("the segment writer was abandoned") from None
                     if not self._thread.is_alive():
                         raise RuntimeError("background segment writer exited") from None
         finally:
             self.put_blocked_s += time.perf_counter() - start
+
+    def abandon(self) -> int:
+        """Give up on this writer without waiting (its server is gone); returns the batches dropped.
+
+        A thread parked inside Reverb stays parked (daemon); a ``put`` blocked on the full queue
+        raises WriterAbandoned.
+        """
+        self._abandoned.set()
+        self._closed = True
+        dropped = 0
+        while True:
+            try:
+                if self._queue.get_nowait() is not _STOP:
+                    dropped += 1
+            except queue.Empty:
+                return dropped
 
     @property
     def pending(self) -> int:

@@ -4,10 +4,20 @@ Acting runs on the collector's device; finished segments go to a background
 writer thread, so the acting loop only waits when the replay service pushes
 back (rate limiter) — and that wait is counted. Parameters are fetched every
 ``params_fetch_every`` collection steps, which bounds their staleness.
+
+Crash safety: after every collection step the collector records its counters
+(env steps, collections, segments handed to the writer, RNG key) in
+``collector/checkpoint.json``, written atomically, and its coverage statistics
+at every log. Constructed with ``resume=True`` it continues from that record;
+segments it had queued but that never reached the replay are counted by the
+driver as lost (segments handed over minus the tables' inserts). A failing
+parameter fetch (its learner is restarting) keeps the parameters it has.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +31,8 @@ from deepcrl.collector.coverage import coverage_metrics, grid_for, init_coverage
 from deepcrl.collector.rollout import unroll
 from deepcrl.configs.resolve import agent_config, build_env, make_train_venv, replay_spec, validate
 from deepcrl.learner.agent import make_agent
-from deepcrl.rundir.metrics import MetricsLog
+from deepcrl.rundir.checkpoints import read_json, write_json_atomic
+from deepcrl.rundir.metrics import MetricsLog, truncate_metrics
 
 # (version the caller holds) -> (learner update count, actor params or None if unchanged)
 FetchParams = Callable[[int], tuple[int, object | None]]
@@ -59,6 +70,7 @@ class Collector:
         run_dir: str,
         fetch_params: FetchParams,
         sink=None,
+        resume: bool = False,
     ):
         from deepcrl.buffer.reverb_replay import AsyncSegmentWriter, SegmentWriter
 
@@ -72,7 +84,7 @@ class Collector:
         # Reverb 0.14 logs a warning per item from ~50 unconfirmed items on; stay below that.
         sink = sink or SegmentWriter(address, self.spec, max_in_flight_items=32)
         self.writer = AsyncSegmentWriter(sink, queue_size=config.writer_queue)
-        self.log = MetricsLog(Path(run_dir) / "collector")
+        self.dir = Path(run_dir) / "collector"
         k_init, self.key = jax.random.split(jax.random.PRNGKey(config.seed))
         # The untrained policy acts until the learner publishes its first parameters.
         self.version, self.actor = 0, agent.init(k_init).actor
@@ -90,10 +102,85 @@ class Collector:
         self._unroll = jax.jit(act_unroll)
         self.versions_seen: list[int] = []
         self.max_steps_between_fetches = 0
-        self.segments_written = 0
+        self.segments_written = 0  # segments handed to the writer, over every life of the collector
+        self.env_steps, self.collections, self.fetch_failures = 0, 0, 0
+        self.resumed = False
+        self._new_address: str | None = None
+        if resume:
+            self._restore()
+        else:
+            truncate_metrics(self.dir, keep=lambda row: False)
+        self.log = MetricsLog(self.dir)
 
-    def ready(self) -> bool:
-        return True
+    @property
+    def record_path(self) -> Path:
+        return self.dir / "checkpoint.json"
+
+    def _restore(self) -> None:
+        record = read_json(self.record_path)
+        if record is None:
+            truncate_metrics(self.dir, keep=lambda row: False)
+            return
+        self.env_steps, self.collections = int(record["env_steps"]), int(record["collections"])
+        self.segments_written = int(record["segments_put"])
+        self.fetch_failures = int(record.get("fetch_failures", 0))
+        self.key = jax.numpy.asarray(np.asarray(record["key"], np.uint32))
+        coverage = self.dir / "coverage.npz"
+        if coverage.exists():
+            with np.load(coverage) as saved:
+                self.coverage = {k: jax.numpy.asarray(saved[k]) for k in self.coverage}
+        truncate_metrics(self.dir, keep=lambda row: row["env_steps"] <= self.env_steps)
+        self.resumed = True
+
+    def _save_record(self) -> None:
+        write_json_atomic(
+            self.record_path,
+            {
+                "env_steps": self.env_steps,
+                "collections": self.collections,
+                "segments_put": self.segments_written,
+                "fetch_failures": self.fetch_failures,
+                "key": np.asarray(jax.device_get(self.key)).tolist(),
+            },
+            fsync=False,  # survives a killed process; only a machine crash could lose the last steps
+        )
+
+    def _save_coverage(self) -> None:
+        tmp = self.dir / f".coverage.tmp-{os.getpid()}.npz"
+        np.savez(tmp, **{k: np.asarray(v) for k, v in jax.device_get(self.coverage).items()})
+        os.replace(tmp, self.dir / "coverage.npz")
+
+    def reconnect(self, address: str) -> None:
+        """Write to a replay server at a new address (it restarted elsewhere)."""
+        self._new_address = address
+
+    def _switch_replay(self) -> None:
+        from deepcrl.buffer.reverb_replay import AsyncSegmentWriter, SegmentWriter
+
+        address, self._new_address = self._new_address, None
+        self.writer.abandon()  # what it still held is lost, and counted as such by the driver
+        sink = SegmentWriter(address, self.spec, max_in_flight_items=32)
+        self.writer = AsyncSegmentWriter(sink, queue_size=self.config.writer_queue)
+
+    def set_fetch(self, fetch_params: FetchParams) -> None:
+        """Take parameters from a new learner (the driving learner was restarted)."""
+        self.fetch_params = fetch_params
+
+    def _fetch(self, lag: int) -> int:
+        try:
+            new_version, new_actor = self.fetch_params(self.version)
+        except Exception:  # its learner is down or restarting: keep acting with what we have
+            self.fetch_failures += 1
+            return lag
+        lag = new_version - self.version  # learner updates the old parameters were behind
+        if new_actor is not None:
+            self.version, self.actor = new_version, new_actor
+        self.versions_seen.append(self.version)
+        return lag
+
+    def ready(self) -> dict:
+        """Where this role runs (roles.json) and the env steps it starts from."""
+        return {"pid": os.getpid(), "node": socket.gethostname(), "env_steps": self.env_steps}
 
     def policy_actions(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic actions of the parameters the collector acts with now."""
@@ -104,22 +191,22 @@ class Collector:
 
     def run(self) -> dict:
         """Collect until ``total_env_steps`` (or ``stop()``); returns the collector's counters."""
+        from deepcrl.buffer.reverb_replay import WriterAbandoned
+
         cfg = self.config
         k_reset, self.key = jax.random.split(self.key)
         env_state = jax.jit(self.venv.reset)(k_reset)
         assembler = SegmentAssembler(self.layout.segment_length)
-        env_steps, collections, since_fetch, acting_s = 0, 0, 0, 0.0
+        # A resumed collector fetches its learner's parameters before acting.
+        since_fetch, acting_s = (cfg.params_fetch_every if self.resumed else 0), 0.0
+        start_steps = self.env_steps
         log_every = max(1, self.layout.collections_per_epoch)
         start = time.time()
         success, lag = [], 0
         try:
-            while env_steps < cfg.total_env_steps and not self._stop.is_set():
+            while self.env_steps < cfg.total_env_steps and not self._stop.is_set():
                 if since_fetch >= cfg.params_fetch_every:
-                    new_version, new_actor = self.fetch_params(self.version)
-                    lag = new_version - self.version  # learner updates the old parameters were behind
-                    if new_actor is not None:
-                        self.version, self.actor = new_version, new_actor
-                    self.versions_seen.append(self.version)
+                    lag = self._fetch(lag)
                     since_fetch = 0
                 t0 = time.time()
                 self.key, k = jax.random.split(self.key)
@@ -129,38 +216,50 @@ class Collector:
                 steps = jax.device_get(steps)
                 acting_s += time.time() - t0
                 for segment in assembler.add(steps):
-                    self.writer.put(segment)
+                    if self._new_address is not None:
+                        self._switch_replay()
+                    try:
+                        self.writer.put(segment)
+                    except WriterAbandoned:  # the replay moved while this put waited: segment lost
+                        pass
                     self.segments_written += segment["episode_id"].shape[0]
                 success.append(float(metrics["success"].mean()))
-                env_steps += cfg.num_envs * cfg.unroll_length
-                collections += 1
+                self.env_steps += cfg.num_envs * cfg.unroll_length
+                self.collections += 1
                 since_fetch += 1
                 self.max_steps_between_fetches = max(self.max_steps_between_fetches, since_fetch)
-                if collections % log_every == 0:
-                    self._log(env_steps, start, acting_s, lag, success)
+                if self.collections % log_every == 0:
+                    self._log(self.env_steps - start_steps, start, acting_s, lag, success)
+                    self._save_coverage()
                     success = []
+                self._save_record()
         finally:
             self.writer.close()
-            self._log(env_steps, start, acting_s, lag, success)
+            self._log(self.env_steps - start_steps, start, acting_s, lag, success)
+            self._save_coverage()
+            self._save_record()
             self.log.close()
         return {
-            "env_steps": env_steps,
+            "env_steps": self.env_steps,
             "segments_written": self.segments_written,
             "steps_written": self.segments_written * self.layout.segment_length,
             "params_fetches": len(self.versions_seen),
             "params_distinct_versions": len(set(self.versions_seen)),
             "params_last_version": self.version,
             "max_collections_between_fetches": self.max_steps_between_fetches,
+            "params_fetch_failures": self.fetch_failures,
             "writer_blocked_puts": self.writer.puts_blocked,
             "writer_blocked_s": self.writer.put_blocked_s,
             "wall_time": time.time() - start,
             **coverage_metrics(self.coverage, self.grid),
         }
 
-    def _log(self, env_steps, start, acting_s, lag, success) -> None:
+    def _log(self, steps_this_life, start, acting_s, lag, success) -> None:
+        """One metrics row; rates count this life of the collector only (a restart resets them)."""
         elapsed = max(time.time() - start, 1e-9)
+        env_steps = steps_this_life
         self.log.write(
-            env_steps,
+            self.env_steps,
             {
                 "wall_time": elapsed,
                 "env_steps_per_s": env_steps / elapsed,

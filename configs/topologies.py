@@ -9,6 +9,7 @@ role can be overridden from the config.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ml_collections import ConfigDict
 
@@ -49,11 +50,47 @@ def _int_list(text: str, field: str) -> list[int]:
     return values
 
 
+# Numeric fields of the distributed mode: (name, lowest allowed value, is the lowest value allowed).
+_NUMBERS = (
+    ("deep_depth", 4, True), ("shallow_depth", 4, True), ("collector_depth", 0, True),
+    ("collector_width", 0, True), ("params_fetch_every", 1, True), ("samples_per_insert", 0.0, True),
+    ("writer_queue", 1, True), ("gpus_per_collector", 0.0, True), ("gpus_per_learner", 0.0, True),
+    ("role_timeout_s", 0.0, True), ("cpus_per_role", 0.0, False), ("checkpoint_every_s", 0.0, True),
+    ("replay_checkpoint_every_s", 0.0, True), ("max_role_restarts", 0, True),
+)  # fmt: skip
+
+
+def validate_numbers(config: ConfigDict) -> None:
+    """Every numeric field of the distributed config: finite and in range, else one-line ConfigError.
+
+    Whether the GPUs asked for exist is checked against the cluster before launch
+    (``launch/distributed.check_resources``).
+    """
+    for name, low, inclusive in _NUMBERS:
+        if name not in config:
+            continue
+        value = config[name]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if number < low or (number == low and not inclusive):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise ConfigError(f"{name} must be {bound}, got {value!r}")
+    for name in ("gpus_per_collector", "gpus_per_learner"):
+        gpus = float(config.get(name, 0.0))
+        if gpus > 1 and gpus != int(gpus):
+            raise ConfigError(f"{name} above 1 must be a whole number of GPUs, got {gpus:g}")
+
+
 def resolve_roles(config: ConfigDict) -> tuple[Role, list[Role]]:
     """(the collector's policy role, all learner roles — the driving learner first)."""
     topology = config.topology
     if topology not in DISTRIBUTED:
         raise ConfigError(f"topology {topology!r} is not distributed; valid: {', '.join(DISTRIBUTED)}")
+    validate_numbers(config)
     deep, shallow = int(config.deep_depth), int(config.shallow_depth)
     if topology == "actor_learner":
         collector_depths = (int(config.actor_depth), int(config.critic_depth))

@@ -2,17 +2,24 @@
 
 Every role is a Ray actor wrapping a plain class (``Collector``,
 ``Learner``, ``ReplayService``). With no ``ray_address`` an embedded local Ray
-is started; otherwise the run joins that cluster. The driver only wires the
-roles, watches them, and writes the run's summary: a role that dies fails the
-run with its error, and Ctrl-C stops every role cleanly, keeping their final
-checkpoints.
+is started; otherwise the run joins that cluster. The driver wires the roles,
+watches them (``launch/supervise.py``), and writes the run's summary.
+
+Fault tolerance: a role that dies is re-created by the driver from its latest
+checkpoint (learners, collector) or Reverb checkpoint (replay, on the same
+port so clients reconnect by themselves); ``RUN/roles.json`` shows every
+role's node, PID, restarts and last error. While a learner is down the replay
+service drains its table so the rate limiter never stalls the collector or the
+other learners. A role that dies more than ``max_role_restarts`` times ends the
+run with its name and error, except a train-only learner, which is dropped.
+Ctrl-C stops every role cleanly, keeping their final checkpoints, and
+``run.py --resume --run_dir RUN`` continues a run whose driver died.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -20,26 +27,47 @@ from ml_collections import ConfigDict
 
 from deepcrl.configs.resolve import ConfigError, build_env, replay_spec, validate
 from deepcrl.configs.topologies import Role, resolve_roles
+from deepcrl.launch.supervise import RoleFailed
 from deepcrl.rundir.metrics import read_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
 
-class RoleFailed(RuntimeError):
-    """A role (collector, learner, replay) died; the message names it and its error."""
-
-
 class ReplayService:
-    """The Reverb server as a role: its address is handed to the collector and learners."""
+    """The Reverb server as a role: its address is handed to the collector and learners.
 
-    def __init__(self, spec, checkpoint_dir: str | None):
+    Restarted on the port it had (``port``), it restores its latest checkpoint and the
+    clients' gRPC channels reconnect by themselves. ``drain(table)`` samples and
+    discards from a table whose learner is down, so the table's rate limiter keeps
+    admitting the collector's inserts.
+    """
+
+    def __init__(self, spec, checkpoint_dir: str | None, port: int | None = None):
+        import threading
+
         from deepcrl.buffer.reverb_replay import start_server
 
-        self.server, self._local_address = start_server(spec, checkpoint_dir=checkpoint_dir)
+        self.spec = spec
+        self.server, self._local_address = start_server(spec, port=port, checkpoint_dir=checkpoint_dir)
+        self._stopped = threading.Event()
+        self._drains: dict[str, threading.Event] = {}
+        self.drained: dict[str, int] = {}
+
+    def ready(self) -> dict:
+        import socket
+
+        return {"pid": os.getpid(), "node": socket.gethostname(), "address": self.address()}
 
     def address(self) -> str:
         import ray
 
         return f"{ray.util.get_node_ip_address()}:{self.server.port}"
+
+    def port(self) -> int:
+        return self.server.port
+
+    def run(self) -> None:
+        """Blocks until ``stop``: the driver learns of this role's death when the call fails."""
+        self._stopped.wait()
 
     def info(self) -> dict:
         from deepcrl.buffer.reverb_replay import table_info
@@ -51,7 +79,36 @@ class ReplayService:
 
         return checkpoint(self._local_address)
 
+    def drain(self, table: str) -> None:
+        """Start sampling-and-discarding ``table`` (its learner is down)."""
+        import threading
+
+        from reverb import pybind
+
+        if table in self._drains and not self._drains[table].is_set():
+            return
+        stop = self._drains[table] = threading.Event()
+        sampler = pybind.Client(self._local_address).NewSampler(table, -1, 8)
+
+        def loop() -> None:
+            while not stop.is_set():
+                sampler.GetNextTrajectory()  # blocks while the rate limiter holds it back
+                self.drained[table] = self.drained.get(table, 0) + 1
+
+        threading.Thread(target=loop, name=f"drain-{table}", daemon=True).start()
+
+    def drained_counts(self) -> dict[str, int]:
+        return dict(self.drained)
+
+    def stop_drain(self, table: str) -> None:
+        """Stop draining ``table`` (its learner samples again); a blocked drain takes one more item."""
+        if table in self._drains:
+            self._drains[table].set()
+
     def stop(self) -> None:
+        for ev in self._drains.values():
+            ev.set()
+        self._stopped.set()
         self.server.stop()
 
 
@@ -90,13 +147,30 @@ def connect_ray(address: str):
     return ray
 
 
-def _options(num_gpus: float, concurrency: int = 1) -> dict:
-    opts: dict = {"num_cpus": 1, "num_gpus": num_gpus, "max_concurrency": concurrency}
+def _options(num_gpus: float, num_cpus: float = 1.0, concurrency: int = 1) -> dict:
+    opts: dict = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_concurrency": concurrency}
     if num_gpus:
         # Several roles may share a GPU: cap each process's JAX preallocation to its share.
         frac = min(0.95, 0.9 * num_gpus)
         opts["runtime_env"] = {"env_vars": {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{frac:.3f}"}}
     return opts
+
+
+def check_resources(cluster: dict, config: ConfigDict, num_learners: int) -> None:
+    """Fail before creating any actor if the topology cannot be placed on the cluster."""
+    cpus_per_role = float(config.get("cpus_per_role", 1.0))
+    gpus_l, gpus_c = float(config.gpus_per_learner), float(config.gpus_per_collector)
+    roles = num_learners + 2  # + collector + replay
+    need_cpu = cpus_per_role * roles
+    need_gpu = gpus_l * num_learners + gpus_c
+    have_cpu, have_gpu = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    if need_cpu > have_cpu + 1e-9 or need_gpu > have_gpu + 1e-9:
+        raise ConfigError(
+            f"topology {config.topology} needs {need_cpu:g} CPUs ({roles} roles x cpus_per_role {cpus_per_role:g}) "
+            f"and {need_gpu:g} GPUs ({num_learners} learners x gpus_per_learner {gpus_l:g} + gpus_per_collector "
+            f"{gpus_c:g}), but the Ray cluster has {have_cpu:g} CPUs and {have_gpu:g} GPUs; lower "
+            "--cpus_per_role / --gpus_per_learner / --gpus_per_collector or use a bigger cluster"
+        )
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -108,10 +182,27 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_distributed(config: ConfigDict, run_dir: Path) -> dict:
-    """Run a distributed topology to the end; returns the driving learner's summary row."""
-    from deepcrl.collector.process import Collector
-    from deepcrl.learner.process import Learner
+def roles_table(roles: dict, collector: dict | None) -> str:
+    """One line per role: restarts, downtime and data lost (deliverable of issue 9)."""
+    lines = ["| role | status | restarts | downtime_s | last_error |", "|---|---|---|---|---|"]
+    for name, r in roles.items():
+        err = (r.get("last_error") or "").replace("|", "/")
+        lines.append(f"| {name} | {r['status']} | {r['restarts']} | {r['downtime_s']:.1f} | {err} |")
+    if isinstance(collector, dict):
+        lines.append(
+            f"\nsegments handed to the replay: {collector.get('segments_written')}, "
+            f"lost to failures: {collector.get('segments_lost', 0)}"
+        )
+    return "\n".join(lines)
+
+
+def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False) -> dict:
+    """Run a distributed topology to the end; returns the driving learner's summary row.
+
+    With ``resume`` every role continues from its checkpoint in ``run_dir`` (the
+    replay from its latest Reverb checkpoint): a run whose driver died goes on.
+    """
+    from deepcrl.launch.supervise import Supervisor
 
     env = build_env(config)
     layout = validate(config, env)
@@ -119,50 +210,20 @@ def run_distributed(config: ConfigDict, run_dir: Path) -> dict:
     names = [r.name for r in learners]
     spec = replay_spec(config, env, layout, names)
     ray = connect_ray(config.ray_address)
+    try:
+        check_resources(ray.cluster_resources(), config, len(learners))
+    except ConfigError:
+        if not config.ray_address:
+            ray.shutdown()
+        raise
     run_dir = Path(run_dir).absolute()
     write_config(run_dir, config)
     started = time.time()
-    gpus_l, gpus_c = float(config.gpus_per_learner), float(config.gpus_per_collector)
-
-    replay = (
-        ray.remote(ReplayService).options(**_options(0, concurrency=4)).remote(spec, str(run_dir / "replay"))
-    )
-    handles: dict[str, object] = {"replay": replay}
+    sup = Supervisor(ray, config, run_dir, spec, collector_role, learners, resume=resume)
     try:
-        address = ray.get(replay.address.remote())
-        learner_handles = {}
-        for role in learners:
-            learner_handles[role.name] = (
-                ray.remote(Learner)
-                .options(**_options(gpus_l, concurrency=4))
-                .remote(role.apply_to(config).to_dict(), role.name, names, address, str(run_dir))
-            )
-        handles.update(learner_handles)
-        driver = learner_handles[learners[0].name]
-        fetch = lambda have: ray.get(driver.get_actor_params.remote(have))
-        collector = (
-            ray.remote(Collector)
-            .options(**_options(gpus_c, concurrency=2))
-            .remote(collector_role.apply_to(config).to_dict(), names, address, str(run_dir), fetch)
-        )
-        handles["collector"] = collector
-        _wait_ready(ray, handles)
-
-        eval_every = max(1, layout.collections_per_epoch)
-        running = {collector.run.remote(): "collector"}
-        running.update({h.run.remote(eval_every): n for n, h in learner_handles.items()})
-        results = _supervise(ray, running, handles, config)
-        replay_info = ray.get(replay.info.remote())
-        ray.get(replay.checkpoint.remote())
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping every role and writing final checkpoints", file=sys.stderr)
-        results = _stop_all(ray, handles, running if "running" in locals() else {})
-        replay_info = ray.get(replay.info.remote())
-        ray.get(replay.checkpoint.remote())
+        results, replay_info = sup.run(eval_every=max(1, layout.collections_per_epoch))
     finally:
-        for name in ("collector", *names, "replay"):
-            if name in handles:
-                ray.kill(handles[name], no_restart=True)
+        sup.shutdown()
         if not config.ray_address:
             ray.shutdown()
 
@@ -171,99 +232,33 @@ def run_distributed(config: ConfigDict, run_dir: Path) -> dict:
         r = results.get(role.name)
         if isinstance(r, dict):
             rows.append({**r, "depth": f"{role.critic_depth}"})
+    collector = results.get("collector")
+    if isinstance(collector, dict) and replay_info:
+        # Every segment handed to the writer is in the tables' insert counts, unless a failure lost it.
+        inserted = replay_info[names[0]]["num_inserts"]
+        collector["segments_lost"] = max(0, collector["segments_written"] - inserted)
     summary = {
         "topology": config.topology,
         "wall_time_s": time.time() - started,
-        "collector": results.get("collector"),
+        "collector": collector,
         "learners": rows,
         "replay_tables": replay_info,
+        "roles": sup.roles.roles,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     table = summary_table(rows)
-    (run_dir / "summary.md").write_text(f"# {config.topology} on {config.env}\n\n{table}\n")
+    roles = roles_table(sup.roles.roles, collector)
+    (run_dir / "summary.md").write_text(f"# {config.topology} on {config.env}\n\n{table}\n\n{roles}\n")
     curves = {
         f"{r.name} (depth {r.critic_depth})": read_metrics(run_dir / r.name / "metrics.jsonl")
         for r in learners
     }
     plot_success(curves, run_dir / "success.png", title=f"{config.topology} — {config.env}")
     print(table)
+    print(roles)
     keys = {"eval/success": "final_success", "eval/time_at_goal": "final_time_at_goal"}
     keys["eval/time_at_goal_frac"] = "final_time_at_goal_frac"
     return {k: rows[0].get(v) for k, v in keys.items()} if rows else {}
 
 
-def _wait_ready(ray, handles: dict) -> None:
-    """Construct every role now so a failing constructor is reported by name."""
-    pending = {h.ready.remote(): n for n, h in handles.items() if n != "replay"}
-    for ref, name in pending.items():
-        try:
-            ray.get(ref)
-        except Exception as e:
-            raise RoleFailed(f"role {name} failed to start: {_root_cause(e)}") from None
-
-
-def _root_cause(e: BaseException) -> str:
-    cause = getattr(e, "cause", None) or e.__cause__ or e
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"
-
-
-def _supervise(ray, running: dict, handles: dict, config: ConfigDict) -> dict:
-    """Wait for the collector; then stop the learners. Any role's death fails the run."""
-    results: dict = {}
-    deadline = time.time() + float(config.role_timeout_s) if config.role_timeout_s else None
-    collector_done = False
-    while running:
-        done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-        for ref in done:
-            name = running.pop(ref)
-            try:
-                results[name] = ray.get(ref)
-            except Exception as e:
-                _stop_all(ray, handles, running, kill_collector=True)
-                raise RoleFailed(f"role {name} died: {_root_cause(e)}") from None
-            if name == "collector":
-                collector_done = True
-                for n, h in handles.items():
-                    if n not in ("replay", "collector"):
-                        h.stop.remote()
-        if not collector_done and deadline and time.time() > deadline:
-            _stop_all(ray, handles, running, kill_collector=True)
-            raise RoleFailed(f"run exceeded role_timeout_s={config.role_timeout_s}")
-    return results
-
-
-def _stop_all(ray, handles: dict, running: dict, kill_collector: bool = False) -> dict:
-    """Stop the collector first (learners keep draining the rate-limited tables meanwhile),
-    then the learners, collecting what they return (final checkpoints included).
-
-    After a role died its table is no longer drained, so the collector may be
-    blocked on an insert for good: then it is killed instead of stopped.
-    """
-    results = {}
-    refs = {name: ref for ref, name in running.items()}
-    collector = handles.get("collector")
-    if collector is not None:
-        if kill_collector:
-            ray.kill(collector, no_restart=True)
-            refs.pop("collector", None)
-        else:
-            collector.stop.remote()
-            if "collector" in refs:
-                results["collector"] = _get_or_reason(ray, refs.pop("collector"))
-    for name, h in handles.items():
-        if name not in ("replay", "collector"):
-            h.stop.remote()
-    for name, ref in refs.items():
-        results[name] = _get_or_reason(ray, ref)
-    return results
-
-
-def _get_or_reason(ray, ref, timeout: float = 300):
-    try:
-        return ray.get(ref, timeout=timeout)
-    except Exception as e:
-        return f"failed: {_root_cause(e)}"
-
-
-__all__ = ["run_distributed", "RoleFailed", "Role", "connect_ray"]
+__all__ = ["run_distributed", "RoleFailed", "Role", "connect_ray", "check_resources"]

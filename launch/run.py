@@ -51,18 +51,21 @@ flags.DEFINE_string("learner_depths", None, "Depths of the train-only learners, 
 flags.DEFINE_string("learner_widths", None, "Widths of the train-only learners: one, or one per learner")
 flags.DEFINE_float("gpus_per_collector", None, "GPUs for the collector (fractions share a GPU)")
 flags.DEFINE_float("gpus_per_learner", None, "GPUs per learner (fractions share a GPU)")
+flags.DEFINE_float("cpus_per_role", None, "Ray CPUs per role of a distributed topology (default 1)")
 flags.DEFINE_multi_string("set", [], "Override any config field: --set gamma=0.98")
 flags.DEFINE_bool("list_envs", False, "List environments and exit")
 flags.DEFINE_bool("progress", True, "Show a progress bar")
 flags.DEFINE_bool(
-    "resume", False, "Continue the run in --run_dir from its latest checkpoint (topology single)"
+    "resume",
+    False,
+    "Continue the run in --run_dir from its latest checkpoints (its saved config.json is the base config)",
 )
 
 FLAG_FIELDS = (
     "topology", "env", "eval_env", "backend", "run_dir", "total_env_steps", "num_envs", "num_eval_envs", "batch_size",
     "num_minibatches", "critic_depth", "actor_depth", "critic_width", "actor_width", "episode_length",
     "num_evals", "seed", "num_seeds", "ray_address", "collector_depth", "collector_width", "learner_depths",
-    "learner_widths", "gpus_per_collector", "gpus_per_learner",
+    "learner_widths", "gpus_per_collector", "gpus_per_learner", "cpus_per_role",
 )  # fmt: skip
 
 
@@ -83,8 +86,23 @@ def load_config_file(spec: str) -> ConfigDict:
     return config
 
 
+def saved_config(run_dir: str) -> ConfigDict | None:
+    """The config a run directory was started with (for ``--resume``), over today's defaults."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    import json
+
+    config = default_config()
+    for key, value in json.loads(path.read_text()).items():
+        old = config.get(key)
+        config[key] = type(old)(value) if isinstance(old, (int, float, str)) and value is not None else value
+    return config
+
+
 def build_config() -> ConfigDict:
-    config = load_config_file(FLAGS.config) if FLAGS.config else default_config()
+    saved = saved_config(FLAGS.run_dir) if FLAGS.resume and FLAGS.run_dir and not FLAGS.config else None
+    config = saved or (load_config_file(FLAGS.config) if FLAGS.config else default_config())
     for name in FLAG_FIELDS:
         value = getattr(FLAGS, name)
         if value is not None:
@@ -143,7 +161,7 @@ def main(argv) -> int:
         from deepcrl.launch.distributed import RoleFailed, run_distributed
 
         try:
-            row = run_distributed(config, run_dir)
+            row = run_distributed(config, run_dir, resume=FLAGS.resume)
         except ConfigError as e:
             raise UsageError(str(e)) from None
         except RoleFailed as e:

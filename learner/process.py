@@ -2,10 +2,19 @@
 
 A plain class (Ray makes it an actor in ``launch/distributed.py``). It runs
 the very same relabeling and update functions as the fused ``single`` loop.
+
+Crash safety: the learner checkpoints everything it needs to continue — train
+state (parameters, optimizer state, step count), RNG key, round and sample
+counters and its metrics cursor (rows written) — at every evaluation and every
+``checkpoint_every_s`` seconds. Constructed with ``resume=True`` (a restart
+after a crash, or ``run.py --resume``) it restores that checkpoint and drops the
+metric rows written after it, so its metrics continue without duplicates.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 import zlib
@@ -13,6 +22,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ml_collections import ConfigDict
 
 from deepcrl.buffer.relabel import relabeled_minibatches
@@ -26,12 +36,20 @@ from deepcrl.configs.resolve import (
     validate,
 )
 from deepcrl.learner.agent import make_agent
-from deepcrl.rundir.checkpoints import save_train_state
-from deepcrl.rundir.metrics import MetricsLog, write_config
+from deepcrl.rundir.checkpoints import resolve, restore_train_state, save_train_state
+from deepcrl.rundir.metrics import MetricsLog, truncate_metrics, write_config
 
 
 class Learner:
-    def __init__(self, config: dict, name: str, table_names: list[str], address: str, run_dir: str):
+    def __init__(
+        self,
+        config: dict,
+        name: str,
+        table_names: list[str],
+        address: str,
+        run_dir: str,
+        resume: bool = False,
+    ):
         from deepcrl.buffer.reverb_replay import SegmentSampler
 
         self.config = config = ConfigDict(config)
@@ -43,13 +61,25 @@ class Learner:
         self.agent = agent = make_agent(agent_config(config, env))
         self.dir = Path(run_dir) / name
         write_config(self.dir, config)
-        self.log = MetricsLog(self.dir)
         self.key, k_init = jax.random.split(
             jax.random.PRNGKey(config.seed + zlib.crc32(name.encode()) % 100_000)
         )
         self.train_state = agent.init(k_init)
+        self.rounds = 0
+        self.rows_written = 0  # the metrics cursor
+        self.resumed = False
+        self._samples_before = 0  # samples drawn and wait time of earlier lives of this learner
+        self._wait_before = 0.0
+        self._wall_before = 0.0
+        if resume:
+            self._restore()
+        else:
+            truncate_metrics(self.dir, keep=lambda row: False)
+        self.log = MetricsLog(self.dir)
         self.segments_per_round = segments_per_round(config, layout)
         self.sampler = SegmentSampler(address, name, self.segments_per_round, self.spec)
+        self._new_address: str | None = None
+        self._last_checkpoint = time.time()
         eval_venv = make_eval_venv(config, env, layout)  # config.eval_env, or env itself
         goal_indices = env.spec.goal_indices
 
@@ -67,12 +97,58 @@ class Learner:
         self._eval = jax.jit(eval_fn)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._published = (0, jax.device_get(self.train_state.actor))
-        self.rounds = 0
+        self._published = (int(self.train_state.step), jax.device_get(self.train_state.actor))
         self.last_eval: dict = {}
 
-    def ready(self) -> str:
-        return self.name
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / "checkpoints" / "latest"
+
+    def _state(self, wall_time: float) -> dict:
+        return {
+            "train_state": self.train_state,
+            "key": self.key,
+            "rounds": np.asarray(self.rounds, np.int64),
+            "rows_written": np.asarray(self.rows_written, np.int64),
+            "samples_drawn": np.asarray(self.samples_drawn, np.int64),
+            "sample_wait_s": np.asarray(self.sample_wait_s, np.float64),
+            "wall_time": np.asarray(self._wall_before + wall_time, np.float64),
+        }
+
+    def _restore(self) -> None:
+        """Continue from the latest checkpoint, if any; metric rows after it are dropped."""
+        if resolve(self.checkpoint_path) is None:  # died before its first checkpoint: start over
+            truncate_metrics(self.dir, keep=lambda row: False)
+            return
+        saved = restore_train_state(self.checkpoint_path, self._state(0.0))
+        self.train_state, self.key = saved["train_state"], saved["key"]
+        self.rounds, self.rows_written = int(saved["rounds"]), int(saved["rows_written"])
+        self._samples_before, self._wait_before = int(saved["samples_drawn"]), float(saved["sample_wait_s"])
+        self._wall_before = float(saved["wall_time"])
+        kept = iter(range(self.rows_written))
+        truncate_metrics(self.dir, keep=lambda row: next(kept, None) is not None)
+        self.resumed = True
+
+    def save_checkpoint(self, wall_time: float) -> None:
+        if self.config.checkpoint:
+            save_train_state(self.checkpoint_path, self._state(wall_time))
+        self._last_checkpoint = time.time()
+
+    @property
+    def samples_drawn(self) -> int:
+        return self._samples_before + self.sampler.items_sampled if hasattr(self, "sampler") else 0
+
+    @property
+    def sample_wait_s(self) -> float:
+        return self._wait_before + self.sampler.wait_s if hasattr(self, "sampler") else 0.0
+
+    def ready(self) -> dict:
+        """Where this role runs (roles.json) and from which update it starts."""
+        return {"pid": os.getpid(), "node": socket.gethostname(), "updates": int(self.train_state.step)}
+
+    def reconnect(self, address: str) -> None:
+        """Sample from a replay server at a new address (it restarted elsewhere)."""
+        self._new_address = address
 
     def get_actor_params(self, have_version: int = -1) -> tuple[int, object | None]:
         """(update count, actor params as numpy), or (count, None) if the caller has them already.
@@ -90,7 +166,12 @@ class Learner:
         """Env steps the collector has written into this learner's table."""
         from deepcrl.buffer.reverb_replay import table_info
 
-        return table_info(self.address)[self.name]["num_inserts"] * self.layout.segment_length
+        try:
+            inserts = table_info(self.address, timeout_s=10)[self.name]["num_inserts"]
+        except Exception:  # the replay is down or restarting: the last count we saw
+            return getattr(self, "_env_steps", 0)
+        self._env_steps = inserts * self.layout.segment_length
+        return self._env_steps
 
     def _evaluate_and_log(self, extra: dict) -> dict:
         self.key, k = jax.random.split(self.key)
@@ -98,24 +179,41 @@ class Learner:
         row = {
             "updates": int(self.train_state.step),
             "rounds": self.rounds,
-            "samples_drawn": self.sampler.items_sampled,
-            "sample_wait_s": self.sampler.wait_s,
+            "samples_drawn": self.samples_drawn,
+            "sample_wait_s": self.sample_wait_s,
             **{f"eval/{k}": v for k, v in metrics.items()},
             **extra,
         }
         self.last_eval = self.log.write(self.env_steps(), row)
+        self.rows_written += 1
         return self.last_eval
+
+    def _switch_replay(self) -> None:
+        from deepcrl.buffer.reverb_replay import SegmentSampler
+
+        address, self._new_address = self._new_address, None
+        self.sampler.close()
+        drawn, waited = self.sampler.items_sampled, self.sampler.wait_s
+        self.address = address
+        self.sampler = SegmentSampler(address, self.name, self.segments_per_round, self.spec)
+        self._samples_before += drawn
+        self._wait_before += waited
 
     def run(self, eval_every_rounds: int) -> dict:
         """Train until ``stop()``; evaluate every ``eval_every_rounds`` rounds and at the end."""
         start = time.time()
         metrics: dict = {}
-        self._evaluate_and_log({"wall_time": 0.0})
+        if not self.resumed:  # a resumed learner logged this row in its earlier life
+            self._evaluate_and_log({"wall_time": 0.0})
+        wall = lambda: self._wall_before + time.time() - start
+        every_s = float(self.config.get("checkpoint_every_s", 0.0) or 0.0)
         try:
             while not self._stop.is_set():
+                if self._new_address is not None:
+                    self._switch_replay()
                 try:
                     batch = self.sampler.sample(timeout_s=0.5)
-                except TimeoutError:  # table below min size or rate-limited: check for stop
+                except TimeoutError:  # table below min size, rate-limited or replay down: check for stop
                     continue
                 segments = {k: jnp.asarray(v) for k, v in batch.data.items()}
                 self.key, k = jax.random.split(self.key)
@@ -127,22 +225,24 @@ class Learner:
                         jax.device_get(self.train_state.actor),
                     )
                 if self.rounds % eval_every_rounds == 0:
-                    self._evaluate_and_log({"wall_time": time.time() - start, **jax.device_get(metrics)})
-                    if self.config.checkpoint:  # a killed run keeps its last evaluated agent
-                        save_train_state(self.dir / "checkpoints" / "latest", self.train_state)
-            return self.finish(time.time() - start, metrics)
+                    self._evaluate_and_log({"wall_time": wall(), **jax.device_get(metrics)})
+                    self.save_checkpoint(time.time() - start)  # a killed learner resumes from here
+                elif every_s and time.time() - self._last_checkpoint >= every_s:
+                    self.save_checkpoint(time.time() - start)
+            return self.finish(wall(), metrics)
         finally:
             self.sampler.close()
             self.log.close()
 
     def finish(self, wall_time: float, metrics: dict) -> dict:
         row = self._evaluate_and_log({"wall_time": wall_time, **jax.device_get(metrics)})
+        self.save_checkpoint(wall_time - self._wall_before)
         if self.config.checkpoint:
             save_train_state(self.dir / "checkpoints" / "final", self.train_state)
         return {
             "learner": self.name,
             "updates": int(self.train_state.step),
-            "samples_drawn": int(self.sampler.items_sampled),
+            "samples_drawn": int(self.samples_drawn),
             "final_success": float(row["eval/success"]),
             "final_time_at_goal": float(row["eval/time_at_goal"]),
             "final_time_at_goal_frac": float(row["eval/time_at_goal_frac"]),

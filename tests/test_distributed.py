@@ -209,25 +209,24 @@ def test_ctrl_c_stops_every_role_and_keeps_final_checkpoints(tmp_path):
     assert any((run_dir / "replay").iterdir())  # the replay tables were checkpointed too
 
 
-def test_a_role_that_dies_fails_the_run_with_its_name(tmp_path):
-    """Fault injection: kill one learner's process (SIGKILL) in the middle of a run."""
+def test_a_role_that_dies_beyond_max_role_restarts_ends_the_run_with_its_name(tmp_path):
+    """Fault injection: SIGKILL of the driving learner, found through roles.json, with no restart allowed."""
     import os
     import signal
 
-    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000")
+    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000", "--set", "max_role_restarts=0")
     latest = [run_dir / n / "checkpoints" / "latest" for n in ("collector_learner", "learner1_d4")]
     try:
         _wait_for(lambda: _learners_training(run_dir) and all(p.is_dir() for p in latest), timeout=240)
-        ps = subprocess.run(["pgrep", "-f", "ray::Learner"], capture_output=True, text=True)
-        pids = [int(p) for p in ps.stdout.split()]
-        assert pids, "no learner process found"
-        os.kill(pids[0], signal.SIGKILL)
+        roles = json.loads((run_dir / "roles.json").read_text())["roles"]
+        os.kill(roles["collector_learner"]["pid"], signal.SIGKILL)
         out, err = proc.communicate(timeout=240)
     finally:
         proc.kill()
     assert proc.returncode == 1, err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("error: role")]
-    assert lines and "died" in lines[0], err[-3000:]
+    assert lines and lines[0].startswith("error: role collector_learner died 1 times"), err[-3000:]
+    assert "max_role_restarts=0" in lines[0] and "last error:" in lines[0]
     # What the learners wrote before the failure is kept: metrics and their periodic checkpoints.
     for name in ("collector_learner", "learner1_d4"):
         assert (run_dir / name / "metrics.jsonl").stat().st_size > 0

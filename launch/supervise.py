@@ -1,0 +1,325 @@
+"""The driver's side of a distributed run: start the roles, re-create the dead ones, keep roles.json.
+
+Ray's own actor restarts (``max_restarts``) would re-run a role's constructor
+with its first arguments; here a restarted role must instead resume from its
+checkpoint, the replay must come back on its old port, the collector must be
+re-wired to a new driving learner, and a dead learner's table drained while it
+is down. So the driver re-creates actors itself, which Ray's fault-tolerance
+guide lists as the way to recover an actor with new arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+from deepcrl.configs.topologies import Role
+from deepcrl.rundir.checkpoints import write_json_atomic
+
+
+class RoleFailed(RuntimeError):
+    """A role (collector, learner, replay) died for good; the message names it and its error."""
+
+
+def root_cause(e: BaseException) -> str:
+    cause = getattr(e, "cause", None) or e.__cause__ or e
+    text = [line for line in str(cause).strip().splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {text[-1].strip() if text else ''}"
+
+
+class RoleBook:
+    """``RUN/roles.json``, rewritten atomically on every change: each role's node, PID, restarts,
+    last error, status and downtime so far."""
+
+    def __init__(self, path: Path, kinds: dict[str, str]):
+        self.path = Path(path)
+        self.roles = {
+            name: {
+                "kind": kind, "status": "starting", "node": None, "pid": None, "restarts": 0,
+                "last_error": None, "downtime_s": 0.0, "down_since": None,
+            }
+            for name, kind in kinds.items()
+        }  # fmt: skip
+        self.write()
+
+    def update(self, name: str, **fields) -> dict:
+        self.roles[name].update(fields)
+        self.write()
+        return self.roles[name]
+
+    def write(self) -> None:
+        write_json_atomic(
+            self.path, {"driver_pid": os.getpid(), "updated": time.time(), "roles": self.roles}, fsync=False
+        )
+
+
+def _fetch_from(ray, handle):
+    """The collector's way to its driving learner's parameters (a failure keeps the old ones)."""
+
+    def fetch(have: int):
+        return ray.get(handle.get_actor_params.remote(have), timeout=120)
+
+    return fetch
+
+
+class Supervisor:
+    def __init__(
+        self,
+        ray,
+        config: ConfigDict,
+        run_dir: Path,
+        spec,
+        collector_role: Role,
+        learners: list[Role],
+        resume: bool = False,
+    ):
+        self.ray, self.config, self.run_dir, self.spec = ray, config, Path(run_dir), spec
+        self.collector_role, self.learners = collector_role, {r.name: r for r in learners}
+        self.names = [r.name for r in learners]
+        self.driving = self.names[0]
+        self.resume = resume
+        kinds = {"replay": "replay", "collector": "collector", **{n: "learner" for n in self.names}}
+        self.roles = RoleBook(self.run_dir / "roles.json", kinds)
+        self.max_restarts = int(config.get("max_role_restarts", 3))
+        self.handles: dict[str, object] = {}
+        self.running: dict = {}  # ref of a role's run() -> name
+        self.starting: dict = {}  # ref of a restarted role's ready() -> name
+        self.results: dict = {}
+        self.dropped: set[str] = set()
+        self.collector_done = False
+        self.port: int | None = None
+        self.address = ""
+        self.eval_every = 1
+
+    # ---------------------------------------------------------------- creating roles
+    def _create(self, name: str, resume: bool):
+        from deepcrl.collector.process import Collector
+        from deepcrl.launch.distributed import ReplayService, _options
+        from deepcrl.learner.process import Learner
+
+        ray, c = self.ray, self.config
+        cpus = float(c.get("cpus_per_role", 1.0))
+        if name == "replay":
+            cls = ray.remote(ReplayService).options(**_options(0, cpus, concurrency=8))
+            return cls.remote(self.spec, str(self.run_dir / "replay"), self.port)
+        if name == "collector":
+            cls = ray.remote(Collector).options(**_options(float(c.gpus_per_collector), cpus, concurrency=3))
+            fetch = _fetch_from(ray, self.handles[self.driving])
+            cfg = self.collector_role.apply_to(c).to_dict()
+            return cls.remote(cfg, self.names, self.address, str(self.run_dir), fetch, None, resume)
+        cls = ray.remote(Learner).options(**_options(float(c.gpus_per_learner), cpus, concurrency=4))
+        cfg = self.learners[name].apply_to(c).to_dict()
+        return cls.remote(cfg, name, self.names, self.address, str(self.run_dir), resume)
+
+    def _start_run(self, name: str) -> None:
+        h = self.handles[name]
+        if name == "replay":
+            ref = h.run.remote()
+        elif name == "collector":
+            ref = h.run.remote()
+        else:
+            if self.collector_done:
+                h.stop.remote()  # came back after the end: evaluate, checkpoint and return at once
+            ref = h.run.remote(self.eval_every)
+        self.running[ref] = name
+
+    def _mark_up(self, name: str, info: dict) -> None:
+        r = self.roles.roles[name]
+        down = time.time() - r["down_since"] if r["down_since"] else 0.0
+        self.roles.update(
+            name, status="running", pid=info["pid"], node=info["node"],
+            downtime_s=r["downtime_s"] + down, down_since=None,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Replay first (the others need its address), then learners and collector; any failure here
+        ends the run: a role that cannot start once will not start on a retry either."""
+        ray = self.ray
+        self.handles["replay"] = self._create("replay", self.resume)
+        info = self._get_ready("replay")
+        self.address, self.port = info["address"], ray.get(self.handles["replay"].port.remote())
+        for name in self.names:
+            self.handles[name] = self._create(name, self.resume)
+        self.handles["collector"] = self._create("collector", self.resume)
+        for name in (*self.names, "collector"):
+            self._get_ready(name)
+        for name in ("replay", *self.names, "collector"):
+            self._start_run(name)
+
+    def _get_ready(self, name: str) -> dict:
+        try:
+            info = self.ray.get(self.handles[name].ready.remote())
+        except Exception as e:
+            raise RoleFailed(f"role {name} failed to start: {root_cause(e)}") from None
+        self._mark_up(name, info)
+        return info
+
+    # ---------------------------------------------------------------- events
+    def _died(self, name: str, e: BaseException) -> None:
+        err = root_cause(e)
+        r = self.roles.roles[name]
+        if r["restarts"] >= self.max_restarts:
+            if r["kind"] == "learner" and name != self.driving:
+                self.dropped.add(name)  # its table stays drained: the collector is never held back
+                self.results[name] = f"dropped after {r['restarts']} restarts: {err}"
+                self.roles.update(name, status="dropped", last_error=err, pid=None)
+                print(
+                    f"note: learner {name} died again ({err}); dropped after {r['restarts']} restarts "
+                    "(max_role_restarts), the run continues without it",
+                    file=sys.stderr,
+                )
+                self._kill(name)
+                return
+            raise RoleFailed(
+                f"role {name} died {r['restarts'] + 1} times (max_role_restarts={self.max_restarts}); "
+                f"last error: {err}"
+            )
+        self.roles.update(
+            name, status="restarting", restarts=r["restarts"] + 1, last_error=err, pid=None,
+            down_since=r["down_since"] or time.time(),
+        )  # fmt: skip
+        print(f"role {name} died ({err}); restart {r['restarts']}/{self.max_restarts}", file=sys.stderr)
+        self._kill(name)
+        if r["kind"] == "learner":
+            self.handles["replay"].drain.remote(name)
+        if name == "replay" and r["restarts"] > 1:
+            self.port = None  # its old port may be taken: take any, and tell the clients
+        self.handles[name] = h = self._create(name, resume=True)
+        self.starting[h.ready.remote()] = name
+
+    def _started(self, name: str, ref) -> None:
+        try:
+            info = self.ray.get(ref)
+        except Exception as e:
+            self._died(name, e)
+            return
+        self._mark_up(name, info)
+        h = self.handles[name]
+        if name == "replay":
+            if info["address"] != self.address:
+                self.address = info["address"]
+                self.port = self.ray.get(h.port.remote())
+                for n in (*self.names, "collector"):
+                    if n not in self.dropped and n in self.handles:
+                        self.handles[n].reconnect.remote(self.address)
+            for n in self.names:  # drains lived in the old server process
+                if self.roles.roles[n]["status"] != "running":
+                    h.drain.remote(n)
+        elif name in self.learners:
+            self.handles["replay"].stop_drain.remote(name)
+            if name == self.driving and "collector" in self.handles:
+                self.handles["collector"].set_fetch.remote(_fetch_from(self.ray, h))
+        self._start_run(name)
+
+    def _finished(self, name: str, ref) -> None:
+        try:
+            value = self.ray.get(ref)
+        except Exception as e:
+            self._died(name, e)
+            return
+        if name == "replay":
+            return
+        self.results[name] = value
+        self.roles.update(name, status="finished")
+        if name == "collector":
+            self.collector_done = True
+            for n in self.names:
+                if n in self.handles and self.roles.roles[n]["status"] == "running":
+                    self.handles[n].stop.remote()
+
+    def _done(self) -> bool:
+        return self.collector_done and all(n in self.results for n in self.names)
+
+    # ---------------------------------------------------------------- main loop
+    def run(self, eval_every: int) -> tuple[dict, dict]:
+        """Run to the end; returns (results per role, replay table info)."""
+        self.eval_every = eval_every
+        try:
+            self.start()
+            self._loop()
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping every role and writing final checkpoints", file=sys.stderr)
+            self._stop_all()
+        except RoleFailed:
+            self._stop_all(kill_collector=True)
+            raise
+        return self.results, self._final_replay_info()
+
+    def _loop(self) -> None:
+        ray, c = self.ray, self.config
+        deadline = time.time() + float(c.role_timeout_s) if c.role_timeout_s else None
+        every = float(c.get("replay_checkpoint_every_s", 0.0))
+        next_ckpt, ckpt_ref = time.time() + every, None
+        while not self._done():
+            refs = [*self.running, *self.starting]
+            done, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            for ref in done:
+                if ref in self.starting:
+                    self._started(self.starting.pop(ref), ref)
+                else:
+                    self._finished(self.running.pop(ref), ref)
+            if every and time.time() >= next_ckpt and self.roles.roles["replay"]["status"] == "running":
+                if ckpt_ref is None or ray.wait([ckpt_ref], timeout=0)[0]:
+                    ckpt_ref = self.handles["replay"].checkpoint.remote()
+                next_ckpt = time.time() + every
+            if not self.collector_done and deadline and time.time() > deadline:
+                raise RoleFailed(f"run exceeded role_timeout_s={c.role_timeout_s}")
+
+    def _final_replay_info(self) -> dict:
+        replay = self.handles.get("replay")
+        if replay is None:
+            return {}
+        try:
+            info = self.ray.get(replay.info.remote(), timeout=60)
+            self.ray.get(replay.checkpoint.remote(), timeout=300)
+            drained = self.ray.get(replay.drained_counts.remote(), timeout=60)
+        except Exception as e:
+            print(f"warning: no final replay checkpoint: {root_cause(e)}", file=sys.stderr)
+            return {}
+        for table, n in drained.items():  # samples discarded on behalf of a learner that was down
+            info[table]["drained_while_down"] = n
+        return info
+
+    def _stop_all(self, kill_collector: bool = False) -> None:
+        """Stop the collector first (learners keep draining the rate-limited tables meanwhile),
+        then the learners, collecting what they return (final checkpoints included).
+
+        After a role died its table may no longer be drained, so the collector may be blocked
+        on an insert for good: then it is killed instead of stopped.
+        """
+        refs = {name: ref for ref, name in self.running.items() if name != "replay"}
+        collector = self.handles.get("collector")
+        if collector is not None:
+            if kill_collector:
+                self._kill("collector")
+                refs.pop("collector", None)
+            else:
+                collector.stop.remote()
+                if "collector" in refs:
+                    self.results["collector"] = self._get_or_reason(refs.pop("collector"))
+        for name in self.names:
+            if name in self.handles:
+                self.handles[name].stop.remote()
+        for name, ref in refs.items():
+            self.results[name] = self._get_or_reason(ref)
+
+    def _get_or_reason(self, ref, timeout: float = 300):
+        try:
+            return self.ray.get(ref, timeout=timeout)
+        except Exception as e:
+            return f"failed: {root_cause(e)}"
+
+    def _kill(self, name: str) -> None:
+        try:
+            self.ray.kill(self.handles[name], no_restart=True)
+        except Exception:
+            pass
+
+    def shutdown(self) -> None:
+        for name in ("collector", *self.names, "replay"):
+            if name in self.handles:
+                self._kill(name)
