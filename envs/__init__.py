@@ -9,7 +9,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
-from deepcrl.envs.base import GoalEnv, GoalSpec, goal_metrics
+from deepcrl.envs.mjx_quiet import import_mjx_quietly
+
+import_mjx_quietly()  # before Brax (imported by envs.base) imports mujoco.mjx noisily
+from deepcrl.envs.base import GoalEnv, GoalSpec, goal_metrics  # noqa: E402
 
 # Brax warns on every model load that its own pipelines are unmaintained; the
 # paper ran ant/humanoid on Brax's spring backend on purpose (see DESIGN.md), so silence it.
