@@ -262,3 +262,7 @@ class HumanoidMaze(Humanoid):
 
     def sample_goal_xy(self, rng: jax.Array, start_xy: jax.Array) -> jax.Array:
         return self.maze.sample_goal(rng)
+
+    def coverage_grid(self) -> dict:
+        """Exploration coverage over the maze (its frame is not centred on the start)."""
+        return self.maze.coverage_grid()

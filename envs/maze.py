@@ -294,6 +294,19 @@ class Maze:
     def is_goal_cell(self, xy: jax.Array) -> jax.Array:
         return self._lookup(xy, "G", False)
 
+    def coverage_grid(self, bins_per_cell: int = 2) -> dict:
+        """A coverage grid over a square covering the maze, as plain data; wall bins are not free.
+
+        The fields of ``collector.coverage.CoverageGrid`` (envs never import the collector).
+        """
+        x0, x1, y0, y1 = self.extent
+        side = max(x1 - x0, y1 - y0)
+        bins = bins_per_cell * int(round(side / self.cell_size))
+        centres = (np.arange(bins) + 0.5) * side / bins
+        xy = np.stack(np.meshgrid(x0 + centres, y0 + centres, indexing="ij"), axis=-1)
+        free = ~np.asarray(self.in_wall(jnp.asarray(xy, jnp.float32)))
+        return {"x_min": x0, "x_max": x0 + side, "y_min": y0, "y_max": y0 + side, "bins": bins, "free": free}
+
     # -- sampling ---------------------------------------------------------------
     def sample_goal(self, rng: jax.Array) -> jax.Array:
         """A goal (x, y): a G cell drawn uniformly, plus uniform jitter."""

@@ -168,3 +168,14 @@ def test_paper_presets_reset_to_first_start_and_evaluate_mazes_on_eval_layouts()
         assert c.reset_to_first_start, name
         assert c.eval_env == EVAL_ENVS.get(name, ""), name
     assert paper_env("ant_big_maze").eval_env == "ant_big_maze_eval"  # the paper's job.slurm
+
+
+@pytest.mark.parametrize("name", ["ant_u4_maze", "humanoid_big_maze_eval"])
+def test_maze_coverage_grid_covers_the_maze_in_its_frame(name):
+    from deepcrl.collector.coverage import grid_for
+
+    env = make_env(name)
+    grid = grid_for(env)
+    assert grid.free_mask.sum() == 4 * (env.maze.grid != "1").sum()  # 2 × 2 bins per free cell
+    x, y = env.maze.start_xy
+    assert grid.x_min < x < grid.x_max and grid.y_min < y < grid.y_max
