@@ -166,7 +166,13 @@ class ProgressBar:
         self.stream.flush()
 
 
-def run_single(config: ConfigDict, run_dir: Path, progress: bool = True, resume: bool = False) -> dict:
+def run_single(
+    config: ConfigDict,
+    run_dir: Path,
+    progress: bool = True,
+    resume: bool = False,
+    seed_dirs: list[Path] | None = None,
+) -> dict:
     """Train, evaluate after every epoch, and write the run directory; returns the last eval row.
 
     After every epoch the agent is checkpointed to ``checkpoints/latest``; with
@@ -180,13 +186,18 @@ def run_single(config: ConfigDict, run_dir: Path, progress: bool = True, resume:
     hold the mean over seeds of every field, and returns that mean row. All
     seeds' resume state is one checkpoint, ``checkpoints_all_seeds/latest``
     (one save, so a killed run never leaves seeds at different epochs).
+    ``seed_dirs`` puts seed s's folder elsewhere (a study: each seed's own run directory).
     """
     run_dir = Path(run_dir)
     trainer = make_single_trainer(config)
     layout = trainer.layout
     num_seeds = num_seeds_of(config)
     many = num_seeds > 1
-    seed_dirs = [run_dir / f"seed_{s}" for s in range(num_seeds)] if many else []
+    if seed_dirs is not None and len(seed_dirs) != num_seeds:
+        raise ValueError(f"{len(seed_dirs)} seed_dirs for num_seeds={num_seeds}")
+    seed_dirs = (
+        [Path(d) for d in seed_dirs or [run_dir / f"seed_{s}" for s in range(num_seeds)]] if many else []
+    )
     write_config(run_dir, config)
     for s, folder in enumerate(seed_dirs):
         write_config(folder, _seed_config(config, s))
