@@ -28,7 +28,9 @@ class RoleFailed(RuntimeError):
 def root_cause(e: BaseException) -> str:
     cause = getattr(e, "cause", None) or e.__cause__ or e
     text = [line for line in str(cause).strip().splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {text[-1].strip() if text else ''}"
+    last = text[-1].strip() if text else ""
+    # Ray's death notes run on for lines of advice; the first sentences say what happened.
+    return f"{type(cause).__name__}: {last if len(last) <= 240 else last[:240] + '...'}"
 
 
 class RoleBook:
@@ -246,8 +248,17 @@ class Supervisor:
             self._stop_all()
         except RoleFailed:
             self._stop_all(kill_collector=True)
+            self._mark_stopped()
             raise
-        return self.results, self._final_replay_info()
+        info = self._final_replay_info()
+        self._mark_stopped()
+        return self.results, info
+
+    def _mark_stopped(self) -> None:
+        for r in self.roles.roles.values():
+            if r["status"] in ("starting", "running", "restarting"):
+                r["status"] = "stopped"
+        self.roles.write()
 
     def _loop(self) -> None:
         ray, c = self.ray, self.config

@@ -214,7 +214,7 @@ def test_kill_9_of_a_train_only_learner_restarts_it_and_the_run_goes_on(tmp_path
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert {r["learner"] for r in summary["learners"]} == {"collector_learner", name}
+    assert {r["learner"] for r in summary["learners"]} == {"collector_learner", name, "learner2_d4"}
     assert summary["roles"][name]["restarts"] == 1 and summary["roles"]["collector_learner"]["restarts"] == 0
     rows = _rows(run_dir / name / "metrics.jsonl")
     _assert_no_duplicate_rows(rows, name)
