@@ -69,6 +69,7 @@ def get_config() -> ConfigDict:
     c.activation = "swish"
     c.scan_blocks = True
     c.remat = False
+    c.compute_dtype = "float32"  # matmul inputs: "float32" or "bfloat16" (params, Adam, LayerNorm stay float32)
 
     # Distributed topologies (ignored by `single`).
     c.ray_address = ""  # empty: start an embedded local Ray
@@ -93,4 +94,9 @@ def get_config() -> ConfigDict:
     # Reporting.
     c.num_evals = 10
     c.checkpoint = True
+    # wandb (optional; imported only when a project is set): every metrics row, the config, the plots.
+    c.wandb_project = ""  # empty: no wandb; `--wandb PROJECT` sets it
+    c.wandb_mode = "online"  # "online" | "offline" (no network; `wandb sync` later) | "disabled"
+    c.wandb_entity = ""  # empty: your default entity
+    c.wandb_group = ""  # empty: the run directory's name (all roles of a run share it)
     return c

@@ -53,6 +53,7 @@ flags.DEFINE_float("gpus_per_collector", None, "GPUs for the collector (fraction
 flags.DEFINE_float("gpus_per_learner", None, "GPUs per learner (fractions share a GPU)")
 flags.DEFINE_float("cpus_per_role", None, "Ray CPUs per role of a distributed topology (default 1)")
 flags.DEFINE_multi_string("set", [], "Override any config field: --set gamma=0.98")
+flags.DEFINE_string("wandb", None, "Also log to this wandb project (--set wandb_mode=offline: no network)")
 flags.DEFINE_bool("list_envs", False, "List environments and exit")
 flags.DEFINE_bool("progress", True, "Show a progress bar")
 flags.DEFINE_bool(
@@ -107,6 +108,8 @@ def build_config() -> ConfigDict:
         value = getattr(FLAGS, name)
         if value is not None:
             config[name] = value
+    if FLAGS.wandb:
+        config.wandb_project = FLAGS.wandb
     from deepcrl.configs.resolve import ConfigError, apply_override
 
     for item in FLAGS.set:
@@ -114,6 +117,10 @@ def build_config() -> ConfigDict:
             apply_override(config, item)
         except ConfigError as e:
             raise UsageError(str(e)) from None
+    from deepcrl.rundir.metrics import WANDB_MODES
+
+    if config.get("wandb_mode", "online") not in WANDB_MODES:
+        raise UsageError(f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {config.wandb_mode!r}")
     return config
 
 

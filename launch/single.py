@@ -16,7 +16,6 @@ it, so longer runs are statistically, not bitwise, equivalent).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ from deepcrl.collector.coverage import (
 from deepcrl.collector.rollout import evaluate, unroll
 from deepcrl.configs.resolve import Layout, agent_config, build_env, make_eval_venv, make_train_venv, validate
 from deepcrl.envs.base import State
+from deepcrl.launch.progress import RunProgress
 from deepcrl.learner.agent import Agent, TrainState, make_agent
 from deepcrl.rundir.checkpoints import restore_train_state, save_train_state
 from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
@@ -145,27 +145,6 @@ def num_seeds_of(config: ConfigDict) -> int:
     return int(config.get("num_seeds", 1))
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr with env steps/s and the last success rate."""
-
-    def __init__(self, total: int, stream=sys.stderr, width: int = 30):
-        self.total, self.stream, self.width = total, stream, width
-        self.start = time.time()
-
-    def update(self, done: int, **fields) -> None:
-        frac = min(done / max(self.total, 1), 1.0)
-        filled = int(self.width * frac)
-        rate = done / max(time.time() - self.start, 1e-9)
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {done:,}/{self.total:,} steps {rate:,.0f} steps/s {extra}   ")
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
-
-
 def run_single(
     config: ConfigDict,
     run_dir: Path,
@@ -234,7 +213,7 @@ def run_single(
     start = time.time()
     carry = trainer.prefill(carry)
     env_steps += layout.prefill_env_steps
-    bar = ProgressBar(layout.total_env_steps * num_seeds) if progress else None
+    bar = RunProgress({"single": layout.total_env_steps * num_seeds}) if progress else None
     row: dict = {}
     if first_epoch == 0:
         key, k_eval = _split(key, many)
@@ -260,16 +239,16 @@ def run_single(
                 }
             )
             if bar:
-                bar.update(env_steps * num_seeds, success=f"{row['eval/success']:.2f}")
+                bar.update("single", env_steps * num_seeds, row)
     finally:
         if bar:
             bar.close()
-        log.close()
-        for seed_log in seed_logs:
-            seed_log.close()
         curves = {f"seed {s}": read_metrics(sl.jsonl_path) for s, sl in enumerate(seed_logs)}
         curves = {**curves, ("mean" if many else config.env): read_metrics(log.jsonl_path)}
         plot_success(curves, run_dir / "success.png", title=config.env)
+        log.close()  # after the plot: a wandb run uploads the folder's plots when it closes
+        for seed_log in seed_logs:
+            seed_log.close()
     for s, folder in enumerate(seed_dirs):
         if config.checkpoint:
             save_train_state(folder / "checkpoints" / "final", _pick(carry.train_state, s))

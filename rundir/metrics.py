@@ -1,7 +1,13 @@
-"""What a run writes as it goes: resolved config and metrics (JSONL, CSV, TensorBoard).
+"""What a run writes as it goes: resolved config and metrics (JSONL, CSV, TensorBoard, wandb).
 
 One ``MetricsLog`` per role, each in its own folder of the run directory, so a
 distributed run and a single run produce the same files.
+
+wandb is optional: a run whose ``config.json`` sets ``wandb_project`` also sends
+every row to a wandb run (with the config, and the folder's plots at the end);
+wandb is imported only then. All the wandb runs of one run directory share a
+group (``wandb_group``, default the run directory's name); each role is one
+wandb run whose job type is the role (``single``, ``collector``, ``learner_0``, ...).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 def default_run_dir(env: str, topology: str) -> Path:
@@ -33,10 +41,87 @@ def _scalar(v: Any) -> float | int | str:
     return v if math.isfinite(v) else str(v)
 
 
-class MetricsLog:
-    """Appends rows to ``metrics.jsonl`` and ``metrics.csv`` and scalars to TensorBoard."""
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
-    def __init__(self, folder: Path, tensorboard: bool = True):
+
+def wandb_target(folder: Path) -> tuple[dict, str, str] | None:
+    """``(config, group, job_type)`` if the run ``folder`` belongs to asks for wandb, else None.
+
+    A folder whose parent holds a ``config.json`` is a role (or seed) of that run
+    directory; otherwise the folder is the run directory itself (``single``).
+    """
+    folder = Path(folder).absolute()
+    parent = _read_json(folder.parent / "config.json")
+    if parent is not None and parent.get("wandb_project"):
+        own = _read_json(folder / "config.json") or parent
+        return own, parent.get("wandb_group") or folder.parent.name, folder.name
+    own = _read_json(folder / "config.json")
+    if own is not None and own.get("wandb_project"):
+        return own, own.get("wandb_group") or folder.name, str(own.get("topology") or "run")
+    return None
+
+
+class WandbRun:
+    """One wandb run: numeric fields of every metrics row (x axis: env steps), the config, plots."""
+
+    def __init__(self, folder: Path, config: dict, group: str, job_type: str):
+        import wandb  # only runs that ask for wandb import it
+
+        mode = config.get("wandb_mode") or "online"
+        if mode not in WANDB_MODES:
+            raise ValueError(f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=config["wandb_project"],
+            entity=config.get("wandb_entity") or None,
+            group=group,
+            job_type=job_type,
+            name=f"{group}/{job_type}",
+            config=config,
+            dir=os.environ.get("WANDB_DIR") or str(folder),
+            mode=mode,
+            reinit="create_new",  # several roles or seeds may log from one process
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+        self.run.define_metric("*", step_metric="env_steps")
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+    def finish(self, folder: Path) -> None:
+        images = {f"plots/{p.stem}": self._wandb.Image(str(p)) for p in sorted(Path(folder).glob("*.png"))}
+        if images:
+            self.run.log(images)
+        self.run.finish()
+
+
+def publish_to_wandb(run_dir: Path, job_type: str, summary: dict | None = None) -> None:
+    """Send a run directory's plots and a summary as one more wandb run of its group (no-op without wandb).
+
+    The distributed driver calls this after drawing ``success.png``: the roles'
+    wandb runs have finished by then.
+    """
+    run_dir = Path(run_dir)
+    config = _read_json(run_dir / "config.json")
+    if not config or not config.get("wandb_project"):
+        return
+    sink = WandbRun(run_dir, config, config.get("wandb_group") or run_dir.name, job_type)
+    if summary:
+        sink.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    sink.finish(run_dir)
+
+
+class MetricsLog:
+    """Appends rows to ``metrics.jsonl`` and ``metrics.csv`` and scalars to TensorBoard (and wandb).
+
+    ``wandb=None`` follows the run's ``config.json`` (see ``wandb_target``); ``False`` never logs there.
+    """
+
+    def __init__(self, folder: Path, tensorboard: bool = True, wandb: bool | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.folder / "metrics.jsonl"
@@ -47,6 +132,8 @@ class MetricsLog:
             from tensorboardX import SummaryWriter  # no TensorFlow import
 
             self._tb = SummaryWriter(str(self.folder / "tensorboard"))
+        target = wandb_target(self.folder) if wandb is not False else None
+        self._wandb = WandbRun(self.folder, *target) if target else None
 
     def write(self, step: int, row: dict[str, Any]) -> dict:
         row = {"env_steps": int(step), **{k: _scalar(v) for k, v in row.items()}}
@@ -63,11 +150,17 @@ class MetricsLog:
                 if isinstance(v, float):
                     self._tb.add_scalar(k, v, int(step))
             self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(row)
         return row
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish(self.folder)  # with the folder's plots, if drawn before close
+            self._wandb = None
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -84,7 +177,7 @@ def truncate_metrics(folder: Path, keep) -> None:
     for name in ("metrics.jsonl", "metrics.csv"):
         (folder / name).unlink(missing_ok=True)
     if rows:
-        log = MetricsLog(folder, tensorboard=False)
+        log = MetricsLog(folder, tensorboard=False, wandb=False)
         for r in rows:
             log.write(r.pop("env_steps"), r)
 
