@@ -194,7 +194,71 @@ def env_cell(p: Cell) -> None:
           loop_updates_per_s=n * p["collections_per_epoch"] * c.num_minibatches / secs)  # fmt: skip
 
 
-CELLS: dict[str, Callable[[Cell], None]] = {"update": update_cell, "env": env_cell}
+def _random_batch(batch: int) -> dict:
+    import jax
+
+    ks, ka, kg = jax.random.split(jax.random.PRNGKey(0), 3)
+    return {
+        "state": jax.random.normal(ks, (batch, STATE)),
+        "action": jax.random.uniform(ka, (batch, ACTION), minval=-0.99, maxval=0.99),
+        "goal": jax.random.normal(kg, (batch, GOAL)),
+    }
+
+
+def compare_cell(p: Cell) -> None:
+    """Ours (each variant in ``p['variants']``) against the paper-shaped baseline, interleaved.
+
+    Everything is compiled first (ours before the baseline, so a baseline compile cut off by the cap
+    still leaves ours measured), then ``p['rounds']`` rounds each time every program for
+    ``p['calls']`` blocked calls: wall seconds and CPU seconds (``time.process_time``, all threads).
+    """
+    import dataclasses
+
+    import jax
+
+    from deepcrl.learner.agent import AgentConfig, make_agent
+    from deepcrl.learner.networks import TrunkConfig
+    from deepcrl.learner.reference import make_reference_update
+
+    key = jax.random.PRNGKey(0)
+    batch = _random_batch(p["batch"])
+    base_trunk = TrunkConfig(depth=p["depth"], width=p["width"])
+    programs: dict[str, tuple[Any, Any]] = {}  # name -> (compiled, initial state)
+    for v in p["variants"]:
+        trunk = dataclasses.replace(base_trunk, **v.get("trunk", {}))
+        agent = make_agent(AgentConfig(STATE, GOAL, ACTION, actor=trunk, critic=trunk))
+        shapes = jax.eval_shape(agent.init, key)
+        cpu0, start = time.process_time(), time.perf_counter()
+        donate = (0,) if v.get("donate", True) else ()
+        compiled = jax.jit(agent.update, donate_argnums=donate).lower(shapes, batch, key).compile()
+        _emit(variant=v["name"], compile_s=time.perf_counter() - start, compile_cpu_s=time.process_time() - cpu0,
+              **_memory(compiled))  # fmt: skip
+        programs[v["name"]] = (compiled, jax.jit(agent.init)(key))
+    if p.get("baseline"):
+        cfg = AgentConfig(STATE, GOAL, ACTION, actor=base_trunk, critic=base_trunk)
+        init, update = make_reference_update(cfg)
+        shapes = jax.eval_shape(init, key)
+        cpu0, start = time.process_time(), time.perf_counter()
+        _emit(variant="baseline", compile_started_epoch=time.time(), compile_started_cpu_s=_cpu_s())
+        compiled = jax.jit(update, donate_argnums=0).lower(shapes, batch, key).compile()
+        _emit(variant="baseline", compile_s=time.perf_counter() - start,
+              compile_cpu_s=time.process_time() - cpu0, **_memory(compiled))  # fmt: skip
+        programs["baseline"] = (compiled, jax.jit(init)(key))
+    states = {name: jax.block_until_ready(ts) for name, (_, ts) in programs.items()}
+    for name, (compiled, _) in programs.items():  # warm-up: first execution of each
+        states[name] = jax.block_until_ready(compiled(states[name], batch, key)[0])
+    for r in range(p["rounds"]):
+        for name, (compiled, _) in programs.items():
+            cpu0, start = time.process_time(), time.perf_counter()
+            for _ in range(p["calls"]):
+                states[name] = jax.block_until_ready(compiled(states[name], batch, key)[0])
+            _emit(variant=name, round=r, calls=p["calls"], wall_s=time.perf_counter() - start,
+                  cpu_s=time.process_time() - cpu0, load=os.getloadavg()[0])  # fmt: skip
+        if _remaining(p) < 0.2 * p["cap"]:
+            break
+
+
+CELLS: dict[str, Callable[[Cell], None]] = {"update": update_cell, "env": env_cell, "compare": compare_cell}
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -233,9 +297,9 @@ def run_cell(kind: str, params: Cell, cap: float) -> Cell:
         out, err = proc.communicate()
         result["timed_out"] = True
     result["wall_s"] = time.time() - start
-    for line in out.splitlines():
-        if line.startswith(MARK):
-            result.update(json.loads(line[len(MARK) :]))
+    result["lines"] = [json.loads(ln[len(MARK) :]) for ln in out.splitlines() if ln.startswith(MARK)]
+    for line in result["lines"]:
+        result.update(line)
     if result["timed_out"] and hwm is not None:
         result["peak_rss_mb"] = max(hwm, result.get("peak_rss_mb", 0.0))
     if result["timed_out"] and "compile_started_epoch" in result and "compile_s" not in result:
@@ -337,6 +401,57 @@ def env_table(r: Cell) -> str:
     return out
 
 
+VARIANTS: dict[str, Cell] = {  # name -> TrunkConfig overrides of ours (actor = critic) and donation
+    "ours": {},
+    "unroll2": {"trunk": {"scan_unroll": 2}},
+    "unroll4": {"trunk": {"scan_unroll": 4}},
+    "unrolled": {"trunk": {"scan": False}},
+    "remat": {"trunk": {"remat": True}},
+    "no_donate": {"donate": False},
+    "bf16": {"trunk": {"compute_dtype": "bfloat16"}},
+}
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = sorted(xs)
+    return None if not xs else (xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]))
+
+
+def compare_rows(r: Cell) -> list[list[str]]:
+    """One row per program of a compare cell: compile, ms per update, baseline / program per round."""
+    compiles = {ln["variant"]: ln for ln in r["lines"] if "compile_s" in ln}
+    rounds: dict[str, dict[int, Cell]] = {}
+    for ln in r["lines"]:
+        if "round" in ln:
+            rounds.setdefault(ln["variant"], {})[ln["round"]] = ln
+    base = rounds.get("baseline", {})
+    rows = []
+    for name in [*compiles, *(["baseline"] if "baseline" not in compiles and "baseline" in rounds else [])]:
+        c, got = compiles.get(name, {}), rounds.get(name, {})
+        per = lambda ln, f: 1e3 * ln[f] / ln["calls"]  # noqa: E731 - ms per update
+        wall, cpu = [per(x, "wall_s") for x in got.values()], [per(x, "cpu_s") for x in got.values()]
+        ratio_w = [base[i]["wall_s"] / x["wall_s"] for i, x in got.items() if i in base]
+        ratio_c = [base[i]["cpu_s"] / x["cpu_s"] for i, x in got.items() if i in base]
+        compile_str = f"{c['compile_s']:.1f} ({c['compile_cpu_s']:.1f})" if c else (
+            f"> {r['compile_lower_bound_s']:.0f} (cap)" if name == "baseline" and "compile_lower_bound_s" in r
+            else "timeout" if r["timed_out"] else r.get("error", "-"))  # fmt: skip
+        spread = lambda xs: f"{min(xs):.2f}–{max(xs):.2f}" if xs else "-"  # noqa: E731
+        rows.append([str(r["depth"]), name, compile_str, _fmt(c.get("xla_temp_mb")), _fmt(_median(wall)),
+                     _fmt(_median(cpu)), str(len(got)),
+                     _fmt(_median(ratio_w), ".2f") if name != "baseline" and ratio_w else "-",
+                     _fmt(_median(ratio_c), ".2f") if name != "baseline" and ratio_c else "-",
+                     spread(ratio_c) if name != "baseline" else "-"])  # fmt: skip
+    if r.get("timed_out") and "baseline" not in compiles and "compile_lower_bound_s" in r:
+        rows.append([str(r["depth"]), "baseline", f"> {r['compile_lower_bound_s']:.0f} (cap)"] + ["-"] * 7)
+    return rows
+
+
+def compare_table(cells: list[Cell]) -> str:
+    header = ["depth", "program", "compile s (CPU s)", "XLA temp MiB", "ms/update wall", "ms/update CPU",
+              "rounds", "baseline / this, wall", "baseline / this, CPU", "CPU ratio min–max"]  # fmt: skip
+    return table(header, [row for r in cells for row in compare_rows(r)])
+
+
 def machine() -> str:
     name = platform.processor() or "?"
     try:
@@ -371,6 +486,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--env_depth", type=int, default=4)
     ap.add_argument("--collections_per_epoch", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write all raw results here")
+    ap.add_argument("--compare", action="store_true",
+                    help="only ours vs the paper-shaped baseline (interleaved), then exit")
+    ap.add_argument("--compare_depths", type=int, nargs="+", default=[4, 16, 64])
+    ap.add_argument("--variants", nargs="+", default=["ours"], choices=list(VARIANTS))
+    ap.add_argument("--baseline_max_depth", type=int, default=64,
+                    help="no baseline above this depth (its unrolled compile grows ~5x per 4x depth)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=3, help="updates per program per round")
+    ap.add_argument("--compare_cap", type=float, default=900.0, help="wall seconds per compare cell")
     ap.add_argument("--_cell", default=None, help=argparse.SUPPRESS)
     if ap.parse_known_args(argv)[0].quick:  # quick changes the defaults; explicit flags still win
         ap.set_defaults(width=64, depths=[4, 16], unrolled_depths=[4, 16], cap=60.0, unrolled_cap=60.0,
@@ -387,6 +511,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         CELLS[p["kind"]](p)
         return {}
     print(f"# CRL core depth scaling — {machine()}; load avg {os.getloadavg()[0]:.2f}", flush=True)
+    if args.compare:
+        return compare_main(args)
     base = {"width": args.width, "batch": args.batch, "seconds": args.seconds}
     scanned: dict[int, Cell] = {}
     for depth in args.depths:
@@ -423,6 +549,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\nload avg at end {os.getloadavg()[0]:.2f}; total wall {time.perf_counter() - T0:.0f} s")
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "scanned": scanned, "unrolled": unrolled,
                "env": env}  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def compare_main(args: argparse.Namespace) -> dict[str, Any]:
+    """Ours vs the paper-shaped baseline at each depth, one subprocess per depth, interleaved inside."""
+    cells = []
+    for depth in args.compare_depths:
+        p = {"depth": depth, "width": args.width, "batch": args.batch, "rounds": args.rounds, "calls": args.calls,
+             "variants": [{"name": n, **VARIANTS[n]} for n in args.variants],
+             "baseline": depth <= args.baseline_max_depth}  # fmt: skip
+        cells.append(run_cell("compare", p, args.compare_cap))
+        print(f"  depth {depth} done ({cells[-1]['wall_s']:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"\n## ours vs paper-shaped baseline (width {args.width}, batch {args.batch}, actor = critic depth; "
+          f"{args.rounds} rounds x {args.calls} updates per program, interleaved; ratios are medians of "
+          f"per-round ratios)\n")  # fmt: skip
+    print(compare_table(cells))
+    print(f"\nload avg at end {os.getloadavg()[0]:.2f}; total wall {time.perf_counter() - T0:.0f} s")
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "compare": cells}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return results

@@ -110,6 +110,7 @@ def trunk_config(config: ConfigDict, role: str) -> TrunkConfig:
         activation=str(config.activation),
         scan=bool(config.scan_blocks),
         remat=bool(config.remat),
+        compute_dtype=str(config.compute_dtype),
     )
 
 

@@ -92,43 +92,51 @@ def make_agent(cfg: AgentConfig) -> Agent:
         mean, log_std = actor_net.apply(actor, obs)
         return tanh_gaussian_sample(key, mean, log_std)
 
-    def critic_loss(critic, batch):
-        phi, psi = critic_repr(critic, batch["state"], batch["action"], batch["goal"])
-        return infonce_loss(energy_matrix(phi, psi), cfg.logsumexp_penalty)
-
-    def actor_loss(actor, critic, log_alpha, batch, key):
-        obs = jnp.concatenate([batch["state"], batch["goal"]], axis=-1)
-        action, log_prob = sample_action(actor, obs, key)
-        phi, psi = critic_repr(critic, batch["state"], action, batch["goal"])
-        f = energy(phi, psi)
-        loss = jnp.mean(jnp.exp(log_alpha) * log_prob - f)
-        return loss, {"actor/loss": loss, "actor/entropy": -log_prob.mean(), "actor/energy": f.mean()}
-
-    def alpha_loss(log_alpha, actor, batch, key):
-        obs = jnp.concatenate([batch["state"], batch["goal"]], axis=-1)
-        _, log_prob = sample_action(actor, obs, key)
-        return -jnp.mean(log_alpha * jax.lax.stop_gradient(log_prob + target_entropy))
-
     def update(ts: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, dict]:
-        k_alpha, k_actor = jax.random.split(key)
+        """One SGD step in the paper's order: actor and α from one actor sample, then the critic.
 
-        a_loss, a_grad = jax.value_and_grad(alpha_loss)(ts.log_alpha, ts.actor, batch, k_alpha)
-        a_upd, alpha_opt = alpha_tx.update(a_grad, ts.alpha_opt)
-        log_alpha = optax.apply_updates(ts.log_alpha, a_upd)
+        The actor and the critic both see the critic as it was before this step (as in the paper's
+        code), so ψ(g) is computed once and serves as the actor's target and the critic's input;
+        the critic's gradient for ψ's parameters goes back through that same forward pass.
+        """
+        state, goal = batch["state"], batch["goal"]
+        obs = jnp.concatenate([state, goal], axis=-1)
+        psi, psi_vjp = jax.vjp(lambda g: g_net.apply(g, goal), ts.critic["g"])
 
-        (c_loss, c_metrics), c_grad = jax.value_and_grad(critic_loss, has_aux=True)(ts.critic, batch)
-        c_upd, critic_opt = critic_tx.update(c_grad, ts.critic_opt)
-        critic = optax.apply_updates(ts.critic, c_upd)
+        def actor_loss(actor):
+            action, log_prob = sample_action(actor, obs, key)
+            phi = sa_net.apply(ts.critic["sa"], jnp.concatenate([state, action], axis=-1))
+            f = energy(phi, psi)
+            loss = jnp.mean(jnp.exp(ts.log_alpha) * log_prob - f)
+            return loss, (log_prob, f)
 
-        (_, p_metrics), p_grad = jax.value_and_grad(actor_loss, has_aux=True)(
-            ts.actor, critic, log_alpha, batch, k_actor
-        )
+        (p_loss, (log_prob, f)), p_grad = jax.value_and_grad(actor_loss, has_aux=True)(ts.actor)
         p_upd, actor_opt = actor_tx.update(p_grad, ts.actor_opt)
         actor = optax.apply_updates(ts.actor, p_upd)
 
+        def alpha_loss(log_alpha):  # on the actor's own sample, as in the paper's code
+            return jnp.exp(log_alpha) * jnp.mean(jax.lax.stop_gradient(-log_prob - target_entropy))
+
+        a_loss, a_grad = jax.value_and_grad(alpha_loss)(ts.log_alpha)
+        a_upd, alpha_opt = alpha_tx.update(a_grad, ts.alpha_opt)
+        log_alpha = optax.apply_updates(ts.log_alpha, a_upd)
+
+        def critic_loss(sa, psi):
+            phi = sa_net.apply(sa, jnp.concatenate([state, batch["action"]], axis=-1))
+            return infonce_loss(energy_matrix(phi, psi), cfg.logsumexp_penalty)
+
+        (c_loss, c_metrics), (sa_grad, psi_grad) = jax.value_and_grad(critic_loss, (0, 1), has_aux=True)(
+            ts.critic["sa"], psi
+        )
+        c_grad = {"sa": sa_grad, "g": psi_vjp(psi_grad)[0]}
+        c_upd, critic_opt = critic_tx.update(c_grad, ts.critic_opt)
+        critic = optax.apply_updates(ts.critic, c_upd)
+
         metrics = {
             **c_metrics,
-            **p_metrics,
+            "actor/loss": p_loss,
+            "actor/entropy": -log_prob.mean(),
+            "actor/energy": f.mean(),
             "critic/loss": c_loss,
             "alpha/loss": a_loss,
             "alpha/value": jnp.exp(log_alpha),

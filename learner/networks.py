@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 LAYERS_PER_BLOCK = 4
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"swish": nn.swish, "relu": nn.relu}
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
@@ -31,6 +32,8 @@ class TrunkConfig:
     activation: str = "swish"
     scan: bool = True
     remat: bool = False
+    scan_unroll: int = 1  # blocks per scan iteration (nn.scan ``unroll``); more fuses across blocks
+    compute_dtype: str = "float32"  # matmul inputs; "bfloat16" keeps params and LayerNorm in float32
 
     @property
     def num_blocks(self) -> int:
@@ -47,18 +50,31 @@ def validate_trunk(cfg: TrunkConfig, role: str) -> None:
         raise ValueError(f"{role} width must be positive, got {cfg.width}")
     if cfg.activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {cfg.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+    if cfg.compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute_dtype {cfg.compute_dtype!r}; valid: {', '.join(COMPUTE_DTYPES)}")
+    if cfg.scan_unroll < 1:
+        raise ValueError(f"{role} scan_unroll must be >= 1, got {cfg.scan_unroll}")
+
+
+def _dense(features: int, compute_dtype: str, name: str | None = None) -> nn.Dense:
+    """Dense with float32 parameters; inputs and kernel cast to ``compute_dtype`` for the matmul."""
+    return nn.Dense(features, kernel_init=kernel_init, bias_init=nn.initializers.zeros,
+                    dtype=COMPUTE_DTYPES[compute_dtype], param_dtype=jnp.float32, name=name)  # fmt: skip
 
 
 class _Layer(nn.Module):
     width: int
     layer_norm: bool
     activation: str
+    compute_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Dense(self.width, kernel_init=kernel_init, bias_init=nn.initializers.zeros)(x)
+        x = _dense(self.width, self.compute_dtype, name="Dense_0")(x)
         if self.layer_norm:
-            x = nn.LayerNorm()(x)
+            x = nn.LayerNorm(dtype=jnp.float32)(x)  # statistics and residual stream in float32
+        else:
+            x = x.astype(jnp.float32)
         return ACTIVATIONS[self.activation](x)
 
 
@@ -71,7 +87,7 @@ class ResidualBlock(nn.Module):
     def __call__(self, x: jax.Array, _=None):
         h = x
         for _i in range(LAYERS_PER_BLOCK):
-            h = _Layer(self.cfg.width, self.cfg.layer_norm, self.cfg.activation)(h)
+            h = _Layer(self.cfg.width, self.cfg.layer_norm, self.cfg.activation, self.cfg.compute_dtype)(h)
         if self.cfg.residual:
             h = h + x
         return h, None
@@ -83,7 +99,7 @@ class Trunk(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.cfg
-        x = _Layer(cfg.width, cfg.layer_norm, cfg.activation, name="input")(x)
+        x = _Layer(cfg.width, cfg.layer_norm, cfg.activation, cfg.compute_dtype, name="input")(x)
         block = nn.remat(ResidualBlock, prevent_cse=not cfg.scan) if cfg.remat else ResidualBlock
         if cfg.scan:
             blocks = nn.scan(
@@ -91,6 +107,7 @@ class Trunk(nn.Module):
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
                 length=cfg.num_blocks,
+                unroll=min(cfg.scan_unroll, cfg.num_blocks),
             )(cfg, name="blocks")
             x, _ = blocks(x, None)
         else:
@@ -108,7 +125,7 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = Trunk(self.cfg)(x)
-        return nn.Dense(self.out_dim, kernel_init=kernel_init, bias_init=nn.initializers.zeros)(h)
+        return _dense(self.out_dim, self.cfg.compute_dtype, name="Dense_0")(h).astype(jnp.float32)
 
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -123,8 +140,8 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = Trunk(self.cfg)(obs)
-        mean = nn.Dense(self.action_size, kernel_init=kernel_init, bias_init=nn.initializers.zeros)(h)
-        raw = nn.Dense(self.action_size, kernel_init=kernel_init, bias_init=nn.initializers.zeros)(h)
+        mean = _dense(self.action_size, self.cfg.compute_dtype, name="Dense_0")(h).astype(jnp.float32)
+        raw = _dense(self.action_size, self.cfg.compute_dtype, name="Dense_1")(h).astype(jnp.float32)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
         return mean, log_std
 

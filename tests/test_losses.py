@@ -59,3 +59,23 @@ def test_update_gradients_finite_and_params_move():
     moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), ts.critic, new.critic)
     assert max(jax.tree_util.tree_leaves(moved)) > 0
     assert float(new.log_alpha) != float(ts.log_alpha)
+
+
+def test_matmul_energy_matrix_equals_broadcast_form_with_gradients():
+    """The fast logits (matmul off the diagonal, direct on it) equal the B×B×d form, gradients too."""
+    from deepcrl.learner.losses import energy_matrix_broadcast
+
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    phi = 3.0 * jax.random.normal(k1, (16, 8))
+    psi = phi + 0.01 * jax.random.normal(k2, (16, 8))  # tiny positive distances: where cancellation would bite
+    psi = psi.at[8:].set(3.0 * jax.random.normal(k2, (8, 8)))
+    np.testing.assert_allclose(energy_matrix(phi, psi), energy_matrix_broadcast(phi, psi), rtol=1e-4, atol=2e-4)
+    np.testing.assert_allclose(jnp.diag(energy_matrix(phi, psi)), energy(phi, psi), rtol=1e-6)
+
+    def loss(f):
+        return lambda a, b: infonce_loss(f(a, b), 0.1)[0]
+
+    fast = jax.grad(loss(energy_matrix), (0, 1))(phi, psi)
+    slow = jax.grad(loss(energy_matrix_broadcast), (0, 1))(phi, psi)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
