@@ -50,6 +50,15 @@ def cpu_base() -> ConfigDict:
     return c
 
 
+# ``--scale cpu`` on the point-mass mazes (envs/point_mass_maze.py): wider nets and more steps than the
+# open point mass needs; one run takes ~5 (depth 4) to ~10 (depth 16) minutes on a shared 2-core machine.
+CPU_MAZE_SETTINGS = {"total_env_steps": 100_000, "critic_width": 64, "actor_width": 64}
+
+
+def is_point_mass_maze(env: str) -> bool:
+    return env.startswith("point_mass_") and "_maze" in env
+
+
 def base_config(scale: str, env: str) -> ConfigDict:
     """The config every run of ``env`` starts from: the paper's per-env preset, or ``cpu_base``."""
     if scale not in SCALES:
@@ -60,6 +69,8 @@ def base_config(scale: str, env: str) -> ConfigDict:
         return get_config(env)
     c = cpu_base()
     c.env = env
+    if is_point_mass_maze(env):
+        c.update(CPU_MAZE_SETTINGS)
     return c
 
 

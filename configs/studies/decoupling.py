@@ -14,9 +14,10 @@ DESCRIPTION = "Deep vs shallow train-only learners under a deep and a shallow co
 # The paper uses three envs; which three is our assumption (the excerpt does not name them).
 DEFAULT_ENVS = {
     "paper": ["ant_big_maze", "humanoid_u_maze", "arm_push_easy"],
-    "cpu": ["point_mass", "point_mass_walls"],
+    "cpu": ["point_mass_u4_maze", "point_mass_big_maze"],  # as depth_sweep's (docs/results.md)
 }
-DEFAULT_OPTIONS = {"paper": {"depths": [32, 4]}, "cpu": {"depths": [32, 4]}}  # deep, shallow (DESIGN.md)
+# deep, shallow (DESIGN.md); at cpu scale the depth sweep's two depths.
+DEFAULT_OPTIONS = {"paper": {"depths": [32, 4]}, "cpu": {"depths": [16, 4]}}
 
 CURVE_KEYS = ("collector_depth", "learner", "learner_depth")
 FINAL_X, FINAL_LINES = None, ()  # the report draws the 2×2 grid instead

@@ -6,8 +6,9 @@ from deepcrl.configs.paper.envs import HEADLINE_ENVS
 from deepcrl.configs.studies import Run, check_depths, seed_tag
 
 DESCRIPTION = "Success vs network depth (critic and actor together), per environment."
-DEFAULT_ENVS = {"paper": list(HEADLINE_ENVS), "cpu": ["point_mass", "point_mass_walls"]}
-DEFAULT_OPTIONS = {"paper": {"depths": [4, 8, 16, 32, 64]}, "cpu": {"depths": [4, 8, 16, 32, 64]}}
+# cpu: two point-mass mazes (issue 11; settings in configs/studies CPU_MAZE_SETTINGS, results in docs/results.md).
+DEFAULT_ENVS = {"paper": list(HEADLINE_ENVS), "cpu": ["point_mass_u4_maze", "point_mass_big_maze"]}
+DEFAULT_OPTIONS = {"paper": {"depths": [4, 8, 16, 32, 64]}, "cpu": {"depths": [4, 16]}}
 
 CURVE_KEYS = ("depth",)  # one success-vs-steps curve per depth
 FINAL_X, FINAL_LINES = "depth", ()  # final success vs depth, one line per panel
