@@ -104,18 +104,52 @@ def rollout(
     }
 
 
-def _camera(env: GoalEnv, qpos: np.ndarray, goal3: np.ndarray) -> mujoco.MjvCamera:
+CAMERAS = ("track", "top")
+
+
+def agent_radius(model: mujoco.MjModel, body: int = 1) -> float:
+    """Radius of the robot at its rest pose: the farthest reach of its geoms from its root body."""
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    ids = [g for g in range(model.ngeom) if model.geom_bodyid[g] != 0]
+    if not ids:
+        return 0.1
+    reach = np.linalg.norm(data.geom_xpos[ids] - data.xpos[body], axis=-1) + model.geom_rbound[ids]
+    return float(reach.max())
+
+
+def hide_agent(model: mujoco.MjModel) -> None:
+    """Make every geom outside the world body invisible (tests compare frames with and without the agent)."""
+    model.geom_rgba[model.geom_bodyid != 0, 3] = 0.0
+
+
+def _camera(env: GoalEnv, qpos: np.ndarray, goal3: np.ndarray, mode: str, radius: float) -> mujoco.MjvCamera:
+    """``track``: follows the robot's root body at a distance that frames it; ``top``: the whole scene."""
     cam = mujoco.MjvCamera()
-    cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+    if hasattr(env, "task"):  # arm: the table is the whole scene
+        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        cam.lookat[:] = [0.0, 0.5, 0.1]
+        if mode == "top":
+            cam.distance, cam.azimuth, cam.elevation = 1.3, 90.0, -89.0
+        else:
+            cam.distance, cam.azimuth, cam.elevation = 1.4, 235.0, -30.0
+        return cam
     maze = getattr(env, "maze", None)
+    if mode == "track":
+        cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+        cam.trackbodyid = 1  # the torso (ant, humanoid) or the point mass
+        cam.distance = max(2.8 * radius, 0.4)
+        cam.azimuth, cam.elevation = 90.0, -30.0
+        if maze is not None:  # look down into the corridor from above the walls
+            cam.elevation = -55.0
+            cam.distance = max(cam.distance, (maze.wall_height + 0.5) / np.sin(np.radians(55.0)))
+        return cam
+    cam.type = mujoco.mjtCamera.mjCAMERA_FREE
     if maze is not None:  # whole maze, seen from above at a slant
         x0, x1, y0, y1 = maze.extent
         cam.lookat[:] = [(x0 + x1) / 2, (y0 + y1) / 2, 0.0]
         cam.distance = 1.25 * max(x1 - x0, y1 - y0)
         cam.azimuth, cam.elevation = 90.0, -70.0
-    elif hasattr(env, "task"):  # arm: fixed view of the table
-        cam.lookat[:] = [0.0, 0.5, 0.1]
-        cam.distance, cam.azimuth, cam.elevation = 1.4, 235.0, -30.0
     elif hasattr(env, "sys"):  # open floor: keep robot and goal in view
         mid = 0.5 * (qpos[:2] + goal3[:2])
         cam.lookat[:] = [mid[0], mid[1], 0.5]
@@ -155,12 +189,54 @@ def _add_flat_box(scene: mujoco.MjvScene, xy, half: float, rgba) -> None:
     scene.ngeom += 1
 
 
-def render_frames(env: GoalEnv, traj: dict[str, np.ndarray], width: int, height: int) -> list[np.ndarray]:
+def _add_connector(scene: mujoco.MjvScene, kind: int, width: float, a, b, rgba) -> None:
+    if scene.ngeom >= scene.maxgeom:
+        return
+    geom = scene.geoms[scene.ngeom]
+    mujoco.mjv_initGeom(geom, kind, np.zeros(3), np.zeros(3), np.eye(3).ravel(), np.asarray(rgba, np.float32))
+    mujoco.mjv_connector(geom, kind, width, np.asarray(a, np.float64), np.asarray(b, np.float64))
+    scene.ngeom += 1
+
+
+def _mark_goal(scene: mujoco.MjvScene, env: GoalEnv, goal3: np.ndarray, root: np.ndarray, radius: float) -> None:
+    """The goal: a translucent sphere of the success radius; for floor goals also a red pole seen from
+    afar and, while the goal is farther than the success radius, a red arrow from the robot towards it."""
+    threshold = env.spec.success_threshold
+    _add_sphere(scene, goal3, threshold, GOAL_RGBA)
+    if env.spec.goal_size == 3:  # arm: the cube's target in space
+        return
+    solid = np.array([*GOAL_RGBA[:3], 0.9], np.float32)
+    pole = max(3.0 * radius, 4.0 * threshold)
+    base = np.array([goal3[0], goal3[1], 0.0])
+    _add_connector(scene, mujoco.mjtGeom.mjGEOM_CYLINDER, 0.12 * threshold, base, base + [0, 0, pole], solid)
+    to_goal = goal3[:2] - root[:2]
+    dist = float(np.linalg.norm(to_goal))
+    if dist > threshold:
+        start = np.array([root[0], root[1], root[2] + 0.8 * radius])
+        end = start + np.array([*(to_goal / dist * min(dist, 1.5 * radius)), 0.0])
+        _add_connector(scene, mujoco.mjtGeom.mjGEOM_ARROW, 0.06 * radius, start, end, solid)
+
+
+def render_frames(
+    env: GoalEnv,
+    traj: dict[str, np.ndarray],
+    width: int,
+    height: int,
+    camera: str = "track",
+    agent_visible: bool = True,
+) -> list[np.ndarray]:
     """RGB frames [H, W, 3] of every live step of every episode, one episode after another.
 
-    The goal is a translucent red sphere whose radius is the success threshold.
+    ``camera`` is ``track`` (follows the robot) or ``top`` (the whole maze or
+    arena). The goal is a translucent red sphere whose radius is the success
+    threshold, with a red pole and an arrow from the robot for floor goals.
     """
+    if camera not in CAMERAS:
+        raise ValueError(f"unknown camera {camera!r}; valid cameras: {', '.join(CAMERAS)}")
     model = mj_model(env)
+    radius = agent_radius(model)
+    if not agent_visible:
+        hide_agent(model)
     model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
     model.vis.global_.offheight = max(model.vis.global_.offheight, height)
     data = mujoco.MjData(model)
@@ -174,39 +250,73 @@ def render_frames(env: GoalEnv, traj: dict[str, np.ndarray], width: int, height:
                     break
                 data.qpos[:] = qpos_all[t, e]
                 mujoco.mj_forward(model, data)
-                renderer.update_scene(data, camera=_camera(env, qpos_all[t, e], goals[e]))
+                renderer.update_scene(data, camera=_camera(env, qpos_all[t, e], goals[e], camera, radius))
                 if hasattr(env, "task") and not env.task.bins:
                     for xy, half, rgba in env.regions():
                         _add_flat_box(renderer.scene, xy, half, rgba)
-                _add_sphere(renderer.scene, goals[e], env.spec.success_threshold, GOAL_RGBA)
+                _mark_goal(renderer.scene, env, goals[e], data.xpos[1], radius)
                 frames.append(renderer.render().copy())
     finally:
         renderer.close()
     return frames
 
 
+def ffmpeg_exe() -> str | None:
+    """An ffmpeg executable: imageio-ffmpeg's bundled one (a dependency), else one on PATH."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # not installed, or no binary for this platform
+        import shutil
+
+        return shutil.which("ffmpeg")
+
+
+def video_suffix() -> str:
+    """``.mp4`` when ffmpeg is there, ``.gif`` otherwise."""
+    return ".mp4" if ffmpeg_exe() else ".gif"
+
+
 def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -> Path:
-    """GIF (Pillow, no extra dependency) or MP4 (needs imageio with ffmpeg)."""
+    """Write ``frames`` as MP4 (H.264 through ffmpeg) or GIF (Pillow), by ``path``'s suffix.
+
+    An ``.mp4`` asked for where no ffmpeg exists is written as ``.gif`` beside it;
+    the path written is returned.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not frames:
         raise ValueError("no frames to write")
-    if path.suffix.lower() == ".gif":
-        from PIL import Image
-
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    elif path.suffix.lower() == ".mp4":
-        try:
-            import imageio.v2 as imageio
-        except ImportError as e:
-            raise RuntimeError(
-                "MP4 output needs `pip install imageio imageio-ffmpeg`; or write a .gif"
-            ) from e
-        imageio.mimwrite(path, list(frames), fps=fps)
-    else:
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
         raise ValueError(f"unsupported video format {path.suffix!r}; use .gif or .mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exe = ffmpeg_exe() if suffix == ".mp4" else None
+    if suffix == ".mp4" and exe:
+        _write_mp4(exe, frames, path, fps)
+        return path
+    path = path.with_suffix(".gif")
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return path
+
+
+def _write_mp4(exe: str, frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
+    """Pipe raw RGB frames to ffmpeg (H.264, yuv420p: plays in browsers; odd sizes padded by a pixel)."""
+    import subprocess
+
+    h, w = frames[0].shape[:2]
+    cmd = [
+        exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+        "-r", str(fps), "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264",
+        "-pix_fmt", "yuv420p", "-crf", "18", "-movflags", "+faststart", str(path),
+    ]  # fmt: skip
+    data = b"".join(np.ascontiguousarray(f[..., :3], np.uint8).tobytes() for f in frames)
+    proc = subprocess.run(cmd, input=data, capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed: {proc.stderr.decode(errors='replace').strip()[-500:]}")
 
 
 def plot_topdown(env: GoalEnv, traj: dict[str, np.ndarray], path: str | Path, title: str = "") -> Path:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from ml_collections import ConfigDict
 
 from deepcrl.configs.resolve import ConfigError, build_env, replay_spec, validate
 from deepcrl.configs.topologies import Role, resolve_roles
+from deepcrl.launch.progress import RoleWatcher
 from deepcrl.launch.supervise import RoleFailed
-from deepcrl.rundir.metrics import read_metrics, write_config
+from deepcrl.rundir.metrics import publish_to_wandb, read_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
 
@@ -112,12 +114,19 @@ class ReplayService:
         self.server.stop()
 
 
+def named_role(cls: type, name: str) -> type:
+    """``cls`` whose repr is the role's name, so Ray prefixes its log lines ``(learner_0 pid=…)``."""
+    return type(cls.__name__, (cls,), {"__repr__": lambda self: name})
+
+
 def connect_ray(address: str):
     """Start an embedded local Ray, or join ``address``; unreachable → ConfigError."""
     import ray
 
     if ray.is_initialized():
         return ray
+    if not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no colour codes around role prefixes in log files
     env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
     if address:
         host = address.replace("ray://", "").rsplit(":", 1)
@@ -196,7 +205,7 @@ def roles_table(roles: dict, collector: dict | None) -> str:
     return "\n".join(lines)
 
 
-def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False) -> dict:
+def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
     """Run a distributed topology to the end; returns the driving learner's summary row.
 
     With ``resume`` every role continues from its checkpoint in ``run_dir`` (the
@@ -220,9 +229,12 @@ def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False) -> 
     write_config(run_dir, config)
     started = time.time()
     sup = Supervisor(ray, config, run_dir, spec, collector_role, learners, resume=resume)
+    watcher = RoleWatcher(run_dir, ["collector", *names], layout.total_env_steps) if progress else None
     try:
         results, replay_info = sup.run(eval_every=max(1, layout.collections_per_epoch))
     finally:
+        if watcher is not None:
+            watcher.close()
         sup.shutdown()
         if not config.ray_address:
             ray.shutdown()
@@ -254,6 +266,7 @@ def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False) -> 
         for r in learners
     }
     plot_success(curves, run_dir / "success.png", title=f"{config.topology} — {config.env}")
+    publish_to_wandb(run_dir, "driver", {"wall_time_s": summary["wall_time_s"], **(rows[0] if rows else {})})
     print(table)
     print(roles)
     keys = {"eval/success": "final_success", "eval/time_at_goal": "final_time_at_goal"}

@@ -1,12 +1,15 @@
-"""Render rollouts of an env to a video (GIF or MP4) plus a top-down PNG.
+"""Render rollouts of an env to a video (MP4, or GIF without ffmpeg) plus a top-down PNG.
 
-    python launch/render.py --env ant_u4_maze --out runs/render/u4.gif
-    python launch/render.py --run_dir runs/my_run --episodes 3
+    python launch/render.py --env ant_u4_maze --out runs/render/u4.mp4
+    python launch/render.py --run_dir runs/my_run --episodes 3 --camera top --width 1280 --height 720
 
 ``--env`` acts randomly; ``--run_dir`` loads the run's latest checkpoint and
-acts with its deterministic policy. Rendering is headless (MuJoCo offscreen on
-EGL, falling back to OSMesa); the goal is drawn as a translucent red sphere
-whose radius is the env's success threshold.
+acts with its deterministic policy. ``--camera track`` (default) follows the
+robot; ``top`` shows the whole maze or arena. Rendering is headless (MuJoCo
+offscreen on EGL, falling back to OSMesa); the goal is a translucent red sphere
+whose radius is the env's success threshold, with a red pole and an arrow from
+the robot towards it for floor goals. MP4 needs ffmpeg, which the
+imageio-ffmpeg dependency bundles; without it the video is a GIF.
 """
 
 from __future__ import annotations
@@ -22,18 +25,22 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
-from absl import app, flags  # noqa: E402  (after the GL platform is chosen)
+from absl import flags  # noqa: E402  (after the GL platform is chosen)
+
+from deepcrl.launch.cli import run_main  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "Env name (random policy).")
 flags.DEFINE_string("run_dir", None, "Run directory: render its latest checkpoint's deterministic policy.")
 flags.DEFINE_string(
-    "out", None, "Output video (.gif or .mp4). Default: runs/render/<env>.gif or <run_dir>/render.gif."
+    "out", None, "Output video (.mp4 or .gif). Default: runs/render/<env>.mp4 or <run_dir>/render.mp4 "
+    "(.gif without ffmpeg)."
 )
+flags.DEFINE_enum("camera", "track", ["track", "top"], "track: follow the robot; top: the whole maze or arena.")
 flags.DEFINE_integer("episodes", 2, "Episodes to render (one after another).")
 flags.DEFINE_integer("steps", 200, "Steps per episode (capped at the env's episode length).")
-flags.DEFINE_integer("width", 320, "Frame width in pixels.")
-flags.DEFINE_integer("height", 240, "Frame height in pixels.")
+flags.DEFINE_integer("width", 640, "Frame width in pixels.")
+flags.DEFINE_integer("height", 480, "Frame height in pixels.")
 flags.DEFINE_integer("fps", 20, "Frames per second of the video.")
 flags.DEFINE_integer("seed", 0, "Seed of resets and random actions.")
 flags.DEFINE_string("backend", None, "Physics backend override (see --list_envs of run.py).")
@@ -77,6 +84,14 @@ def main(argv: list[str]) -> int:
         print(f"error: unknown env {FLAGS.env!r}; valid envs: {', '.join(envs.env_names())}", file=sys.stderr)
         return 2
 
+    if not (16 <= FLAGS.width <= 4096 and 16 <= FLAGS.height <= 4096):
+        print(f"error: --width and --height must lie in 16..4096, got {FLAGS.width}x{FLAGS.height}", file=sys.stderr)
+        return 2
+    if FLAGS.out and Path(FLAGS.out).suffix.lower() not in (".gif", ".mp4"):
+        print(f"error: --out must end in .mp4 or .gif, got {FLAGS.out!r}", file=sys.stderr)
+        return 2
+    from deepcrl.envs.rendering import video_suffix
+
     act_fn = None
     if FLAGS.run_dir:
         from deepcrl.launch.policy import load_policy
@@ -86,10 +101,10 @@ def main(argv: list[str]) -> int:
         def act_fn(obs, key):
             return policy(obs)
 
-        out = Path(FLAGS.out or Path(FLAGS.run_dir) / "render.gif")
+        out = Path(FLAGS.out or Path(FLAGS.run_dir) / f"render{video_suffix()}")
     else:
         env_name, env_kwargs = FLAGS.env, {}
-        out = Path(FLAGS.out or Path("runs") / "render" / f"{env_name}.gif")
+        out = Path(FLAGS.out or Path("runs") / "render" / f"{env_name}{video_suffix()}")
     if FLAGS.backend:
         env_kwargs = {**env_kwargs, "backend": FLAGS.backend}
 
@@ -103,8 +118,8 @@ def main(argv: list[str]) -> int:
         return 2
     steps = min(FLAGS.steps, env.spec.episode_length)
     traj = rollout(env, act_fn, FLAGS.episodes, steps, FLAGS.seed)
-    frames = render_frames(env, traj, FLAGS.width, FLAGS.height)
-    write_video(frames, out, FLAGS.fps)
+    frames = render_frames(env, traj, FLAGS.width, FLAGS.height, camera=FLAGS.camera)
+    out = write_video(frames, out, FLAGS.fps)  # .gif beside a .mp4 asked for without ffmpeg
     png = plot_topdown(
         env, traj, out.with_name(out.stem + "_topdown.png"), title=f"{env_name}: o start, * goal"
     )
@@ -113,4 +128,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -168,7 +168,7 @@ def main(argv) -> int:
         from deepcrl.launch.distributed import RoleFailed, run_distributed
 
         try:
-            row = run_distributed(config, run_dir, resume=FLAGS.resume)
+            row = run_distributed(config, run_dir, resume=FLAGS.resume, progress=FLAGS.progress)
         except ConfigError as e:
             raise UsageError(str(e)) from None
         except RoleFailed as e:

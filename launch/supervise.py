@@ -100,20 +100,20 @@ class Supervisor:
     # ---------------------------------------------------------------- creating roles
     def _create(self, name: str, resume: bool):
         from deepcrl.collector.process import Collector
-        from deepcrl.launch.distributed import ReplayService, _options
+        from deepcrl.launch.distributed import ReplayService, _options, named_role
         from deepcrl.learner.process import Learner
 
         ray, c = self.ray, self.config
         cpus = float(c.get("cpus_per_role", 1.0))
         if name == "replay":
-            cls = ray.remote(ReplayService).options(**_options(0, cpus, concurrency=8))
+            cls = ray.remote(named_role(ReplayService, name)).options(**_options(0, cpus, concurrency=8))
             return cls.remote(self.spec, str(self.run_dir / "replay"), self.port)
         if name == "collector":
-            cls = ray.remote(Collector).options(**_options(float(c.gpus_per_collector), cpus, concurrency=3))
+            cls = ray.remote(named_role(Collector, name)).options(**_options(float(c.gpus_per_collector), cpus, concurrency=3))
             fetch = _fetch_from(ray, self.handles[self.driving])
             cfg = self.collector_role.apply_to(c).to_dict()
             return cls.remote(cfg, self.names, self.address, str(self.run_dir), fetch, None, resume)
-        cls = ray.remote(Learner).options(**_options(float(c.gpus_per_learner), cpus, concurrency=4))
+        cls = ray.remote(named_role(Learner, name)).options(**_options(float(c.gpus_per_learner), cpus, concurrency=4))
         cfg = self.learners[name].apply_to(c).to_dict()
         return cls.remote(cfg, name, self.names, self.address, str(self.run_dir), resume)
 
