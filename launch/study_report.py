@@ -11,15 +11,19 @@ from deepcrl.launch.study_runs import is_finished, run_dir_of, topology_of
 from deepcrl.rundir.plots import plot_coverage, plot_curves, plot_final, plot_grid
 from deepcrl.rundir.stats import group, sort_key, t_interval
 
-METRICS = (
-    ("final_success", "final success"),
-    ("time_at_goal", "time at goal"),
-    ("env_steps", "env steps"),
-    ("wall_time_s", "wall time (s)"),
-)
+# The headline first: time at goal, the paper's Table 1 figure (steps within the threshold out of the
+# episode), then success at any time in the episode. Value: (label, decimals).
+METRICS = {
+    "time_at_goal": ("time at goal (steps)", 1),
+    "time_at_goal_frac": ("time at goal (frac)", 3),
+    "final_success": ("success (any time)", 3),
+    "env_steps": ("env steps", 0),
+    "wall_time_s": ("wall time (s)", 0),
+}
 COVERAGE = ("coverage/cells_visited_frac", "coverage/goal_spread")
 CURVE_COLUMNS = (
-    "env_steps", "updates", "wall_time", "eval/success", "eval/time_at_goal", "eval/final_distance",
+    "env_steps", "updates", "wall_time", "eval/time_at_goal", "eval/time_at_goal_frac", "eval/success",
+    "eval/final_distance",
     *COVERAGE,
 )  # fmt: skip
 
@@ -65,6 +69,7 @@ def collect(study_dir: Path, definition: dict, state: dict) -> tuple[list[dict],
                     **extra,
                     "final_success": final.get("eval/success"),
                     "time_at_goal": final.get("eval/time_at_goal"),
+                    "time_at_goal_frac": final.get("eval/time_at_goal_frac"),
                     "env_steps": final.get("env_steps"),
                     "wall_time_s": record.get("wall_time_s"),
                     **{c: coverage_row.get(c) for c in COVERAGE},
@@ -85,7 +90,7 @@ def _fmt(mean: float, half: float | None, digits: int) -> str:
 
 
 def condition_keys(results: list[dict]) -> tuple[str, ...]:
-    skip = {"run", "seed", "final_success", "time_at_goal", "env_steps", "wall_time_s", *COVERAGE}
+    skip = {"run", "seed", *METRICS, *COVERAGE}
     keys: list[str] = []
     for r in results:
         keys += [k for k in r if k not in skip and k not in keys]
@@ -103,11 +108,10 @@ def results_table(results: list[dict]) -> str:
     rows = []
     for cond, items in group(results, keys).items():
         cells = [str(c) for c in cond] + [str(len(items))]
-        for metric, _ in METRICS:
-            digits = 0 if metric in ("env_steps", "wall_time_s") else 3
+        for metric, (_, digits) in METRICS.items():
             cells.append(_fmt(*t_interval([r[metric] for r in items]), digits))
         rows.append(cells)
-    return markdown_table([*keys, "seeds", *(label for _, label in METRICS)], rows)
+    return markdown_table([*keys, "seeds", *(label for label, _ in METRICS.values())], rows)
 
 
 def coverage_table(results: list[dict], by: str) -> str:
@@ -124,7 +128,10 @@ def coverage_table(results: list[dict], by: str) -> str:
 
 
 def decoupling_grid(results: list[dict]) -> str:
-    """The paper's 2×2: rows collector depth, columns train-only learner depth, per env."""
+    """The paper's 2×2 per env: rows collector depth, columns train-only learner depth.
+
+    Two tables per env: time at goal (the headline), then success at any time.
+    """
     parts = []
     trained = [r for r in results if r.get("learner") == "train-only"]
     for env in dict.fromkeys(r["env"] for r in trained):
@@ -132,13 +139,15 @@ def decoupling_grid(results: list[dict]) -> str:
         collectors = sorted({r["collector_depth"] for r in rs}, reverse=True)
         learners = sorted({r["learner_depth"] for r in rs}, reverse=True)
         cells = group(rs, ("collector_depth", "learner_depth"))
-        rows = [
-            [f"collector d{c}"]
-            + [_fmt(*t_interval([r["final_success"] for r in cells.get((c, ld), [])]), 3) for ld in learners]
-            for c in collectors
-        ]
-        parts.append(f"**{env}** (final success of the train-only learners)\n\n")
-        parts.append(markdown_table(["", *(f"learner d{ld}" for ld in learners)], rows) + "\n\n")
+        for metric in ("time_at_goal", "final_success"):
+            label, digits = METRICS[metric]
+            rows = [
+                [f"collector d{c}"]
+                + [_fmt(*t_interval([r[metric] for r in cells.get((c, ld), [])]), digits) for ld in learners]
+                for c in collectors
+            ]
+            parts.append(f"**{env}**: final {label} of the train-only learners\n\n")
+            parts.append(markdown_table(["", *(f"learner d{ld}" for ld in learners)], rows) + "\n\n")
     return "".join(parts)
 
 
@@ -169,13 +178,23 @@ def write_report(study_dir: Path, state: dict) -> Path:
     write_curves_csv(curves, study_dir / "curves.csv")
     figures = []
     if results:
+        name = definition["study"]
+        has_tag = any(r.get("time_at_goal_frac") is not None for r in results)
+        if has_tag:  # the headline first
+            figures.append(plot_curves(curves, envs, module.CURVE_KEYS, study_dir / "time_at_goal_curves.png",
+                                       f"{name}: time at goal vs env steps", metric="eval/time_at_goal"))  # fmt: skip
         figures.append(plot_curves(curves, envs, module.CURVE_KEYS, study_dir / "success_curves.png",
-                                   f"{definition['study']}: success vs env steps"))  # fmt: skip
-        if module.FINAL_X:
-            figures.append(plot_final(results, envs, module.FINAL_X, module.FINAL_LINES,
-                                      study_dir / "final_success.png", f"{definition['study']}: final success"))  # fmt: skip
-        else:
-            figures.append(plot_grid(results, envs, study_dir / "decoupling_grid.png"))
+                                   f"{name}: success vs env steps"))  # fmt: skip
+        metrics = (["time_at_goal_frac"] if has_tag else []) + ["final_success"]
+        for metric in metrics:
+            stem = "time_at_goal" if metric == "time_at_goal_frac" else metric
+            if module.FINAL_X:
+                figures.append(plot_final(results, envs, module.FINAL_X, module.FINAL_LINES,
+                                          study_dir / f"final_{stem.removeprefix('final_')}.png",
+                                          f"{name}: final {METRICS[metric][0]}", metric=metric))  # fmt: skip
+            else:
+                out = study_dir / ("decoupling_grid.png" if metric == "final_success" else f"decoupling_grid_{stem}.png")
+                figures.append(plot_grid(results, envs, out, metric=metric))
         if module.COVERAGE_BY:
             figures.append(plot_coverage(results, envs, module.COVERAGE_BY, study_dir / "coverage.png"))
 
@@ -220,7 +239,9 @@ def write_report(study_dir: Path, state: dict) -> Path:
         "## Results",
         "",
         "Mean over seeds ± the half-width of the 95 % Student-t interval (t with n−1 degrees of freedom; "
-        "no interval with a single seed). Final success and time at goal are the last deterministic "
+        "no interval with a single seed). Time at goal (the paper's headline, its Table 1 figure) counts the "
+        "steps within the success threshold over the whole evaluation episode, nothing after an early "
+        "termination; success counts reaching the goal at any time. Both are the last deterministic "
         "evaluation; env steps are those the learner had seen at that evaluation.",
         "",
         results_table(results) if results else "_no run has finished yet_",

@@ -234,7 +234,10 @@ def execute_run(config_dict: dict, run_dir: str) -> dict:
 
         devices = sorted({f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()})
         return {
-            "final": {k: (row or {}).get(k) for k in ("env_steps", "eval/success", "eval/time_at_goal")},
+            "final": {
+                k: (row or {}).get(k)
+                for k in ("env_steps", "eval/time_at_goal", "eval/time_at_goal_frac", "eval/success")
+            },
             "wall_time_s": round(time.time() - started, 1),
             "host": platform.node(),
             "devices": devices,
@@ -371,8 +374,9 @@ def schedule(
                     record["wall_time_s"] = round(
                         record.get("wall_time_s_before", 0.0) + result["wall_time_s"], 1
                     )
-                    success = result["final"].get("eval/success")
-                    extra = f", success {success:.3f}" if isinstance(success, float) else ""
+                    tag, success = result["final"].get("eval/time_at_goal"), result["final"].get("eval/success")
+                    extra = f", time at goal {tag:.1f}" if isinstance(tag, float) else ""
+                    extra += f", success {success:.3f}" if isinstance(success, float) else ""
                     print(
                         f"[{count_state(state, 'done')}/{total} done] {name} in {result['wall_time_s']:.0f}s{extra}"
                     )

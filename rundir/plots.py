@@ -137,8 +137,18 @@ def plot_curves(
     return out
 
 
+# Result fields a study plots on a [0, 1] axis, with their axis labels.
+FINAL_METRICS = {"final_success": "final success (any time)", "time_at_goal_frac": "time at goal (frac of episode)"}
+
+
 def plot_final(
-    results: list[dict], envs: list[str], x: str, lines: tuple[str, ...], out: Path, title: str
+    results: list[dict],
+    envs: list[str],
+    x: str,
+    lines: tuple[str, ...],
+    out: Path,
+    title: str,
+    metric: str = "final_success",
 ) -> Path:
     """Final success vs the study's variable (log2 axis), with 95 % t-interval error bars."""
     plt, fig, axes = _figure(envs)
@@ -153,7 +163,7 @@ def plot_final(
                 items = base + items
             points = sorted(group(items, (x,)).items())
             xs = [p[0][0] for p in points]
-            stats = [t_interval([r["final_success"] for r in p[1]]) for p in points]
+            stats = [t_interval([r[metric] for r in p[1]]) for p in points]
             ax.errorbar(
                 xs,
                 [s[0] for s in stats],
@@ -168,7 +178,7 @@ def plot_final(
             _log2_axis(ax, [r[x] for r in rs])
         ax.set_title(env, fontsize=9)
         ax.set_xlabel({"params": "parameters (actor + critic)"}.get(x, x.replace("_", " ")), fontsize=8)
-        ax.set_ylabel("final success", fontsize=8)
+        ax.set_ylabel(FINAL_METRICS[metric], fontsize=8)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.tick_params(axis="y", labelsize=7)
@@ -181,7 +191,7 @@ def plot_final(
     return out
 
 
-def plot_grid(results: list[dict], envs: list[str], out: Path) -> Path:
+def plot_grid(results: list[dict], envs: list[str], out: Path, metric: str = "final_success") -> Path:
     """Decoupling: bars of deep/shallow train-only learners under deep/shallow collectors, per env."""
     import numpy as np
 
@@ -194,7 +204,7 @@ def plot_grid(results: list[dict], envs: list[str], out: Path) -> Path:
         cells = group(rs, ("collector_depth", "learner_depth"))
         width = 0.8 / max(len(learners), 1)
         for j, ld in enumerate(learners):
-            stats = [t_interval([r["final_success"] for r in cells.get((c, ld), [])]) for c in collectors]
+            stats = [t_interval([r[metric] for r in cells.get((c, ld), [])]) for c in collectors]
             xs = np.arange(len(collectors)) + (j - (len(learners) - 1) / 2) * width
             means = [0.0 if not math.isfinite(s[0]) else s[0] for s in stats]
             ax.bar(xs, means, width, yerr=[s[1] or 0.0 for s in stats], capsize=3, label=f"learner d{ld}")
@@ -202,7 +212,7 @@ def plot_grid(results: list[dict], envs: list[str], out: Path) -> Path:
                 ax.text(x, m + 0.02, f"{m:.2f}", ha="center", fontsize=7)
         ax.set_xticks(range(len(collectors)), [f"collector d{c}" for c in collectors], fontsize=8)
         ax.set_title(env, fontsize=9)
-        ax.set_ylabel("final success", fontsize=8)
+        ax.set_ylabel(FINAL_METRICS[metric], fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)

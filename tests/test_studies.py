@@ -130,7 +130,7 @@ def test_depth_sweep_report_has_every_cell(studies):
     assert "Student-t" in report and "cores" in report
     assert "total wall time" in report and "session(s) of the study command" in report
     rows = _table_rows(report, "point_mass")
-    results = [r for r in rows if len(r) == 7]  # env, depth, seeds, 4 metrics
+    results = [r for r in rows if len(r) == 8]  # env, depth, seeds, 5 metrics (time at goal first)
     assert sorted(r[1] for r in results) == ["4", "8"]
     for r in results:
         assert r[2] == "1" and all(_is_number(c) for c in r[3:]), r
@@ -178,16 +178,18 @@ def test_decoupling_report_has_the_full_grid(studies):
             "learner2_d4",
         ]
     report = (study_dir / "report.md").read_text()
-    results = [r for r in _table_rows(report, "point_mass") if len(r) == 9]
+    results = [r for r in _table_rows(report, "point_mass") if len(r) == 10]
     cells = {(r[1], r[2], r[3]) for r in results}
     assert cells == {
         ("8", "collector agent", "8"), ("8", "train-only", "8"), ("8", "train-only", "4"),
         ("4", "collector agent", "4"), ("4", "train-only", "8"), ("4", "train-only", "4"),
     }  # fmt: skip
     assert all(_is_number(c) for r in results for c in r[5:])
-    grid = {r[0]: r[1:] for r in _table_rows(report, "collector d8") + _table_rows(report, "collector d4")}
-    assert set(grid) == {"collector d8", "collector d4"}
-    assert all(len(v) == 2 and all(_is_number(c) for c in v) for v in grid.values())
+    grid_rows = _table_rows(report, "collector d8") + _table_rows(report, "collector d4")
+    assert len(grid_rows) == 4  # two tables (time at goal, success), a row per collector
+    assert {r[0] for r in grid_rows} == {"collector d8", "collector d4"}
+    assert all(len(r) == 3 and all(_is_number(c) for c in r[1:]) for r in grid_rows)
+    assert "final time at goal (steps) of the train-only learners" in report
     assert "| | learner d8 | learner d4 |" in report.replace("|  |", "| |")
     coverage = [r for r in _table_rows(report, "point_mass") if len(r) == 5]
     assert sorted(r[1] for r in coverage) == ["4", "8"]
@@ -196,8 +198,10 @@ def test_decoupling_report_has_the_full_grid(studies):
 @pytest.mark.parametrize(
     "which, names",
     [
-        ("sweep_dir", ["success_curves.png", "final_success.png", "coverage.png"]),
-        ("dec_dir", ["success_curves.png", "decoupling_grid.png", "coverage.png"]),
+        ("sweep_dir", ["time_at_goal_curves.png", "success_curves.png", "final_time_at_goal.png",
+                       "final_success.png", "coverage.png"]),
+        ("dec_dir", ["time_at_goal_curves.png", "success_curves.png", "decoupling_grid_time_at_goal.png",
+                     "decoupling_grid.png", "coverage.png"]),
     ],
 )
 def test_plots_are_pngs_of_the_expected_size(studies, which, names):
