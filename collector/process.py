@@ -106,6 +106,7 @@ class Collector:
         self.env_steps, self.collections, self.fetch_failures = 0, 0, 0
         self.resumed = False
         self._new_address: str | None = None
+        self._logged_at = -1
         if resume:
             self._restore()
         else:
@@ -235,7 +236,8 @@ class Collector:
                 self._save_record()
         finally:
             self.writer.close()
-            self._log(self.env_steps - start_steps, start, acting_s, lag, success)
+            if self._logged_at != self.env_steps:  # not logged at this step yet: the final row
+                self._log(self.env_steps - start_steps, start, acting_s, lag, success)
             self._save_coverage()
             self._save_record()
             self.log.close()
@@ -258,6 +260,7 @@ class Collector:
         """One metrics row; rates count this life of the collector only (a restart resets them)."""
         elapsed = max(time.time() - start, 1e-9)
         env_steps = steps_this_life
+        self._logged_at = self.env_steps
         self.log.write(
             self.env_steps,
             {

@@ -161,7 +161,7 @@ def test_bad_numeric_distributed_inputs_exit_2(tmp_path, args, needle):
 
 
 def test_a_topology_bigger_than_the_cluster_exits_2_before_launch(tmp_path):
-    # The embedded Ray has max(cores, 8) CPUs and no GPU here; 4 roles x 100 CPUs cannot be placed.
+    # The embedded Ray has max(cores, 8) CPUs; 5 roles (replay, collector, 3 learners) x 100 CPUs cannot.
     res = run_cli(
         "--topology", "decoupling", *TINY, "--cpus_per_role", "100", "--run_dir", str(tmp_path / "r"),
         timeout=240,
@@ -169,7 +169,7 @@ def test_a_topology_bigger_than_the_cluster_exits_2_before_launch(tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, res.stderr[-2000:]
-    assert "needs 400 CPUs" in errors[0] and "the Ray cluster has" in errors[0], errors[0]
+    assert "needs 500 CPUs" in errors[0] and "the Ray cluster has" in errors[0], errors[0]
     assert not (tmp_path / "r" / "roles.json").exists()  # no actor was created
 
 
