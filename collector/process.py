@@ -32,7 +32,7 @@ from deepcrl.collector.rollout import unroll
 from deepcrl.configs.resolve import agent_config, build_env, make_train_venv, replay_spec, validate
 from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import read_json, write_json_atomic
-from deepcrl.rundir.metrics import MetricsLog, truncate_metrics
+from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics
 
 # (version the caller holds) -> (learner update count, actor params or None if unchanged)
 FetchParams = Callable[[int], tuple[int, object | None]]
@@ -131,6 +131,8 @@ class Collector:
             with np.load(coverage) as saved:
                 self.coverage = {k: jax.numpy.asarray(saved[k]) for k in self.coverage}
         truncate_metrics(self.dir, keep=lambda row: row["env_steps"] <= self.env_steps)
+        rows = read_metrics(self.dir / "metrics.jsonl")
+        self._logged_at = rows[-1]["env_steps"] if rows else -1
         self.resumed = True
 
     def _save_record(self) -> None:
