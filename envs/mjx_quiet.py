@@ -12,20 +12,21 @@ passing anything else through, leaves every later ``from mujoco import mjx``
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import sys
 
 _WARP_ABSENT = ("Failed to import warp:", "Failed to import mujoco_warp:")
 
 
-def import_mjx_quietly() -> None:
-    """Import ``mujoco.mjx`` with the Warp-absent notices removed from stdout."""
-    if "mujoco.mjx" in sys.modules:
+def import_quietly(module: str) -> None:
+    """Import ``module`` with the Warp-absent notices removed from what it prints on stdout."""
+    if module in sys.modules:
         return
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):
-            import mujoco.mjx  # noqa: F401
+            importlib.import_module(module)
     finally:
         kept = [
             line
@@ -34,3 +35,8 @@ def import_mjx_quietly() -> None:
         ]
         if kept:
             sys.stdout.write("".join(kept))
+
+
+def import_mjx_quietly() -> None:
+    """Import ``mujoco.mjx`` without its Warp-absent notices."""
+    import_quietly("mujoco.mjx")
