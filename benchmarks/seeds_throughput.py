@@ -22,9 +22,9 @@ import platform
 import statistics
 import time
 
-SIZES = {  # small width, few envs; collections per epoch sized for ~0.2-0.5 s per one-seed epoch
-    "point_mass": {"collections_per_epoch": 12},
-    "ant": {"collections_per_epoch": 4, "backend": "spring"},
+SIZES = {  # small width, few envs; collections per epoch sized for ~0.5-1 s per one-seed epoch (idle)
+    "point_mass": {"collections_per_epoch": 24},
+    "ant": {"collections_per_epoch": 8, "backend": "spring"},
 }
 
 
@@ -109,9 +109,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--num_envs", type=int, default=16)
+    parser.add_argument("--num_envs", type=int, default=4)
     parser.add_argument("--unroll", type=int, default=25)
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--minibatches", type=int, default=4)
     parser.add_argument("--json", default="", help="also write the rows to this file")
     args = parser.parse_args()
