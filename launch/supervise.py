@@ -29,6 +29,7 @@ def root_cause(e: BaseException) -> str:
     cause = getattr(e, "cause", None) or e.__cause__ or e
     text = [line for line in str(cause).strip().splitlines() if line.strip()]
     last = text[-1].strip() if text else ""
+    last = last.split(" Some common causes")[0]  # Ray's advice after the facts
     # Ray's death notes run on for lines of advice; the first sentences say what happened.
     return f"{type(cause).__name__}: {last if len(last) <= 240 else last[:240] + '...'}"
 

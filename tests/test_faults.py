@@ -262,3 +262,69 @@ def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_pat
     _assert_no_duplicate_rows(rows, name)
     assert rows[-1]["updates"] > max(r["updates"] for r in before[name])
     assert rows[0] == before[name][0]  # rows up to the checkpoint are kept as they were
+
+
+def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_path):
+    """One actor_learner run survives each of its roles being killed in turn."""
+    run_dir = tmp_path / "run"
+    name = "collector_learner"
+    proc = _start(
+        run_dir, "--topology", "actor_learner", *TINY, "--total_env_steps", "100000000", "--num_evals", "100000"
+    )
+
+    def record() -> dict:
+        try:
+            return json.loads((run_dir / "collector" / "checkpoint.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def kill(role: str) -> None:
+        os.kill(_roles(run_dir)[role]["pid"], signal.SIGKILL)
+        _wait_for(
+            lambda: _roles(run_dir)[role]["restarts"] == 1 and _roles(run_dir)[role]["status"] == "running",
+            timeout=300, what=f"{role} is back", proc=proc,
+        )  # fmt: skip
+
+    try:
+        _wait_for(
+            lambda: len(_rows(run_dir / name / "metrics.jsonl")) >= 3 and any((run_dir / "replay").glob("*")),
+            timeout=300, what="training with a replay checkpoint", proc=proc,
+        )  # fmt: skip
+        steps = record()["env_steps"]
+        kill("collector")  # resumes its env-step counter, and collects on
+        assert record()["env_steps"] >= steps
+        _wait_for(lambda: record()["env_steps"] > steps + 1000, 120, "the collector collects again", proc)
+
+        updates = _rows(run_dir / name / "metrics.jsonl")[-1]["updates"]
+        kill("replay")  # same port, from its checkpoint: the learner samples again
+        _wait_for(
+            lambda: _rows(run_dir / name / "metrics.jsonl")[-1]["updates"] > updates + 10,
+            timeout=120, what="the learner trains after the replay restart", proc=proc,
+        )  # fmt: skip
+
+        version = _rows(run_dir / "collector" / "metrics.jsonl")[-1]["params_version"]
+        steps = record()["env_steps"]
+        os.kill(_roles(run_dir)[name]["pid"], signal.SIGKILL)
+        # The collector keeps acting with the parameters it has while its learner is down ...
+        _wait_for(lambda: record()["env_steps"] > steps + 1000, 120, "the collector acts on", proc)
+        _wait_for(lambda: _roles(run_dir)[name]["status"] == "running", 300, "the learner is back", proc)
+        back = _rows(run_dir / name / "metrics.jsonl")[-1]["updates"]
+        # ... then picks up the restarted learner's.
+        _wait_for(
+            lambda: _rows(run_dir / name / "metrics.jsonl")[-1]["updates"] > back
+            and _rows(run_dir / "collector" / "metrics.jsonl")[-1]["params_version"] not in (0, version),
+            timeout=300, what="new parameters reach the collector", proc=proc,
+        )  # fmt: skip
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {n: r["restarts"] for n, r in summary["roles"].items()} == {"replay": 1, "collector": 1, name: 1}
+    collector, table = summary["collector"], summary["replay_tables"][name]
+    assert collector["params_fetch_failures"] > 0
+    # Counts stay consistent: what the collector handed over is inserted, or counted as lost.
+    assert collector["segments_written"] == table["num_inserts"] + collector["segments_lost"]
+    _assert_no_duplicate_rows(_rows(run_dir / name / "metrics.jsonl"), name)
