@@ -183,7 +183,15 @@ def check_resources(cluster: dict, config: ConfigDict, num_learners: int) -> Non
 
 
 def summary_table(rows: list[dict]) -> str:
-    cols = ["learner", "depth", "updates", "samples_drawn", "env_steps", "final_time_at_goal", "final_success"]
+    cols = [
+        "learner",
+        "depth",
+        "updates",
+        "samples_drawn",
+        "env_steps",
+        "final_time_at_goal",
+        "final_success",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]

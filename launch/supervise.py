@@ -110,11 +110,15 @@ class Supervisor:
             cls = ray.remote(named_role(ReplayService, name)).options(**_options(0, cpus, concurrency=8))
             return cls.remote(self.spec, str(self.run_dir / "replay"), self.port)
         if name == "collector":
-            cls = ray.remote(named_role(Collector, name)).options(**_options(float(c.gpus_per_collector), cpus, concurrency=3))
+            cls = ray.remote(named_role(Collector, name)).options(
+                **_options(float(c.gpus_per_collector), cpus, concurrency=3)
+            )
             fetch = _fetch_from(ray, self.handles[self.driving])
             cfg = self.collector_role.apply_to(c).to_dict()
             return cls.remote(cfg, self.names, self.address, str(self.run_dir), fetch, None, resume)
-        cls = ray.remote(named_role(Learner, name)).options(**_options(float(c.gpus_per_learner), cpus, concurrency=4))
+        cls = ray.remote(named_role(Learner, name)).options(
+            **_options(float(c.gpus_per_learner), cpus, concurrency=4)
+        )
         cfg = self.learners[name].apply_to(c).to_dict()
         return cls.remote(cfg, name, self.names, self.address, str(self.run_dir), resume)
 

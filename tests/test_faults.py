@@ -26,7 +26,9 @@ TINY = [
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    )
 
 
 def _roles(run_dir: Path) -> dict:
@@ -42,7 +44,9 @@ def _wait_for(predicate, timeout: float, what: str, proc=None) -> None:
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"run ended (rc {proc.returncode}) before: {what}\n{proc.stderr.read()[-3000:]}")
+            raise AssertionError(
+                f"run ended (rc {proc.returncode}) before: {what}\n{proc.stderr.read()[-3000:]}"
+            )
         time.sleep(0.3)
     raise AssertionError(f"not reached within {timeout} s: {what}")
 
@@ -269,7 +273,14 @@ def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_pa
     run_dir = tmp_path / "run"
     name = "collector_learner"
     proc = _start(
-        run_dir, "--topology", "actor_learner", *TINY, "--total_env_steps", "100000000", "--num_evals", "100000"
+        run_dir,
+        "--topology",
+        "actor_learner",
+        *TINY,
+        "--total_env_steps",
+        "100000000",
+        "--num_evals",
+        "100000",
     )
 
     def record() -> dict:

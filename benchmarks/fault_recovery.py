@@ -1,0 +1,131 @@
+"""Time to recover from a kill -9 of each role of a distributed run, and the data each kill loses.
+
+    .venv/bin/python benchmarks/fault_recovery.py [--env point_mass] [--run_dir DIR] [-- extra run.py flags]
+
+Starts one ``decoupling`` run (collector agent + two train-only learners, all through a real Reverb
+server on an embedded Ray), then kills, one after the other and each once the previous one has
+recovered: a train-only learner, the collector, the replay server and the driving learner, each by
+``kill -9`` of the PID that ``RUN/roles.json`` gives. Per kill it prints
+
+- ``back``: kill -> the driver reports the role running again (its new actor constructed, checkpoint
+  restored);
+- ``working``: kill -> the role's first work after the restart: for a learner its first periodic
+  checkpoint after coming back (written after a round of updates; ``checkpoint_every_s=1``), for the
+  collector its first collection step (its record's env steps grow), for the replay the driving
+  learner's first checkpoint after the replay is back (it sampled again);
+- ``lost``: segments the collector handed over that never reached the tables, accrued during this
+  kill (collector: segments queued; replay: inserted after its last checkpoint, every 2 s here);
+- ``drained``: samples discarded on behalf of a learner while it was down (its missed updates).
+
+Then it stops the run with SIGINT (as Ctrl-C) and prints the table as markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="point_mass")
+    p.add_argument("--run_dir", default="")
+    p.add_argument("extra", nargs="*", help="more run.py flags (after --)")
+    a = p.parse_args()
+    run_dir = Path(a.run_dir or f"/tmp/fault_recovery-{a.env}-{int(time.time())}")
+    small = [
+        "--num_envs", "8", "--num_eval_envs", "4", "--batch_size", "32", "--critic_width", "16",
+        "--actor_width", "16", "--set", "num_minibatches=2", "--set", "deep_depth=4",
+        "--set", "min_replay_steps_per_env=100", "--set", "unroll_length=25",
+    ]  # fmt: skip
+    args = [
+        sys.executable, str(ROOT / "launch" / "run.py"), "--topology", "decoupling", "--env", a.env,
+        *small, "--noprogress", "--total_env_steps", "1000000000", "--num_evals", "1000000",
+        "--set", "checkpoint_every_s=1", "--set", "replay_checkpoint_every_s=2",
+        *a.extra, "--run_dir", str(run_dir),
+    ]  # fmt: skip
+    log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+    proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+    started = time.time()
+
+    def roles() -> dict:
+        try:
+            return json.loads((run_dir / "roles.json").read_text())["roles"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def record() -> dict:
+        try:
+            return json.loads((run_dir / "collector" / "checkpoint.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def mtime(name: str) -> float:
+        p = run_dir / name / "checkpoints" / "latest"
+        return p.stat().st_mtime if p.exists() else 0.0
+
+    def wait(pred, what: str, timeout: float = 900) -> float:
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if pred():
+                return time.time()
+            if proc.poll() is not None:
+                raise SystemExit(f"the run ended (rc {proc.returncode}) while waiting for {what}")
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise SystemExit(f"timed out waiting for {what}")
+
+    names = ["collector_learner", "learner1_d4", "learner2_d4"]
+    wait(
+        lambda: all(mtime(n) for n in names) and record() and any((run_dir / "replay").glob("*")), "training"
+    )
+    print(f"run up and training after {time.time() - started:.0f} s: {run_dir}", flush=True)
+    results = []
+    for role in ("learner1_d4", "collector", "replay", "collector_learner"):
+        time.sleep(3)
+        before = roles()[role]["restarts"]
+        steps0, put0 = record().get("env_steps", 0), record().get("segments_put", 0)
+        t_kill = time.time()
+        os.kill(roles()[role]["pid"], signal.SIGKILL)
+        t_back = wait(
+            lambda r=role, b=before: roles()[r]["restarts"] > b and roles()[r]["status"] == "running",
+            f"{role} back",
+        )
+        if role == "collector":
+            at_back = record().get("env_steps", 0)
+            t_work = wait(lambda s=at_back: record().get("env_steps", 0) > s, "a collection")
+        else:
+            watched = "collector_learner" if role == "replay" else role
+            since = max(mtime(watched), t_back)
+            t_work = wait(lambda w=watched, t=since: mtime(w) > t, f"{watched} updates")
+        results.append({"role": role, "back_s": t_back - t_kill, "working_s": t_work - t_kill,
+                        "steps_during": record().get("env_steps", 0) - steps0,
+                        "put_during": record().get("segments_put", 0) - put0})  # fmt: skip
+        print(json.dumps(results[-1]), flush=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=900)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    c = summary["collector"]
+    tables = summary["replay_tables"]
+    print(f"\nenv {a.env}; collector env steps {c['env_steps']}, segments handed over {c['segments_written']}, "
+          f"lost {c['segments_lost']}, parameter fetches that failed {c['params_fetch_failures']}")  # fmt: skip
+    print("\n| role killed | back (s) | first work (s) | env steps collected meanwhile | drained samples |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        drained = tables.get(r["role"], {}).get("drained_while_down", "")
+        print(f"| {r['role']} | {r['back_s']:.1f} | {r['working_s']:.1f} | {r['steps_during']} | {drained} |")
+    print("\n| role | restarts | downtime (s) |\n|---|---|---|")
+    for n, r in summary["roles"].items():
+        print(f"| {n} | {r['restarts']} | {r['downtime_s']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
