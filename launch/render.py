@@ -36,7 +36,7 @@ flags.DEFINE_string(
     "out", None, "Output video (.mp4 or .gif). Default: runs/render/<env>.mp4 or <run_dir>/render.mp4 "
     "(.gif without ffmpeg)."
 )
-flags.DEFINE_enum("camera", "track", ["track", "top"], "track: follow the robot; top: the whole maze or arena.")
+flags.DEFINE_string("camera", "track", "track: follow the robot; top: the whole maze or arena.")
 flags.DEFINE_integer("episodes", 2, "Episodes to render (one after another).")
 flags.DEFINE_integer("steps", 200, "Steps per episode (capped at the env's episode length).")
 flags.DEFINE_integer("width", 640, "Frame width in pixels.")
@@ -90,7 +90,11 @@ def main(argv: list[str]) -> int:
     if FLAGS.out and Path(FLAGS.out).suffix.lower() not in (".gif", ".mp4"):
         print(f"error: --out must end in .mp4 or .gif, got {FLAGS.out!r}", file=sys.stderr)
         return 2
-    from deepcrl.envs.rendering import video_suffix
+    from deepcrl.envs.rendering import CAMERAS, video_suffix
+
+    if FLAGS.camera not in CAMERAS:
+        print(f"error: unknown camera {FLAGS.camera!r}; valid cameras: {', '.join(CAMERAS)}", file=sys.stderr)
+        return 2
 
     act_fn = None
     if FLAGS.run_dir:
