@@ -51,8 +51,7 @@ class Compiled:
     """Per-env jitted reset and step, built on first use and kept for the session.
 
     A step depends only on the physics model, so envs whose MJCF is identical
-    (arm_binpick_easy/hard differ only in where cube and goal are drawn) share
-    one compiled step.
+    share one compiled step.
     """
 
     def __init__(self):
@@ -142,14 +141,12 @@ def _goal_part_from_physics(env, name: str, ps) -> np.ndarray:
     fam = _family(name)
     if fam == "point":
         return np.asarray(ps)
-    if fam == "arm":
-        cube = env.sys.mj_model.body("cube").id - 1
-        return np.asarray(ps.x.pos[cube])
     torso = np.asarray(ps.x.pos[0])  # the torso is link 0
     return torso[: len(env.spec.goal_indices)]
 
 
-@pytest.mark.parametrize("name", ALL_ENVS)
+# The arm tasks' layout is tested in tests/test_arm.py, on its own two compiled MJX models.
+@pytest.mark.parametrize("name", [n for n in ALL_ENVS if _family(n) != "arm"])
 def test_reset_step_shapes_and_goal_indices(name, compiled):
     env, reset, step = compiled(name)
     spec = env.spec
@@ -161,14 +158,11 @@ def test_reset_step_shapes_and_goal_indices(name, compiled):
     assert nxt.obs.shape == (spec.observation_size,)
     assert bool(jnp.isfinite(nxt.obs).all())
     np.testing.assert_allclose(nxt.obs[spec.state_size :], state.obs[spec.state_size :])  # goal fixed
-    # MJX's link poses are computed before the last substep's integration, so
-    # on the arm they lag the joint positions by one 10 ms substep.
-    atol = 2e-3 if _family(name) == "arm" else 1e-5
     for s in (state, nxt):
         np.testing.assert_allclose(
             np.asarray(spec.goal_of(s.obs[: spec.state_size])),
             _goal_part_from_physics(env, name, s.pipeline_state),
-            atol=atol,
+            atol=1e-5,
         )
     assert set(nxt.metrics) >= {"success", "success_easy", "distance"}
     np.testing.assert_allclose(nxt.metrics["distance"], goal_metrics(spec, nxt.obs)["distance"])
@@ -308,65 +302,6 @@ def test_fallen_humanoid_terminates_and_goal_marker_holds(compiled):
     np.testing.assert_allclose(
         np.asarray(s.pipeline_state.q[24:26]), goal[:2], atol=1e-4
     )  # the paper's target joints
-
-
-# -- arm -------------------------------------------------------------------------
-
-
-def _pick_and_place_actions(env, cube: np.ndarray, goal: np.ndarray):
-    """A scripted grasp: numerical IK on joints 1, 2, 4 (joint 6 keeps the hand vertical)."""
-    import mujoco
-
-    from deepcrl.envs.arm import ACTUATED_JOINTS, ARM_Q0
-
-    m = env.sys.mj_model
-    d = mujoco.MjData(m)
-    lo, hi = np.asarray(env._ctrl_lo), np.asarray(env._ctrl_hi)
-
-    def arm_q(j):
-        q = ARM_Q0.astype(np.float64).copy()
-        q[0], q[1], q[3], q[5] = j[0], j[1], j[2], j[1] - j[2]
-        return q
-
-    def pinch(j):
-        d.qpos[:] = 0.0
-        d.qpos[3] = 1.0
-        d.qpos[env._arm_qadr] = arm_q(j)
-        mujoco.mj_kinematics(m, d)
-        return d.site_xpos[m.site("pinch").id].copy()
-
-    def action(target, grip):
-        j = np.array([ARM_Q0[0], ARM_Q0[1], ARM_Q0[3]], np.float64)
-        for _ in range(30):
-            err = target - pinch(j)
-            jac = np.stack([(pinch(j + e) - pinch(j)) / 1e-5 for e in np.eye(3) * 1e-5], 1)
-            j = j + np.linalg.lstsq(jac, err, rcond=None)[0]
-        idx = np.array(ACTUATED_JOINTS)
-        return np.append(2 * (arm_q(j)[idx] - lo[idx]) / (hi[idx] - lo[idx]) - 1, grip)
-
-    up = np.array([0, 0, 0.15])
-    plan = [(cube + up, -1, 20), (cube, -1, 20), (cube, 1, 12), (cube + up, 1, 15)]
-    plan += [(cube + f * (goal - cube) + up, 1, 4) for f in np.linspace(0.1, 1, 10)]
-    plan += [(goal + [0, 0, z], 1, 4) for z in np.linspace(0.12, 0.005, 5)] + [(goal, -1, 8)]
-    for target, grip, n in plan:
-        a = jnp.asarray(action(np.asarray(target, np.float64), grip), jnp.float32)
-        yield from [a] * n
-
-
-def test_arm_binpick_is_solvable_by_a_scripted_grasp(compiled):
-    env, reset, step = compiled("arm_binpick_hard")
-    s = reset(jax.random.PRNGKey(3))
-    cube, goal = np.asarray(s.obs[0:3]), np.asarray(s.info["goal"])
-    assert cube[0] < 0 < goal[0]  # starts in bin A, goal in bin B
-    lifted = 0.0
-    steps = 0
-    for a in _pick_and_place_actions(env, cube, goal):
-        s = step(s, a)
-        lifted = max(lifted, float(s.obs[2]))
-        steps += 1
-    assert steps <= env.spec.episode_length
-    assert lifted > 0.1  # the cube was carried over the bin walls
-    assert float(s.metrics["success"]) == 1.0, float(s.metrics["distance"])
 
 
 # -- rendering --------------------------------------------------------------------
