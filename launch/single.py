@@ -198,10 +198,9 @@ def run_single(
 
     def write(fields: dict) -> dict:
         """One row per seed (``seed_{s}/``) and their mean (the run directory); K=1: one row."""
-        fields = {**fields, **_coverage(carry.coverage, trainer.grid, num_seeds)}
         if not many:
             return log.write(env_steps, fields)
-        host = jax.device_get(fields)
+        host = dict(zip(fields, jax.device_get(list(fields.values())), strict=True))  # keeps the order
         rows = [
             seed_log.write(
                 env_steps, {k: np.asarray(v)[s].item() if np.ndim(v) else v for k, v in host.items()}
@@ -218,7 +217,14 @@ def run_single(
     if first_epoch == 0:
         key, k_eval = _split(key, many)
         initial = trainer.evaluate(carry, k_eval)  # the untrained policy: the curve's baseline
-        row = write({"epoch": 0, "updates": 0, **{f"eval/{k}": v for k, v in initial.items()}})
+        row = write(
+            {
+                "epoch": 0,
+                "updates": 0,
+                **{f"eval/{k}": v for k, v in initial.items()},
+                **_coverage(carry.coverage, trainer.grid, num_seeds),
+            }
+        )
     try:
         for epoch in range(first_epoch, layout.num_epochs):
             carry, metrics = trainer.train_epoch(carry)
@@ -235,6 +241,7 @@ def run_single(
                     "wall_time": elapsed,
                     "env_steps_per_s": (env_steps - layout.prefill_env_steps) / elapsed,
                     **{f"eval/{k}": v for k, v in eval_metrics.items()},
+                    **_coverage(carry.coverage, trainer.grid, num_seeds),
                     **metrics,
                 }
             )
