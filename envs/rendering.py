@@ -138,7 +138,7 @@ def _camera(env: GoalEnv, qpos: np.ndarray, goal3: np.ndarray, mode: str, radius
     if mode == "track":
         cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
         cam.trackbodyid = 1  # the torso (ant, humanoid) or the point mass
-        cam.distance = max(2.8 * radius, 0.4)
+        cam.distance = max(2.8 * radius, 1.0)  # a small robot (point mass): show its surroundings
         cam.azimuth, cam.elevation = 90.0, -30.0
         if maze is not None:  # look down into the corridor from above the walls
             cam.elevation = -55.0
@@ -212,9 +212,10 @@ def _mark_goal(scene: mujoco.MjvScene, env: GoalEnv, goal3: np.ndarray, root: np
     to_goal = goal3[:2] - root[:2]
     dist = float(np.linalg.norm(to_goal))
     if dist > threshold:
+        size = max(radius, 0.25)  # arrow scale: the robot's, at least a size seen from the camera
         start = np.array([root[0], root[1], root[2] + 0.8 * radius])
-        end = start + np.array([*(to_goal / dist * min(dist, 1.5 * radius)), 0.0])
-        _add_connector(scene, mujoco.mjtGeom.mjGEOM_ARROW, 0.06 * radius, start, end, solid)
+        end = start + np.array([*(to_goal / dist * min(dist, 1.5 * size)), 0.0])
+        _add_connector(scene, mujoco.mjtGeom.mjGEOM_ARROW, 0.06 * size, start, end, solid)
 
 
 def render_frames(
