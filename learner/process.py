@@ -37,7 +37,7 @@ from deepcrl.configs.resolve import (
 )
 from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import resolve, restore_train_state, save_train_state
-from deepcrl.rundir.metrics import MetricsLog, truncate_metrics, write_config
+from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
 
 
 class Learner:
@@ -67,6 +67,8 @@ class Learner:
         self.train_state = agent.init(k_init)
         self.rounds = 0
         self.rows_written = 0  # the metrics cursor
+        self.last_eval: dict = {}
+        self._logged_rounds = -1
         self.resumed = False
         self._samples_before = 0  # samples drawn and wait time of earlier lives of this learner
         self._wait_before = 0.0
@@ -98,7 +100,6 @@ class Learner:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._published = (int(self.train_state.step), jax.device_get(self.train_state.actor))
-        self.last_eval: dict = {}
 
     @property
     def checkpoint_path(self) -> Path:
@@ -127,6 +128,9 @@ class Learner:
         self._wall_before = float(saved["wall_time"])
         kept = iter(range(self.rows_written))
         truncate_metrics(self.dir, keep=lambda row: next(kept, None) is not None)
+        rows = read_metrics(self.dir / "metrics.jsonl")
+        if rows:
+            self.last_eval, self._logged_rounds = rows[-1], int(rows[-1].get("rounds", -1))
         self.resumed = True
 
     def save_checkpoint(self, wall_time: float) -> None:
@@ -186,6 +190,7 @@ class Learner:
         }
         self.last_eval = self.log.write(self.env_steps(), row)
         self.rows_written += 1
+        self._logged_rounds = self.rounds
         return self.last_eval
 
     def _switch_replay(self) -> None:
@@ -235,7 +240,14 @@ class Learner:
             self.log.close()
 
     def finish(self, wall_time: float, metrics: dict) -> dict:
-        row = self._evaluate_and_log({"wall_time": wall_time, **jax.device_get(metrics)})
+        if (
+            self.last_eval
+            and self._logged_rounds == self.rounds
+            and self.last_eval.get("env_steps") == self.env_steps()
+        ):
+            row = self.last_eval  # evaluated at this very step already: no duplicate final row
+        else:
+            row = self._evaluate_and_log({"wall_time": wall_time, **jax.device_get(metrics)})
         self.save_checkpoint(wall_time - self._wall_before)
         if self.config.checkpoint:
             save_train_state(self.dir / "checkpoints" / "final", self.train_state)

@@ -69,7 +69,7 @@ def _alive(pid: int) -> bool:
 
 
 def _assert_no_duplicate_rows(rows: list[dict], name: str) -> None:
-    keys = [(r["updates"], r["rounds"], r["samples_drawn"]) for r in rows]
+    keys = [(r["updates"], r["rounds"], r["samples_drawn"], r["env_steps"]) for r in rows]
     assert len(set(keys)) == len(keys), f"{name}: duplicated metric rows {keys}"
     updates = [r["updates"] for r in rows]
     assert updates == sorted(updates), f"{name}: updates went back {updates}"
