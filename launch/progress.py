@@ -55,27 +55,23 @@ class RunProgress:
         self._live = None
         if self.stream.isatty():
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                Progress,
-                TaskProgressColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.table import Column
 
             width = max(len(n) for n in self.totals) if self.totals else 6
             self._live = Progress(
-                TextColumn(f"{{task.description:<{width}}}"),
-                BarColumn(bar_width=24),
-                TaskProgressColumn(),
-                TextColumn("{task.completed:>12,.0f}/{task.total:,.0f} steps"),
-                TextColumn("{task.fields[stats]}"),
+                TextColumn("{task.description}", table_column=Column(min_width=width, no_wrap=True)),
+                BarColumn(bar_width=16),
+                TextColumn(
+                    "{task.completed:,.0f}/{task.total:,.0f}", table_column=Column(no_wrap=True, min_width=15)
+                ),
                 TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
+                TextColumn(
+                    "{task.fields[stats]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)
+                ),
                 console=Console(file=self.stream),
                 refresh_per_second=2,
+                expand=True,
             )
             self._tasks = {n: self._live.add_task(n, total=t, stats="") for n, t in self.totals.items()}
             self._live.start()
