@@ -1,4 +1,4 @@
-"""The environment suite: shapes, goal layout, mazes, wall physics, truncation, rendering.
+"""The environment suite: shapes, goal layout, mazes, wall physics, truncation, resets, rendering.
 
 Compiling Brax/MJX physics dominates the cost, so every env's reset and step
 are jitted once per session (``compiled``) and shared by all tests.
@@ -36,6 +36,22 @@ ALL_ENVS = [
     "point_mass",
     "point_mass_walls",
 ]
+# The paper's evaluation layouts (far goals only), by training env. They share the training
+# env's physics, so the shape tests above run on the training envs only.
+EVAL_ENVS = {
+    "ant_u4_maze": "ant_u4_maze_eval",
+    "ant_u5_maze": "ant_u5_maze_eval",
+    "ant_big_maze": "ant_big_maze_eval",
+    "humanoid_u_maze": "humanoid_u_maze_eval",
+    "humanoid_big_maze": "humanoid_big_maze_eval",
+}
+# Registered by envs/point_mass_maze.py (tested in tests/test_point_mass_maze.py).
+POINT_MASS_MAZES = [
+    f"point_mass_{m}_maze{e}"
+    for m in ("u4", "u5", "big", "hardest")
+    for e in ("", "_eval")
+    if (m, e) != ("hardest", "_eval")
+]
 MAZES = {
     "ant_u4_maze": 4.0,
     "ant_u5_maze": 4.0,
@@ -43,6 +59,7 @@ MAZES = {
     "ant_hardest_maze": 4.0,
     "humanoid_u_maze": 2.0,
     "humanoid_big_maze": 2.0,
+    **{e: (4.0 if e.startswith("ant") else 2.0) for e in EVAL_ENVS.values()},
 }
 STATE_SIZE = {"ant": 29, "humanoid": 268, "arm": 17, "point": 2}
 
@@ -98,14 +115,13 @@ def _inside_any(xy: np.ndarray, boxes, margin: float = 0.0) -> np.ndarray:
 
 
 def test_registry_has_exactly_the_suite():
-    assert envs.env_names() == sorted(ALL_ENVS)
+    assert envs.env_names() == sorted(ALL_ENVS + list(EVAL_ENVS.values()) + POINT_MASS_MAZES)
     with pytest.raises(ValueError, match="valid envs"):
         make_env("no_such_env")
 
 
 def test_describe_envs_matches_specs():
-    rows = {r["name"]: r for r in envs.describe_envs()}
-    assert set(rows) == set(ALL_ENVS)
+    rows = {r["name"]: r for r in envs.describe_envs(ALL_ENVS + list(EVAL_ENVS.values()))}
     for name, row in rows.items():
         assert row["state_size"] == STATE_SIZE[_family(name)], name
         assert row["observation_size"] == row["state_size"] + len(row["goal_indices"])
@@ -113,6 +129,10 @@ def test_describe_envs_matches_specs():
     assert rows["ant"]["backend"] == "spring" and rows["humanoid"]["backend"] == "spring"
     assert rows["arm_push_hard"]["backend"] == "mjx"
     assert rows["humanoid"]["goal_indices"] == (0, 1, 2) and rows["ant_big_maze"]["goal_indices"] == (0, 1)
+    for train, ev in EVAL_ENVS.items():  # one policy and critic fit both: same observation layout
+        assert {k: v for k, v in rows[ev].items() if k != "name"} == {
+            k: v for k, v in rows[train].items() if k != "name"
+        }, ev
     assert (
         rows["arm_binpick_easy"]["success_threshold"] == 0.1
         and rows["arm_binpick_easy"]["easy_threshold"] == 0.3
@@ -203,54 +223,106 @@ def test_maze_goals_in_goal_cells_never_in_walls(name):
     d = np.abs(goals[:, None, :] - maze.goal_centers[None]).max(-1)
     assert (d.min(1) <= maze.goal_jitter + 1e-5).all()
     assert len(np.unique(d.argmin(1))) == len(maze.goal_centers)
-    # The start (R cell) is the origin, free, with free space around the robot.
-    assert not _inside_any(np.zeros(2), boxes, margin=0.49 * maze.cell_size).any()
+    # The start is the R cell's centre, free, with free space around the robot.
+    assert not _inside_any(maze.start_xy, boxes, margin=0.49 * maze.cell_size).any()
 
 
-@pytest.mark.parametrize("name", ["ant_u4_maze", "humanoid_u_maze"])
-def test_maze_reset_goal_is_a_goal_cell_centre(name, compiled):
+@pytest.mark.parametrize("name", list(MAZES))
+def test_maze_frame_row_is_x_column_is_y(name):
+    """Cell (i, j) is centred at (cell·i, cell·j): a wall in the built MuJoCo model exactly where the grid has one."""
+    env = make_env(name)
+    maze, c = env.maze, env.maze.cell_size
+    boxes = _wall_boxes(env)
+    rows, cols = maze.grid.shape
+    for i in range(rows):
+        for j in range(cols):
+            centre = np.array([c * i, c * j])
+            assert _inside_any(centre, boxes).any() == (maze.grid[i, j] == "1"), (name, i, j)
+    ((i_r, j_r),) = np.argwhere(maze.grid == "R")
+    np.testing.assert_allclose(maze.start_xy, [c * i_r, c * j_r])
+
+
+@pytest.mark.parametrize("name,noise", [("ant_u4_maze", 0.1), ("humanoid_u_maze", 0.0)])
+def test_maze_reset_at_r_cell_centre_goal_at_goal_cell_centre(name, noise, compiled):
     env, reset, _ = compiled(name)
+    ((i_r, j_r),) = np.argwhere(env.maze.grid == "R")
+    r_centre = env.maze.cell_size * np.array([i_r, j_r], np.float32)
+    starts = []
     for seed in range(3):
         s = reset(jax.random.PRNGKey(seed))
         goal_xy = np.asarray(s.info["goal"][:2])
         assert np.abs(env.maze.goal_centers - goal_xy).max(-1).min() < 1e-5
-        np.testing.assert_allclose(np.asarray(s.pipeline_state.x.pos[0, :2]), 0.0, atol=0.11)  # start at R
+        starts.append(np.asarray(s.pipeline_state.x.pos[0, :2]))
+    offsets = np.abs(np.stack(starts) - r_centre)
+    assert offsets.max() <= noise + 1e-5  # the reference's start noise: ±0.1 (ant), none (humanoid)
+    if noise:
+        assert offsets.max() > 0.01  # the noise is there
 
 
-def _push(env, ps, velocity_x: float):
-    """Override the torso's x velocity: a strong, steady shove along -x."""
-    qd = ps.qd.at[0].set(velocity_x).at[1].set(0.0)
-    return env.pipeline_init(ps.q, qd)
+def _shove(env, axis: int, speed: float):
+    """A jitted override of the torso's velocity: a strong, steady shove along one axis."""
+
+    def shove(ps):
+        qd = ps.qd.at[:2].set(0.0).at[axis].set(speed)
+        return env.pipeline_init(ps.q, qd)
+
+    return jax.jit(shove)
 
 
 @pytest.fixture(scope="session")
-def pushed_x(compiled):
-    def run(name: str, steps: int = 40) -> np.ndarray:
-        env, reset, _ = compiled(name)
-        env_nt = make_env(name, terminate_when_unhealthy=False)
-        push_step = jax.jit(
-            lambda s: env_nt.step(
-                s.replace(pipeline_state=_push(env_nt, s.pipeline_state, -4.0)), jnp.zeros(env_nt.action_size)
-            )
-        )
+def pushed(compiled):
+    """Torso positions of an env shoved every step; reuses the compiled step (``done`` is only reported)."""
+
+    def run(name: str, axis: int, speed: float = -4.0, steps: int = 40) -> np.ndarray:
+        env, reset, step = compiled(name)
+        shove = _shove(env, axis, speed)
         s = reset(jax.random.PRNGKey(0))
-        xs = []
+        pos = []
         for _ in range(steps):
-            s = push_step(s)
-            xs.append(float(s.pipeline_state.x.pos[0, 0]))
-        return np.array(xs)
+            s = step(s.replace(pipeline_state=shove(s.pipeline_state)), jnp.zeros(env.action_size))
+            pos.append(np.asarray(s.pipeline_state.x.pos[0]))
+        return np.stack(pos)
 
     return run
 
 
-def test_ant_pushed_at_a_maze_wall_does_not_pass_through(pushed_x):
-    # In ant_u4_maze the R cell's west neighbour is a wall whose face is at x = -2.
-    free = pushed_x("ant")
+def test_ant_pushed_at_a_maze_wall_does_not_pass_through(pushed):
+    # ant_u4_maze starts at the R cell (2, 1), centre (8, 4); its neighbour (2, 0) is a wall whose face is y = 2.
+    free = pushed("ant", axis=1)[:, 1]
     assert free.min() < -4.0  # the same shove carries an ant far without walls
-    walled = pushed_x("ant_u4_maze")
+    walled = pushed("ant_u4_maze", axis=1)[:, 1]
     torso_radius = 0.25
-    assert walled.min() > -2.0 + torso_radius - 0.05  # stopped at the wall face
-    assert walled[-1] < -1.0  # and it did travel up to the wall
+    assert walled.min() > 2.0 + torso_radius - 0.05  # stopped at the wall face
+    assert walled[-1] < 3.0  # and it did travel up to the wall
+
+
+def test_humanoid_thrown_head_first_at_a_maze_wall_stops_at_its_face(compiled):
+    """Lying at mid-wall height, head towards the wall: only upper-body contacts can stop it.
+
+    With walls touching the legs only (the former model) the torso ended at x = 0.59, 0.4 m inside the wall.
+    """
+    env, reset, step = compiled("humanoid_u_maze")  # start (2, 2); the wall row 0 has its face at x = 1
+    lying = jnp.array([0.70710678, 0.0, -0.70710678, 0.0])  # head towards -x
+
+    @jax.jit
+    def throw(ps, velocity):
+        q = ps.q.at[0].set(1.8).at[2].set(0.6).at[3:7].set(lying)
+        return env.pipeline_init(q, ps.qd.at[0:2].set(velocity))
+
+    def torso_path(velocity) -> np.ndarray:
+        s = reset(jax.random.PRNGKey(0))
+        s = s.replace(pipeline_state=throw(s.pipeline_state, jnp.asarray(velocity, jnp.float32)))
+        torso = []
+        for _ in range(40):  # 0.6 s; ``done`` (fallen) is only reported
+            s = step(s, jnp.zeros(env.action_size))
+            torso.append(np.asarray(s.pipeline_state.x.pos[0]))
+        return np.stack(torso)
+
+    free = torso_path([0.0, 3.0])  # sideways, along the free cells
+    assert free[-1, 1] - 2.0 > 0.5  # the throw carries it
+    walled = torso_path([-3.0, 0.0])
+    assert walled[:, 0].min() > 1.1  # head (0.19 + 0.09 m ahead of the torso) stopped at the face
+    assert walled[-1, 2] > 0.0 and free[-1, 2] > 0.0  # and it lies on the floor, not under it
 
 
 # -- episode boundaries ------------------------------------------------------------
@@ -302,6 +374,34 @@ def test_fallen_humanoid_terminates_and_goal_marker_holds(compiled):
     np.testing.assert_allclose(
         np.asarray(s.pipeline_state.q[24:26]), goal[:2], atol=1e-4
     )  # the paper's target joints
+    # Every body part touches the floor (with Brax's feet-only contacts a fallen torso sinks through it).
+    lowest = []
+    for _ in range(60):
+        s = step(s, jnp.zeros(env.action_size))
+        lowest.append(float(s.pipeline_state.x.pos[:, 2].min()))
+    assert min(lowest) > 0.0, min(lowest)
+
+
+@pytest.mark.parametrize("name,dt", [("humanoid", 0.03), ("humanoid_u_maze", 0.015)])
+def test_humanoid_env_step_advances_physics_time(name, dt, compiled):
+    """Measured: the goal marker slides freely, so at 1 m/s one env step moves it ``dt`` metres."""
+    env, reset, step = compiled(name)
+    s = reset(jax.random.PRNGKey(0))
+    slide = jax.jit(lambda ps: env.pipeline_init(ps.q, ps.qd.at[23].set(1.0)))  # target_x's velocity
+    s = s.replace(pipeline_state=slide(s.pipeline_state))
+    x0 = float(s.pipeline_state.q[24])
+    s = step(s, jnp.zeros(env.action_size))
+    assert float(s.pipeline_state.q[24]) - x0 == pytest.approx(dt, rel=0.02)
+    assert env.dt == pytest.approx(dt)
+
+
+def test_humanoid_reset_without_noise_is_deterministic(compiled):
+    env, reset, _ = compiled("humanoid")
+    a, b = reset(jax.random.PRNGKey(0)), reset(jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(a.pipeline_state.q[:24], b.pipeline_state.q[:24])
+    np.testing.assert_array_equal(a.pipeline_state.qd[:23], b.pipeline_state.qd[:23])
+    np.testing.assert_array_equal(a.pipeline_state.q[:24], env.sys.init_q[:24])
+    assert not np.allclose(a.info["goal"], b.info["goal"])  # only the goal is random
 
 
 # -- rendering --------------------------------------------------------------------
