@@ -34,7 +34,7 @@ asks for 0.0015 through ``sys.tree_replace({'opt.timestep': 0.0015})`` while
 its ``envs/humanoid_maze.py`` uses ``sys.replace(dt=0.0015)``; under the Brax it
 pinned (0.10.1) the spring pipeline and ``PipelineEnv.dt`` read ``sys.dt``, so
 only the maze change took effect and plain humanoid ran at the model's 0.003 s
-(a 1000-step episode is 30 s; ../shared/PAPER-FIDELITY.md). In the Brax here
+(a 1000-step episode is 30 s). In the Brax here
 ``opt.timestep`` is the step, so we set the value the paper effectively ran.
 ``--set physics_timestep=0.0015`` selects the step the paper's code asked for.
 """
