@@ -86,6 +86,7 @@ class GoalEnv(Env):
             "success_threshold": spec.success_threshold,
             "easy_threshold": spec.easy_threshold,
             "episode_length": spec.episode_length,
+            "step_s": round(float(getattr(self, "dt", float("nan"))), 6),  # simulated seconds per env step
             "backend": self.backend,
         }
 
