@@ -48,27 +48,30 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def wandb_target(folder: Path) -> tuple[dict, str, str] | None:
-    """``(config, group, job_type)`` if the run ``folder`` belongs to asks for wandb, else None.
+def wandb_target(folder: Path) -> tuple[dict, str, str, str] | None:
+    """``(config, group, job_type, name)`` if the run ``folder`` belongs to asks for wandb, else None.
 
     A folder whose parent holds a ``config.json`` is a role (or seed) of that run
-    directory; otherwise the folder is the run directory itself (``single``).
+    directory (job type: the folder's name); otherwise the folder is the run
+    directory itself (job type: its topology). The group defaults to the run
+    directory's name; a study sets ``wandb_group`` to group all its runs.
     """
     folder = Path(folder).absolute()
     parent = _read_json(folder.parent / "config.json")
     if parent is not None and parent.get("wandb_project"):
         own = _read_json(folder / "config.json") or parent
-        return own, parent.get("wandb_group") or folder.parent.name, folder.name
+        run = folder.parent.name
+        return own, parent.get("wandb_group") or run, folder.name, f"{run}/{folder.name}"
     own = _read_json(folder / "config.json")
     if own is not None and own.get("wandb_project"):
-        return own, own.get("wandb_group") or folder.name, str(own.get("topology") or "run")
+        return own, own.get("wandb_group") or folder.name, str(own.get("topology") or "run"), folder.name
     return None
 
 
 class WandbRun:
     """One wandb run: numeric fields of every metrics row (x axis: env steps), the config, plots."""
 
-    def __init__(self, folder: Path, config: dict, group: str, job_type: str):
+    def __init__(self, folder: Path, config: dict, group: str, job_type: str, name: str):
         import wandb  # only runs that ask for wandb import it
 
         mode = config.get("wandb_mode") or "online"
@@ -80,7 +83,7 @@ class WandbRun:
             entity=config.get("wandb_entity") or None,
             group=group,
             job_type=job_type,
-            name=f"{group}/{job_type}",
+            name=name,
             config=config,
             dir=os.environ.get("WANDB_DIR") or str(folder),
             mode=mode,
@@ -90,7 +93,9 @@ class WandbRun:
         self.run.define_metric("*", step_metric="env_steps")
 
     def log(self, row: dict[str, Any]) -> None:
-        self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        self.run.log(
+            {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        )
 
     def finish(self, folder: Path) -> None:
         images = {f"plots/{p.stem}": self._wandb.Image(str(p)) for p in sorted(Path(folder).glob("*.png"))}
@@ -99,17 +104,21 @@ class WandbRun:
         self.run.finish()
 
 
-def publish_to_wandb(run_dir: Path, job_type: str, summary: dict | None = None) -> None:
-    """Send a run directory's plots and a summary as one more wandb run of its group (no-op without wandb).
+def publish_to_wandb(
+    run_dir: Path, job_type: str, summary: dict | None = None, config: dict | None = None
+) -> None:
+    """Send a folder's plots and a summary as one more wandb run of its group (no-op without wandb).
 
-    The distributed driver calls this after drawing ``success.png``: the roles'
-    wandb runs have finished by then.
+    The distributed driver calls this after drawing ``success.png`` (the roles'
+    wandb runs have finished by then), a study after writing its report.
+    ``config`` defaults to the folder's ``config.json``.
     """
-    run_dir = Path(run_dir)
-    config = _read_json(run_dir / "config.json")
+    run_dir = Path(run_dir).absolute()
+    config = config if config is not None else _read_json(run_dir / "config.json")
     if not config or not config.get("wandb_project"):
         return
-    sink = WandbRun(run_dir, config, config.get("wandb_group") or run_dir.name, job_type)
+    group = config.get("wandb_group") or run_dir.name
+    sink = WandbRun(run_dir, config, group, job_type, f"{run_dir.name}/{job_type}")
     if summary:
         sink.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     sink.finish(run_dir)

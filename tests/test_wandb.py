@@ -64,6 +64,9 @@ def test_wandb_target_groups_roles_by_run_dir(tmp_path):
     assert wandb_target(run_dir) is None and wandb_target(run_dir / "learner_0") is None
     (run_dir / "config.json").write_text(json.dumps({"topology": "actor_learner", "wandb_project": "p"}))
     (run_dir / "learner_0" / "config.json").write_text(json.dumps({"critic_depth": 8, "wandb_project": "p"}))
-    config, group, job = wandb_target(run_dir / "learner_0")
-    assert (group, job, config["critic_depth"]) == ("my_run", "learner_0", 8)
-    assert wandb_target(run_dir)[1:] == ("my_run", "actor_learner")
+    config, group, job, name = wandb_target(run_dir / "learner_0")
+    assert (group, job, name, config["critic_depth"]) == ("my_run", "learner_0", "my_run/learner_0", 8)
+    assert wandb_target(run_dir)[1:] == ("my_run", "actor_learner", "my_run")
+    # A study groups its runs: every run (and role) in the study's group, each named by its run directory.
+    (run_dir / "config.json").write_text(json.dumps({"wandb_project": "p", "wandb_group": "depth_sweep-cpu"}))
+    assert wandb_target(run_dir / "learner_0")[1:] == ("depth_sweep-cpu", "learner_0", "my_run/learner_0")
