@@ -200,7 +200,8 @@ def hardware() -> dict:
 
 
 def execute_run(config_dict: dict, run_dir: str) -> dict:
-    """Body of one Ray task: run to the end (single resumes from checkpoints/latest).
+    """Body of one Ray task: run to the end, resuming from the run's checkpoints if it has any
+    (single: checkpoints/latest; distributed: every role's checkpoint and the replay's).
 
     The worker's stdout/stderr go to ``RUN_DIR/study_task.log`` so concurrent
     runs do not interleave on the study's console.
@@ -229,7 +230,7 @@ def execute_run(config_dict: dict, run_dir: str) -> dict:
 
             # Reuse this worker's Ray connection: with an address set, run_distributed never shuts Ray down.
             config.ray_address = ray.get_runtime_context().gcs_address
-            row = run_distributed(config, path)
+            row = run_distributed(config, path, resume=True)
         import jax
 
         devices = sorted({f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()})
@@ -258,7 +259,7 @@ def run_needs(config: ConfigDict, gpus_per_run: float) -> tuple[float, float]:
     from deepcrl.configs.topologies import resolve_roles
 
     _, learners = resolve_roles(config)
-    return 2.0 + len(learners), gpus_per_run
+    return (2.0 + len(learners)) * float(config.get("cpus_per_role", 1.0)), gpus_per_run
 
 
 def assign_role_gpus(config: ConfigDict, gpus_per_run: float) -> None:
@@ -335,8 +336,6 @@ def schedule(
                 queue.pop(0)
                 record = state["runs"][name]
                 rd = run_dir_of(study_dir, name)
-                if config.topology != "single" and rd.exists():
-                    shutil.rmtree(rd)  # a distributed run cannot resume: start it clean
                 opts: dict = {"max_retries": 0, "num_cpus": cpus if config.topology == "single" else 0}
                 env_vars = dict(limits["env_vars"])  # inherited by a distributed run's roles too
                 if config.topology == "single" and gpus:
@@ -414,8 +413,8 @@ def reconcile(state: dict, definition: dict, study_dir: Path) -> list[dict]:
         if "started_unix" in record:  # its last attempt was killed or interrupted
             last_write = max((p.stat().st_mtime for p in rd.rglob("*") if p.is_file()), default=0.0)
             spent = max(0.0, last_write - record["started_unix"])
-            if topology_of(run) == "single":  # only a resumable run keeps what it already spent
-                record["wall_time_s_before"] = round(record.get("wall_time_s_before", 0.0) + spent, 1)
+            # every run resumes from its checkpoints, so it keeps what it already spent
+            record["wall_time_s_before"] = round(record.get("wall_time_s_before", 0.0) + spent, 1)
         record.pop("started_unix", None)
         if record["state"] != "failed":
             record["state"] = "pending"
