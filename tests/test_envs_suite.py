@@ -127,6 +127,11 @@ def test_describe_envs_matches_specs():
         assert row["observation_size"] == row["state_size"] + len(row["goal_indices"])
         assert row["success_threshold"] < row["easy_threshold"]
     assert rows["ant"]["backend"] == "spring" and rows["humanoid"]["backend"] == "spring"
+    assert (rows["humanoid"]["step_s"], rows["humanoid_u_maze"]["step_s"], rows["ant"]["step_s"]) == (
+        0.03,
+        0.015,
+        0.05,
+    )
     assert rows["arm_push_hard"]["backend"] == "mjx"
     assert rows["humanoid"]["goal_indices"] == (0, 1, 2) and rows["ant_big_maze"]["goal_indices"] == (0, 1)
     for train, ev in EVAL_ENVS.items():  # one policy and critic fit both: same observation layout
