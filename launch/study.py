@@ -53,10 +53,18 @@ flags.DEFINE_string("depths", None, "Depths the study compares (default: the stu
 flags.DEFINE_string("batch_sizes", None, "batch_sweep only: batch sizes, e.g. 256,1024,4096")
 flags.DEFINE_multi_string("set", [], "Override a config field in every run: --set num_evals=20")
 flags.DEFINE_string(
+    "wandb", None, "Also log every run to this wandb project, one group per study (--set wandb_mode=offline)"
+)
+flags.DEFINE_string(
     "ray_address", None, "Join an existing Ray cluster at HOST:PORT (default: embedded local Ray)"
 )
 flags.DEFINE_integer("max_concurrent", 0, "Most runs at once (0: as many as the cluster's CPUs/GPUs allow)")
 flags.DEFINE_float("gpus_per_run", None, "GPUs per run (default 1 if the cluster has GPUs, else 0)")
+flags.DEFINE_bool(
+    "seeds_in_one_program",
+    True,
+    "Train the seeds of a single-topology condition as one program (--num_seeds); off: one run per seed",
+)
 flags.DEFINE_bool("report_only", False, "Only rewrite the report from what STUDY_DIR holds")
 flags.DEFINE_bool("dry_run", False, "Validate every run's config, list the runs, and exit without running")
 flags.DEFINE_string(
@@ -103,6 +111,11 @@ def main(argv) -> int:
             "re-run with the same flags, or use another --study_dir"
         )
     validate_runs(configs)
+    from deepcrl.rundir.metrics import WANDB_MODES
+
+    modes = {c.get("wandb_mode", "online") for c in configs.values()}
+    if not modes <= set(WANDB_MODES):
+        raise UsageError(f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {sorted(modes)}")
     if FLAGS.dry_run:
         for run in definition["runs"]:
             c = configs[run["name"]]
@@ -116,6 +129,8 @@ def main(argv) -> int:
         cache = str(Path(cache).absolute())
     for name, c in configs.items():
         c.run_dir = str(run_dir_of(study_dir, name))
+        if FLAGS.wandb:  # every run (and role) of the study in one wandb group
+            c.wandb_project, c.wandb_group = FLAGS.wandb, c.get("wandb_group") or study_dir.name
     study_dir.mkdir(parents=True, exist_ok=True)
     state = state or {"definition": definition, "runs": {}, "sessions": []}
     todo = reconcile(state, definition, study_dir)
@@ -156,6 +171,7 @@ def main(argv) -> int:
                 "gpus": cluster.get("GPU", 0.0),
                 "gpus_per_run": gpus,
                 "max_concurrent": FLAGS.max_concurrent,
+                "seeds_in_one_program": FLAGS.seeds_in_one_program,
                 "env_vars": {"JAX_COMPILATION_CACHE_DIR": cache} if cache else {},
             }
             schedule(ray, todo, configs, state, study_dir, limits)
@@ -171,6 +187,13 @@ def main(argv) -> int:
             ray.shutdown()
     report = write_report(study_dir, state)
     failed = count_state(state, "failed")
+    if FLAGS.wandb:  # the report's plots, as one more wandb run of the study's group
+        from deepcrl.rundir.metrics import publish_to_wandb
+
+        wandb_keys = ("wandb_project", "wandb_mode", "wandb_entity", "wandb_group")
+        first = next(iter(configs.values()))
+        config = {**{k: first.get(k) for k in wandb_keys}, "study": FLAGS.study, "scale": FLAGS.scale}
+        publish_to_wandb(study_dir, "study", {"runs": len(configs), "failed": failed}, config=config)
     print(f"report: {report}")
     if interrupted:
         return 130
