@@ -96,7 +96,8 @@ def get_config() -> ConfigDict:
     c.checkpoint = True
     # wandb (optional; imported only when a project is set): every metrics row, the config, the plots.
     c.wandb_project = ""  # empty: no wandb; `--wandb PROJECT` sets it
-    c.wandb_mode = "online"  # "online" | "offline" (no network; `wandb sync` later) | "disabled"
+    # "online" | "offline" (no network; `wandb sync` later) | "disabled"; empty: $WANDB_MODE, else online
+    c.wandb_mode = ""
     c.wandb_entity = ""  # empty: your default entity
     c.wandb_group = ""  # empty: the run directory's name (all roles of a run share it)
     return c

@@ -117,10 +117,15 @@ def build_config() -> ConfigDict:
             apply_override(config, item)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-    from deepcrl.rundir.metrics import WANDB_MODES
+    from deepcrl.rundir.metrics import WANDB_MODES, wandb_mode, wandb_problem
 
-    if config.get("wandb_mode", "online") not in WANDB_MODES:
+    if config.get("wandb_mode") and config.wandb_mode not in WANDB_MODES:
         raise UsageError(f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {config.wandb_mode!r}")
+    problem = wandb_problem(config)
+    if problem:
+        raise UsageError(problem)
+    if config.get("wandb_project"):
+        config.wandb_mode = wandb_mode(config)  # $WANDB_MODE resolved here: roles may run elsewhere
     return config
 
 

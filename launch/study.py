@@ -111,11 +111,14 @@ def main(argv) -> int:
             "re-run with the same flags, or use another --study_dir"
         )
     validate_runs(configs)
-    from deepcrl.rundir.metrics import WANDB_MODES
+    if FLAGS.wandb:  # every run (and role) of the study in one wandb group
+        from deepcrl.rundir.metrics import wandb_mode, wandb_problem
 
-    modes = {c.get("wandb_mode", "online") for c in configs.values()}
-    if not modes <= set(WANDB_MODES):
-        raise UsageError(f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {sorted(modes)}")
+        for c in configs.values():
+            c.wandb_project, c.wandb_group = FLAGS.wandb, c.get("wandb_group") or study_dir.name
+            if problem := wandb_problem(c):
+                raise UsageError(problem)
+            c.wandb_mode = wandb_mode(c)  # $WANDB_MODE resolved here: runs may execute elsewhere
     if FLAGS.dry_run:
         for run in definition["runs"]:
             c = configs[run["name"]]
@@ -129,8 +132,6 @@ def main(argv) -> int:
         cache = str(Path(cache).absolute())
     for name, c in configs.items():
         c.run_dir = str(run_dir_of(study_dir, name))
-        if FLAGS.wandb:  # every run (and role) of the study in one wandb group
-            c.wandb_project, c.wandb_group = FLAGS.wandb, c.get("wandb_group") or study_dir.name
     study_dir.mkdir(parents=True, exist_ok=True)
     state = state or {"definition": definition, "runs": {}, "sessions": []}
     todo = reconcile(state, definition, study_dir)

@@ -68,13 +68,33 @@ def wandb_target(folder: Path) -> tuple[dict, str, str, str] | None:
     return None
 
 
+def wandb_mode(config) -> str:
+    """The config's ``wandb_mode``; unset: ``$WANDB_MODE``, else online."""
+    return config.get("wandb_mode") or os.environ.get("WANDB_MODE") or "online"
+
+
+def wandb_problem(config) -> str | None:
+    """Why a config's wandb settings cannot work (checked before any role starts), or None."""
+    if not config.get("wandb_project"):
+        return None
+    mode = wandb_mode(config)
+    if mode not in WANDB_MODES:
+        return f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}"
+    if mode == "online":
+        import wandb
+
+        if not wandb.api.api_key:
+            return "wandb_mode=online needs `wandb login` (or WANDB_API_KEY); or --set wandb_mode=offline"
+    return None
+
+
 class WandbRun:
     """One wandb run: numeric fields of every metrics row (x axis: env steps), the config, plots."""
 
     def __init__(self, folder: Path, config: dict, group: str, job_type: str, name: str):
         import wandb  # only runs that ask for wandb import it
 
-        mode = config.get("wandb_mode") or "online"
+        mode = wandb_mode(config)
         if mode not in WANDB_MODES:
             raise ValueError(f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
         self._wandb = wandb

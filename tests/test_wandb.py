@@ -57,6 +57,14 @@ def test_offline_single_run_logs_every_row_config_and_plot(tmp_path):
     assert images and images[0]["plots/success/_type"] == "image-file"
 
 
+def test_online_without_a_login_is_a_usage_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["WANDB_CONFIG_DIR"] = str(tmp_path / "no_login")  # no stored API key either
+    res = run_cli(*TINY, "--run_dir", str(tmp_path / "run"), "--wandb", "p", env=env, timeout=300)
+    assert res.returncode == 2 and "wandb login" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_wandb_target_groups_roles_by_run_dir(tmp_path):
     run_dir = tmp_path / "my_run"
     (run_dir / "learner_0").mkdir(parents=True)
