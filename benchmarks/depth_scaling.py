@@ -1,8 +1,18 @@
 """Speed of the CRL core as depth grows: compile time, update steps/s, memory, and the Ant loop.
 
     .venv/bin/python benchmarks/depth_scaling.py [--quick] [--cap 240] [--json out.json]
+    .venv/bin/python benchmarks/depth_scaling.py --compare [--compare_depths 4 16 64 256 1024]
+    .venv/bin/python benchmarks/depth_scaling.py --memory [--memory_depth 1024]
 
-Three measurements, printed as tables:
+``--compare``: ours (``agent.update``, variants from ``VARIANTS``) against a paper-shaped baseline
+(``learner/reference.py``: unrolled trunks, the paper's update order and sample reuse, the B×B×d
+InfoNCE form) in one subprocess per depth, interleaved round by round, wall and CPU seconds
+(``time.process_time``) per update, and baseline / ours per round; above ``--baseline_max_depth`` ours
+alone (compile and one update). ``--memory``: one update with and without ``remat`` at depth 1024: XLA's
+buffer count (arguments + outputs − donated aliases + temporaries) and measured RSS, and the largest
+batch that fits 80 GB, extrapolated from XLA's count at three batch sizes.
+
+Without those flags, three measurements, printed as tables:
 
 1. ``agent.update`` (jitted) for critic = actor depth in ``--depths`` at one width and batch: compile
    time (lower + compile), steady-state steps/s, XLA's memory analysis and the process peak RSS.
@@ -252,13 +262,61 @@ def compare_cell(p: Cell) -> None:
             cpu0, start = time.process_time(), time.perf_counter()
             for _ in range(p["calls"]):
                 states[name] = jax.block_until_ready(compiled(states[name], batch, key)[0])
-            _emit(variant=name, round=r, calls=p["calls"], wall_s=time.perf_counter() - start,
-                  cpu_s=time.process_time() - cpu0, load=os.getloadavg()[0])  # fmt: skip
+            _emit(variant=name, round=r, calls=p["calls"], round_wall_s=time.perf_counter() - start,
+                  round_cpu_s=time.process_time() - cpu0, load=os.getloadavg()[0])  # fmt: skip
         if _remaining(p) < 0.2 * p["cap"]:
             break
 
 
-CELLS: dict[str, Callable[[Cell], None]] = {"update": update_cell, "env": env_cell, "compare": compare_cell}
+def _rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MiB, from /proc."""
+    now = peak = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            now = int(line.split()[1]) / 1024
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    return now, peak
+
+
+def memory_cell(p: Cell) -> None:
+    """XLA's buffer count of the donated update at each batch in ``p['batches']`` (compile only), then,
+    at the first batch, two executed updates: peak RSS and its rise over the RSS just before them."""
+    import jax
+
+    from deepcrl.learner.agent import AgentConfig, make_agent
+    from deepcrl.learner.networks import TrunkConfig
+
+    trunk = TrunkConfig(depth=p["depth"], width=p["width"], remat=p["remat"])
+    agent = make_agent(AgentConfig(STATE, GOAL, ACTION, actor=trunk, critic=trunk))
+    key = jax.random.PRNGKey(0)
+    shapes = jax.eval_shape(agent.init, key)
+    compiled = None
+    for b in p["batches"]:
+        cpu0, start = time.process_time(), time.perf_counter()
+        c = jax.jit(agent.update, donate_argnums=0).lower(shapes, _random_batch(b), key).compile()
+        m = c.memory_analysis()
+        peak = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+        _emit(batch=b, compile_s=time.perf_counter() - start, compile_cpu_s=time.process_time() - cpu0,
+              xla_arg_mb=m.argument_size_in_bytes / 2**20, xla_temp_mb=m.temp_size_in_bytes / 2**20,
+              xla_alias_mb=m.alias_size_in_bytes / 2**20, xla_peak_mb=peak / 2**20)  # fmt: skip
+        compiled = compiled or c
+        del c
+    if not p.get("execute"):
+        return
+    batch = _random_batch(p["batches"][0])
+    ts = jax.block_until_ready(jax.jit(agent.init)(key))
+    before, _ = _rss_mb()
+    cpu0, start = time.process_time(), time.perf_counter()
+    for _ in range(2):
+        ts = jax.block_until_ready(compiled(ts, batch, key)[0])
+    now, peak = _rss_mb()
+    _emit(rss_before_mb=before, rss_peak_mb=peak, rss_rise_mb=peak - before,
+          step_s=(time.perf_counter() - start) / 2, step_cpu_s=(time.process_time() - cpu0) / 2)  # fmt: skip
+
+
+CELLS: dict[str, Callable[[Cell], None]] = {"update": update_cell, "env": env_cell, "compare": compare_cell,
+                                            "memory": memory_cell}
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -429,9 +487,9 @@ def compare_rows(r: Cell) -> list[list[str]]:
     for name in [*compiles, *(["baseline"] if "baseline" not in compiles and "baseline" in rounds else [])]:
         c, got = compiles.get(name, {}), rounds.get(name, {})
         per = lambda ln, f: 1e3 * ln[f] / ln["calls"]  # noqa: E731 - ms per update
-        wall, cpu = [per(x, "wall_s") for x in got.values()], [per(x, "cpu_s") for x in got.values()]
-        ratio_w = [base[i]["wall_s"] / x["wall_s"] for i, x in got.items() if i in base]
-        ratio_c = [base[i]["cpu_s"] / x["cpu_s"] for i, x in got.items() if i in base]
+        wall, cpu = [per(x, "round_wall_s") for x in got.values()], [per(x, "round_cpu_s") for x in got.values()]
+        ratio_w = [base[i]["round_wall_s"] / x["round_wall_s"] for i, x in got.items() if i in base]
+        ratio_c = [base[i]["round_cpu_s"] / x["round_cpu_s"] for i, x in got.items() if i in base]
         compile_str = f"{c['compile_s']:.1f} ({c['compile_cpu_s']:.1f})" if c else (
             f"> {r['compile_lower_bound_s']:.0f} (cap)" if name == "baseline" and "compile_lower_bound_s" in r
             else "timeout" if r["timed_out"] else r.get("error", "-"))  # fmt: skip
@@ -488,13 +546,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, default=None, help="also write all raw results here")
     ap.add_argument("--compare", action="store_true",
                     help="only ours vs the paper-shaped baseline (interleaved), then exit")
-    ap.add_argument("--compare_depths", type=int, nargs="+", default=[4, 16, 64])
+    ap.add_argument("--compare_depths", type=int, nargs="+", default=[4, 16, 64, 256, 1024])
     ap.add_argument("--variants", nargs="+", default=["ours"], choices=list(VARIANTS))
     ap.add_argument("--baseline_max_depth", type=int, default=64,
                     help="no baseline above this depth (its unrolled compile grows ~5x per 4x depth)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=3, help="updates per program per round")
-    ap.add_argument("--compare_cap", type=float, default=900.0, help="wall seconds per compare cell")
+    ap.add_argument("--compare_cap", type=float, default=900.0, help="wall seconds per compare/memory cell")
+    ap.add_argument("--memory", action="store_true",
+                    help="only the remat on/off memory of one update at --memory_depth, then exit")
+    ap.add_argument("--memory_depth", type=int, default=1024)
     ap.add_argument("--_cell", default=None, help=argparse.SUPPRESS)
     if ap.parse_known_args(argv)[0].quick:  # quick changes the defaults; explicit flags still win
         ap.set_defaults(width=64, depths=[4, 16], unrolled_depths=[4, 16], cap=60.0, unrolled_cap=60.0,
@@ -513,6 +574,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"# CRL core depth scaling — {machine()}; load avg {os.getloadavg()[0]:.2f}", flush=True)
     if args.compare:
         return compare_main(args)
+    if args.memory:
+        return memory_main(args)
     base = {"width": args.width, "batch": args.batch, "seconds": args.seconds}
     scanned: dict[int, Cell] = {}
     for depth in args.depths:
@@ -554,13 +617,74 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def memory_main(args: argparse.Namespace) -> dict[str, Any]:
+    """Remat on / off at ``--memory_depth``: XLA's count per batch, executed RSS, largest batch for 80 GB."""
+    cells = {}
+    for remat in (False, True):
+        p = {"depth": args.memory_depth, "width": args.width, "remat": remat, "execute": True,
+             "batches": [args.batch, 8 * args.batch, 16 * args.batch, 32 * args.batch]}  # fmt: skip
+        cells[remat] = run_cell("memory", p, args.compare_cap)
+        print(f"  remat={remat} done ({cells[remat]['wall_s']:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
+    rows, fits = [], {}
+    for remat, r in cells.items():
+        by_batch = {ln["batch"]: ln for ln in r["lines"] if "batch" in ln}
+        b0 = by_batch.get(args.batch, {})
+        rows.append([("on" if remat else "off"), _fmt(b0.get("compile_s")), _fmt(b0.get("compile_cpu_s")),
+                     _fmt(b0.get("xla_arg_mb"), ",.0f"), _fmt(b0.get("xla_temp_mb"), ",.0f"),
+                     _fmt(b0.get("xla_peak_mb"), ",.0f"), _fmt(r.get("rss_before_mb"), ",.0f"),
+                     _fmt(r.get("rss_peak_mb"), ",.0f"), _fmt(r.get("rss_rise_mb"), ",.0f"),
+                     _fmt(r.get("step_cpu_s")), r.get("error", "")])  # fmt: skip
+        fits[remat] = _largest_batch(by_batch, 80e9)
+    print(f"\n## memory of one update at depth {args.memory_depth} (width {args.width}, batch {args.batch}, "
+          f"actor = critic depth, train state donated)\n")  # fmt: skip
+    print(table(["remat", "compile s", "compile CPU s", "XLA arg MiB", "XLA temp MiB", "XLA peak MiB",
+                 "RSS before MiB", "RSS peak MiB", "RSS rise MiB", "update CPU s", "error"], rows))  # fmt: skip
+    on, off = cells[True], cells[False]
+    for what in ("xla_peak_mb", "xla_temp_mb"):
+        a = next((ln[what] for ln in on["lines"] if ln.get("batch") == args.batch), None)
+        b = next((ln[what] for ln in off["lines"] if ln.get("batch") == args.batch), None)
+        if a and b:
+            print(f"\nremat / no remat, {what}: {a / b:.2f}")
+    if on.get("rss_rise_mb") and off.get("rss_rise_mb"):
+        print(f"remat / no remat, RSS rise: {on['rss_rise_mb'] / off['rss_rise_mb']:.2f}; "
+              f"RSS peak: {on['rss_peak_mb'] / off['rss_peak_mb']:.2f}")  # fmt: skip
+    for remat, fit in fits.items():
+        print(f"largest batch for 80 GB (remat {'on' if remat else 'off'}): {fit}")
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "memory": {str(k): v for k, v in cells.items()}}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _largest_batch(by_batch: dict[int, Cell], limit_bytes: float) -> str:
+    """Fit XLA's peak = a + b·B + c·B² through the three largest batches and solve for ``limit_bytes``.
+
+    An extrapolation from the CPU compiler's buffer assignment (a GPU's differs somewhat); the B²
+    term is the B×B logits and their gradients.
+    """
+    pts = sorted((b, ln["xla_peak_mb"] * 2**20) for b, ln in by_batch.items() if "xla_peak_mb" in ln)
+    if len(pts) < 3:
+        return "-"
+    import numpy as np
+
+    (x0, y0), (x1, y1), (x2, y2) = pts[-3:]  # the largest: small batches hide in reused buffers
+    c, b, a = np.polyfit([x0, x1, x2], [y0, y1, y2], 2)
+    roots = [r.real for r in np.roots([c, b, a - limit_bytes]) if abs(r.imag) < 1e-9 and r.real > 0]
+    per_sample = (y2 - y0) / (x2 - x0) / 2**20
+    best = int(min(roots)) if roots else None
+    return (f"~{best:,} (fit a + bB + cB² through B = {x0}, {x1}, {x2}: fixed {a / 2**30:.2f} GiB, "
+            f"{per_sample:.2f} MiB per sample between B = {x0} and {x2}, {c * 2**-20:.2e} MiB per B²; "
+            "extrapolated)")  # fmt: skip
+
+
 def compare_main(args: argparse.Namespace) -> dict[str, Any]:
     """Ours vs the paper-shaped baseline at each depth, one subprocess per depth, interleaved inside."""
     cells = []
     for depth in args.compare_depths:
-        p = {"depth": depth, "width": args.width, "batch": args.batch, "rounds": args.rounds, "calls": args.calls,
-             "variants": [{"name": n, **VARIANTS[n]} for n in args.variants],
-             "baseline": depth <= args.baseline_max_depth}  # fmt: skip
+        with_baseline = depth <= args.baseline_max_depth
+        p = {"depth": depth, "width": args.width, "batch": args.batch,  # ours alone: compile and one update
+             "rounds": args.rounds if with_baseline else 1, "calls": args.calls if with_baseline else 1,
+             "variants": [{"name": n, **VARIANTS[n]} for n in args.variants], "baseline": with_baseline}  # fmt: skip
         cells.append(run_cell("compare", p, args.compare_cap))
         print(f"  depth {depth} done ({cells[-1]['wall_s']:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
     print(f"\n## ours vs paper-shaped baseline (width {args.width}, batch {args.batch}, actor = critic depth; "

@@ -14,7 +14,7 @@ from deepcrl.learner.networks import TrunkConfig
 from deepcrl.learner.reference import make_reference_update, unstack_state
 
 S, G, A, B = 5, 2, 3, 32
-BASE = AgentConfig(S, G, A, actor=TrunkConfig(12, 16), critic=TrunkConfig(8, 16))
+BASE = AgentConfig(S, G, A, actor=TrunkConfig(8, 16), critic=TrunkConfig(8, 16))
 
 
 def _batch(seed: int = 1) -> dict:
@@ -44,7 +44,7 @@ def _trunk(c: TrunkConfig, **kw) -> TrunkConfig:
     return dataclasses.replace(c, **kw)
 
 
-VARIANTS = {
+VARIANTS = {  # every trunk variant the update can run with
     "scan": {},
     "remat": {"remat": True},
     "unroll2": {"scan_unroll": 2},
@@ -52,14 +52,19 @@ VARIANTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def fast_update():
+    """The default (scanned) agent's jitted update, shared by the tests below."""
+    return jax.jit(make_agent(BASE).update)
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_fast_update_equals_paper_shaped_reference(reference_step, variant):
+def test_fast_update_equals_paper_shaped_reference(reference_step, fast_update, variant):
     ts0, ref_ts, ref_metrics = reference_step
     kw = VARIANTS[variant]
     cfg = dataclasses.replace(BASE, actor=_trunk(BASE.actor, **kw), critic=_trunk(BASE.critic, **kw))
-    agent = make_agent(cfg)
     ts = ts0 if cfg.actor.scan else unstack_state(ts0)
-    update = jax.jit(agent.update)
+    update = fast_update if not kw else jax.jit(make_agent(cfg).update)
     for i in range(2):
         ts, metrics = update(ts, _batch(i), jax.random.PRNGKey(10 + i))
         for name, value in ref_metrics[i].items():
@@ -72,11 +77,10 @@ def test_fast_update_equals_paper_shaped_reference(reference_step, variant):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
 
 
-def test_alpha_loss_uses_the_actors_own_sample_and_pre_step_alpha():
+def test_alpha_loss_uses_the_actors_own_sample_and_pre_step_alpha(fast_update):
     """α loss = α₀ · (entropy of the actor's sample − target): no second actor sample is drawn."""
-    agent = make_agent(BASE)
-    ts = agent.init(jax.random.PRNGKey(0)).replace(log_alpha=jnp.asarray(-0.7))
-    new, m = jax.jit(agent.update)(ts, _batch(), jax.random.PRNGKey(3))
+    ts = make_agent(BASE).init(jax.random.PRNGKey(0)).replace(log_alpha=jnp.asarray(-0.7))
+    new, m = fast_update(ts, _batch(), jax.random.PRNGKey(3))
     target = BASE.target_entropy_scale * A
     np.testing.assert_allclose(m["alpha/loss"], np.exp(-0.7) * (m["actor/entropy"] - target), rtol=1e-5)
     # Adam's first step moves log α by −lr·sign(grad); grad = α₀·(entropy − target).
@@ -84,13 +88,11 @@ def test_alpha_loss_uses_the_actors_own_sample_and_pre_step_alpha():
     np.testing.assert_allclose(new.log_alpha, expected, rtol=1e-5)
 
 
-def test_actor_sees_the_pre_step_critic():
+def test_actor_sees_the_pre_step_critic(fast_update):
     """The actor's gradient does not depend on this step's critic update (paper order)."""
-    agent = make_agent(BASE)
-    ts = agent.init(jax.random.PRNGKey(0))
+    ts = make_agent(BASE).init(jax.random.PRNGKey(0))
     batch, key = _batch(), jax.random.PRNGKey(3)
-    fast = jax.jit(agent.update)
-    a, _ = fast(ts, batch, key)
+    a, _ = fast_update(ts, batch, key)
     # A different critic learning rate changes the critic step but must leave the actor's step alone.
     other = make_agent(dataclasses.replace(BASE, critic_lr=1e-1))
     b, _ = jax.jit(other.update)(ts, batch, key)
@@ -99,7 +101,7 @@ def test_actor_sees_the_pre_step_critic():
     assert not np.allclose(jax.tree_util.tree_leaves(a.critic)[0], jax.tree_util.tree_leaves(b.critic)[0])
 
 
-def test_bf16_matmuls_stay_close_to_float32():
+def test_bf16_matmuls_stay_close_to_float32(fast_update):
     """compute_dtype=bfloat16: params and Adam state float32; losses and gradients near float32's."""
     bf = dataclasses.replace(
         BASE,
@@ -113,7 +115,7 @@ def test_bf16_matmuls_stay_close_to_float32():
         assert y.dtype == x.dtype and x.dtype in (jnp.float32, jnp.int32)
         np.testing.assert_array_equal(x, y)  # same float32 initial parameters
     batch, key = _batch(), jax.random.PRNGKey(3)
-    new32, m32 = jax.jit(f32_agent.update)(ts, batch, key)
+    new32, m32 = fast_update(ts, batch, key)
     new16, m16 = jax.jit(bf_agent.update)(ts, batch, key)
     for name in ("critic/loss", "actor/loss", "alpha/loss", "actor/entropy", "critic/grad_norm", "actor/grad_norm"):
         np.testing.assert_allclose(m16[name], m32[name], rtol=3e-2, atol=1e-2, err_msg=name)
