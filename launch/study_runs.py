@@ -199,9 +199,13 @@ def hardware() -> dict:
 # ----------------------------------------------------------------------------- execution
 
 
-def execute_run(config_dict: dict, run_dir: str) -> dict:
+def execute_run(config_dict: dict, run_dir: str, seed_dirs: list[str] | None = None) -> dict:
     """Body of one Ray task: run to the end, resuming from the run's checkpoints if it has any
     (single: checkpoints/latest; distributed: every role's checkpoint and the replay's).
+
+    With ``seed_dirs`` the task is a group of runs that differ only in seed, trained
+    as one ``num_seeds`` program: each seed writes its own run's directory, and the
+    result carries each seed's final row in ``per_seed``.
 
     The worker's stdout/stderr go to ``RUN_DIR/study_task.log`` so concurrent
     runs do not interleave on the study's console.
@@ -224,7 +228,8 @@ def execute_run(config_dict: dict, run_dir: str) -> dict:
         if config.topology == "single":
             from deepcrl.launch.single import run_single
 
-            row = run_single(config, path, progress=False, resume=True)
+            dirs = [Path(d) for d in seed_dirs] if seed_dirs else None
+            row = run_single(config, path, progress=False, resume=True, seed_dirs=dirs)
         else:
             from deepcrl.launch.distributed import run_distributed
 
@@ -234,11 +239,11 @@ def execute_run(config_dict: dict, run_dir: str) -> dict:
         import jax
 
         devices = sorted({f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()})
+        keys = ("env_steps", "eval/time_at_goal", "eval/time_at_goal_frac", "eval/success")
+        per_seed = [json.loads((Path(d) / "complete.json").read_text()) for d in seed_dirs or []]
         return {
-            "final": {
-                k: (row or {}).get(k)
-                for k in ("env_steps", "eval/time_at_goal", "eval/time_at_goal_frac", "eval/success")
-            },
+            "final": {k: (row or {}).get(k) for k in keys},
+            **({"per_seed": [{k: r.get(k) for k in keys} for r in per_seed]} if seed_dirs else {}),
             "wall_time_s": round(time.time() - started, 1),
             "host": platform.node(),
             "devices": devices,
@@ -310,11 +315,15 @@ def _error_text(e: BaseException) -> str:
 def schedule(
     ray, todo: list[dict], configs: dict[str, ConfigDict], state: dict, study_dir: Path, limits: dict
 ) -> None:
-    """Launch runs in definition order as CPUs/GPUs free up; record each state change."""
+    """Launch runs in definition order as CPUs/GPUs free up; record each state change.
+
+    With ``limits["seeds_in_one_program"]`` the ``single`` runs that differ only in
+    (consecutive) seeds go as one task, one K-seed program (``seed_groups``).
+    """
     remote = ray.remote(execute_run)
     total = len(state["runs"])
-    queue = list(todo)
-    inflight: dict = {}  # ref → (name, cpus, gpus)
+    queue = seed_groups(todo, configs) if limits.get("seeds_in_one_program") else [[r] for r in todo]
+    inflight: dict = {}  # ref → (names, cpus, gpus)
     used = [0.0, 0.0]
 
     def fits(cpus: float, gpus: float) -> bool:
@@ -327,15 +336,15 @@ def schedule(
     try:
         while queue or inflight:
             while queue:
-                run = queue[0]
-                name = run["name"]
-                config = configs[name]
+                names = [r["name"] for r in queue[0]]
+                name = names[0]
+                config = configs[name] if len(names) == 1 else group_config(names, configs, study_dir)
                 cpus, gpus = run_needs(config, limits["gpus_per_run"])
                 if not fits(cpus, gpus):
                     break
                 queue.pop(0)
-                record = state["runs"][name]
-                rd = run_dir_of(study_dir, name)
+                rd = run_dir_of(study_dir, name) if len(names) == 1 else Path(config.run_dir)
+                seed_dirs = [configs[n].run_dir for n in names] if len(names) > 1 else None
                 opts: dict = {"max_retries": 0, "num_cpus": cpus if config.topology == "single" else 0}
                 env_vars = dict(limits["env_vars"])  # inherited by a distributed run's roles too
                 if config.topology == "single" and gpus:
@@ -344,49 +353,120 @@ def schedule(
                         env_vars["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(0.95, 0.9 * gpus):.3f}"
                 if env_vars:
                     opts["runtime_env"] = {"env_vars": env_vars}
-                ref = remote.options(**opts).remote(config.to_dict(), str(rd))
-                inflight[ref] = (name, cpus, gpus)
+                ref = remote.options(**opts).remote(config.to_dict(), str(rd), seed_dirs)
+                inflight[ref] = (names, cpus, gpus)
                 used[0] += cpus
                 used[1] += gpus
-                record.update(state="running", started=now(), started_unix=time.time(), error=None)
-                record["attempts"] = record.get("attempts", 0) + 1
+                for n in names:
+                    record = state["runs"][n]
+                    record.update(state="running", started=now(), started_unix=time.time(), error=None)
+                    record["attempts"] = record.get("attempts", 0) + 1
                 save_state(study_dir, state)
+                together = f" + {len(names) - 1} more seeds in one program" if len(names) > 1 else ""
                 print(
-                    f"[{count_state(state, 'done')}/{total} done] start {name} (attempt {record['attempts']})",
+                    f"[{count_state(state, 'done')}/{total} done] start {name}{together} "
+                    f"(attempt {record['attempts']})",
                     flush=True,
                 )
             if not inflight:
                 break
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=2.0)
             for ref in ready:
-                name, cpus, gpus = inflight.pop(ref)
+                names, cpus, gpus = inflight.pop(ref)
                 used[0] -= cpus
                 used[1] -= gpus
-                record = state["runs"][name]
                 try:
-                    result = ray.get(ref)
+                    group_result = ray.get(ref)
                 except Exception as e:  # the run's own error, or its worker died
-                    record.update(state="failed", error=_error_text(e), finished=now())
-                    print(f"run {name} FAILED: {record['error']}", flush=True)
-                else:
+                    for name in names:
+                        record = state["runs"][name]
+                        record.update(state="failed", error=_error_text(e), finished=now())
+                        record.pop("started_unix", None)
+                        print(f"run {name} FAILED: {record['error']}", flush=True)
+                    save_state(study_dir, state)
+                    continue
+                for name, result in zip(names, split_result(group_result, len(names)), strict=True):
+                    record = state["runs"][name]
                     record.update(state="done", finished=now(), **result)
                     record["wall_time_s"] = round(
                         record.get("wall_time_s_before", 0.0) + result["wall_time_s"], 1
                     )
-                    tag, success = result["final"].get("eval/time_at_goal"), result["final"].get("eval/success")
+                    tag, success = (
+                        result["final"].get("eval/time_at_goal"),
+                        result["final"].get("eval/success"),
+                    )
                     extra = f", time at goal {tag:.1f}" if isinstance(tag, float) else ""
                     extra += f", success {success:.3f}" if isinstance(success, float) else ""
                     print(
                         f"[{count_state(state, 'done')}/{total} done] {name} in {result['wall_time_s']:.0f}s{extra}"
                     )
-                record.pop("started_unix", None)
+                    record.pop("started_unix", None)
                 save_state(study_dir, state)
     except KeyboardInterrupt:
-        for ref, (name, _, _) in inflight.items():
+        for ref, (names, _, _) in inflight.items():
             ray.cancel(ref, force=True)
-            state["runs"][name].update(state="pending", error="interrupted")
+            for name in names:
+                state["runs"][name].update(state="pending", error="interrupted")
         save_state(study_dir, state)
         raise
+
+
+def seed_groups(todo: list[dict], configs: dict[str, ConfigDict]) -> list[list[dict]]:
+    """``todo`` as groups: ``single`` runs whose configs differ only in consecutive seeds share one.
+
+    A group is trained as one K-seed program (``--num_seeds``); any other run is a group of one.
+    Groups keep the definition order of their first run.
+    """
+    shapes: dict[str, list[dict]] = {}
+    order: list[list[dict]] = []
+    for run in todo:
+        c = configs[run["name"]]
+        if c.topology != "single":
+            order.append([run])
+            continue
+        shape = json.dumps(
+            {k: v for k, v in c.to_dict().items() if k not in ("seed", "run_dir")}, sort_keys=True
+        )
+        if shape not in shapes:
+            shapes[shape] = []
+            order.append(shapes[shape])
+        shapes[shape].append(run)
+    groups = []
+    for runs in order:
+        runs = sorted(runs, key=lambda r: int(configs[r["name"]].seed))
+        chunk = [runs[0]]
+        for run in runs[1:]:
+            if int(configs[run["name"]].seed) == int(configs[chunk[-1]["name"]].seed) + 1:
+                chunk.append(run)
+            else:
+                groups.append(chunk)
+                chunk = [run]
+        groups.append(chunk)
+    return groups
+
+
+def group_config(names: list[str], configs: dict[str, ConfigDict], study_dir: Path) -> ConfigDict:
+    """The K-seed run of a seed group: the first (lowest) seed's config, ``num_seeds = K``."""
+    c = ConfigDict(configs[names[0]].to_dict())
+    c.num_seeds = len(names)
+    c.run_dir = str(study_dir / "seed_groups" / names[0])
+    return c
+
+
+def split_result(result: dict, k: int) -> list[dict]:
+    """A group task's result → one per seed: its own final row and 1/K of the wall time."""
+    if k == 1:
+        return [result]
+    common = {key: v for key, v in result.items() if key != "per_seed"}
+    return [
+        {
+            **common,
+            "final": final,
+            "wall_time_s": round(result["wall_time_s"] / k, 1),
+            "seeds_in_one_program": k,
+        }
+        for final in result["per_seed"]
+    ]
 
 
 def count_state(state: dict, what: str) -> int:

@@ -122,3 +122,32 @@ def test_bad_num_seeds_exits_2_with_one_line(tmp_path, args, needle):
     lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
     assert "Traceback" not in res.stderr and not run_dir.exists()
+
+
+def test_study_trains_a_conditions_seeds_in_one_program(tmp_path):
+    """depth_sweep with two seeds: one K=2 task; each seed's run directory and the report as before."""
+    study_dir = tmp_path / "study"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "study.py"), "--study", "depth_sweep", "--depths", "4",
+         "--scale", "cpu", "--envs", "point_mass", "--seeds", "2", "--study_dir", str(study_dir),
+         "--set", "total_env_steps=8000", "--set", "num_envs=8", "--set", "num_eval_envs=8",
+         "--set", "batch_size=64", "--set", "critic_width=16", "--set", "actor_width=16",
+         "--set", "num_minibatches=2", "--set", "num_evals=2", "--compilation_cache", ""],
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "1 more seeds in one program" in res.stdout
+    runs = json.loads((study_dir / "study.json").read_text())["runs"]
+    assert sorted(runs) == ["point_mass-d4-s0", "point_mass-d4-s1"]
+    for name, record in runs.items():
+        assert record["state"] == "done" and record["seeds_in_one_program"] == 2, record
+        rows = _rows(study_dir / "runs" / name / "metrics.jsonl")
+        assert [r["epoch"] for r in rows] == [0, 1, 2]
+        assert record["final"]["eval/success"] == rows[-1]["eval/success"]
+        seed = json.loads((study_dir / "runs" / name / "config.json").read_text())["seed"]
+        assert seed == int(name[-1])
+    assert (study_dir / "seed_groups" / "point_mass-d4-s0" / "metrics.jsonl").exists()
+    curves = (study_dir / "curves.csv").read_text().splitlines()
+    assert {line.split(",")[0] for line in curves[1:]} == {"point_mass-d4-s0", "point_mass-d4-s1"}
+    assert len(curves) == 1 + 2 * 3
