@@ -43,7 +43,8 @@ def _config(env: str, k: int, args):
              critic_depth=args.depth, actor_depth=args.depth, num_evals=1, checkpoint=False)  # fmt: skip
     c.backend = SIZES[env].get("backend", "")
     prefill_unrolls = math.ceil(c.min_replay_steps_per_env / c.unroll_length)
-    c.total_env_steps = (prefill_unrolls + SIZES[env]["collections_per_epoch"]) * c.num_envs * c.unroll_length
+    collections = SIZES[env]["collections_per_epoch"] * args.epoch_scale
+    c.total_env_steps = (prefill_unrolls + collections) * c.num_envs * c.unroll_length
     return c
 
 
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--unroll", type=int, default=25)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--minibatches", type=int, default=4)
+    parser.add_argument("--epoch_scale", type=int, default=1, help="multiply the collections per epoch")
     parser.add_argument("--json", default="", help="also write the rows to this file")
     args = parser.parse_args()
     args.ks = sorted({1, *(int(k) for k in args.ks.split(","))})
