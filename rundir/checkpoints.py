@@ -82,7 +82,19 @@ def restore_train_state(path: Path, target):
     if found is None:
         raise FileNotFoundError(f"no checkpoint at {path}")
     ckptr = ocp.StandardCheckpointer()
-    return ckptr.restore(found, target=jax.device_get(target))
+    try:
+        return ckptr.restore(found, target=jax.device_get(target))
+    except ValueError:
+        # A resume checkpoint ({"train_state": ..., "key": ..., counters}) asked for its train state
+        # alone (rendering a run's latest agent): restore it whole, the rest by its saved shapes.
+        tree = ckptr.metadata(found)
+        tree = getattr(getattr(tree, "item_metadata", tree), "tree", tree)
+        if not isinstance(tree, dict) or "train_state" not in tree:
+            raise
+        is_leaf = lambda m: hasattr(m, "shape") and hasattr(m, "dtype")  # noqa: E731
+        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), dict(tree), is_leaf=is_leaf)
+        abstract["train_state"] = jax.device_get(target)
+        return ckptr.restore(found, target=abstract)["train_state"]
 
 
 def write_json_atomic(path: Path, obj, fsync: bool = True) -> Path:
