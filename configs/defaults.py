@@ -50,7 +50,9 @@ def get_config() -> ConfigDict:
 
     # Learning.
     c.batch_size = 256
-    c.num_minibatches = 16  # SGD steps per collection step
+    # SGD steps per collection step; 0: the paper code's rule, min(800, num_envs·(episode_length−1)
+    # // batch_size): as many full batches as one sampled episode per env holds, at most 800.
+    c.num_minibatches = 16
     c.gamma = 0.99
     c.actor_lr = 3e-4
     c.critic_lr = 3e-4
@@ -64,6 +66,9 @@ def get_config() -> ConfigDict:
     c.critic_width = 64
     c.actor_depth = 4
     c.actor_width = 64
+    # Cap on the actor's depth (0: none). The paper kept the actor at 512 layers in its 1024-layer
+    # runs (its actor loss diverged at 1024); the paper presets set 512.
+    c.max_actor_depth = 0
     c.residual = True
     c.layer_norm = True
     c.activation = "swish"
@@ -92,7 +97,12 @@ def get_config() -> ConfigDict:
     c.max_role_restarts = 3  # a role that dies more often ends the run (a train-only learner is dropped)
 
     # Reporting.
-    c.num_evals = 10
+    c.num_evals = 10  # evaluations = epochs
+    # How total_env_steps becomes epochs. "cover": enough collection steps to reach total_env_steps,
+    # spread over at most num_evals epochs (rounded up). "reference": as the paper's code, exactly
+    # num_evals epochs of (total_env_steps − min_replay_steps_per_env·num_envs) // (num_evals ·
+    # num_envs · unroll_length) collection steps each (floor; so a little under total_env_steps).
+    c.epoch_rule = "cover"
     c.checkpoint = True
     # wandb (optional; imported only when a project is set): every metrics row, the config, the plots.
     c.wandb_project = ""  # empty: no wandb; `--wandb PROJECT` sets it

@@ -17,6 +17,8 @@ from deepcrl.envs.base import GoalEnv
 from deepcrl.learner.agent import AgentConfig
 from deepcrl.learner.networks import TrunkConfig, validate_trunk
 
+EPOCH_RULES = ("cover", "reference")
+
 
 class ConfigError(ValueError):
     """A user-facing configuration problem; the message is one line."""
@@ -115,11 +117,15 @@ def trunk_config(config: ConfigDict, role: str) -> TrunkConfig:
 
 
 def agent_config(config: ConfigDict, env: GoalEnv, actor=None, critic=None) -> AgentConfig:
+    actor = actor or trunk_config(config, "actor")
+    cap = int(config.get("max_actor_depth", 0))
+    if cap and actor.depth > cap:  # the paper's 1024-layer runs kept a 512-layer actor
+        actor = dataclasses.replace(actor, depth=cap)
     return AgentConfig(
         state_size=env.spec.state_size,
         goal_size=env.spec.goal_size,
         action_size=env.action_size,
-        actor=actor or trunk_config(config, "actor"),
+        actor=actor,
         critic=critic or trunk_config(config, "critic"),
         repr_dim=int(config.repr_dim),
         actor_lr=float(config.actor_lr),
@@ -158,11 +164,19 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
         raise ConfigError(f"unknown topology {config.topology!r}; valid topologies: {', '.join(TOPOLOGIES)}")
     positive = [
         "total_env_steps", "num_envs", "num_eval_envs", "unroll_length", "replay_steps_per_env",
-        "min_replay_steps_per_env", "batch_size", "num_minibatches", "num_evals", "repr_dim",
+        "min_replay_steps_per_env", "batch_size", "num_evals", "repr_dim",
     ]  # fmt: skip
     for name in positive:
         if int(config[name]) <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {config[name]}")
+    if int(config.num_minibatches) < 0:
+        raise ConfigError(
+            f"num_minibatches must be >= 0 (0: the paper code's rule), got {config.num_minibatches}"
+        )
+    if int(config.get("max_actor_depth", 0)) < 0 or int(config.get("max_actor_depth", 0)) % 4:
+        raise ConfigError(f"max_actor_depth must be 0 (no cap) or a positive multiple of 4, got {config.max_actor_depth}")
+    if config.get("epoch_rule", "cover") not in EPOCH_RULES:
+        raise ConfigError(f"unknown epoch_rule {config.epoch_rule!r}; valid: {', '.join(EPOCH_RULES)}")
     num_seeds = config.get("num_seeds", 1)
     if int(num_seeds) <= 0:
         raise ConfigError(f"num_seeds must be a positive integer, got {num_seeds}")
@@ -208,19 +222,49 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
             f"batch_size ({config.batch_size}) is larger than the data available when training starts "
             f"(num_envs x min_replay_steps_per_env = {available})"
         )
+    if int(config.num_minibatches) == 0:  # resolved in place, so every role and config.json agree
+        config.num_minibatches = reference_sgd_steps(config.num_envs, episode_length, config.batch_size)
+        if config.num_minibatches < 1:
+            raise ConfigError(
+                f"the paper's SGD-step rule gives 0 steps: num_envs·(episode_length−1) = "
+                f"{config.num_envs * (episode_length - 1)} < batch_size {config.batch_size}; set num_minibatches"
+            )
     steps_per_collection = config.num_envs * config.unroll_length
     prefill_unrolls = math.ceil(config.min_replay_steps_per_env / config.unroll_length)
-    remaining = max(config.total_env_steps - prefill_unrolls * steps_per_collection, steps_per_collection)
-    collections = math.ceil(remaining / steps_per_collection)
-    num_epochs = min(int(config.num_evals), collections)
+    if config.get("epoch_rule", "cover") == "reference":
+        num_epochs = int(config.num_evals)
+        per_epoch = (config.total_env_steps - config.min_replay_steps_per_env * config.num_envs) // (
+            num_epochs * steps_per_collection
+        )
+        if per_epoch < 1:
+            raise ConfigError(
+                f"epoch_rule reference: total_env_steps {config.total_env_steps:,} leaves no collection step "
+                f"per epoch for {num_epochs} epochs of {steps_per_collection:,} env steps; lower num_evals"
+            )
+        collections_per_epoch = int(per_epoch)
+    else:
+        remaining = max(config.total_env_steps - prefill_unrolls * steps_per_collection, steps_per_collection)
+        collections = math.ceil(remaining / steps_per_collection)
+        num_epochs = min(int(config.num_evals), collections)
+        collections_per_epoch = math.ceil(collections / num_epochs)
     return Layout(
         episode_length=episode_length,
         segment_length=segment_length,
         steps_per_collection=steps_per_collection,
         prefill_unrolls=prefill_unrolls,
-        collections_per_epoch=math.ceil(collections / num_epochs),
+        collections_per_epoch=collections_per_epoch,
         num_epochs=num_epochs,
     )
+
+
+def reference_sgd_steps(num_envs: int, episode_length: int, batch_size: int, cap: int = 800) -> int:
+    """SGD steps per collection step as the paper's code takes them.
+
+    It samples one episode window per env, relabels its ``episode_length − 1``
+    transitions, cuts them into full batches and trains on at most ``cap`` of
+    them: 800 at batch 256 or 512, 499 at 1024, 124 at 4096 (512 envs, 1000 steps).
+    """
+    return min(cap, num_envs * (episode_length - 1) // batch_size)
 
 
 def segments_per_round(config: ConfigDict, layout: Layout) -> int:

@@ -179,3 +179,62 @@ def test_maze_coverage_grid_covers_the_maze_in_its_frame(name):
     assert grid.free_mask.sum() == 4 * (env.maze.grid != "1").sum()  # 2 × 2 bins per free cell
     x, y = env.maze.start_xy
     assert grid.x_min < x < grid.x_max and grid.y_min < y < grid.y_max
+
+
+# ----------------------------------------------------------------------------- presets and SGD steps
+
+
+@pytest.mark.parametrize("batch, steps", [(256, 800), (512, 800), (1024, 499), (4096, 124)])
+def test_reference_sgd_steps_rule(batch, steps):
+    from deepcrl.configs.resolve import reference_sgd_steps
+
+    assert reference_sgd_steps(512, 1000, batch) == steps
+
+
+def test_paper_preset_epochs_and_steps_as_the_reference_computes_them():
+    from deepcrl.configs.presets import paper
+    from deepcrl.configs.resolve import validate
+    from deepcrl.envs import make_env
+
+    c = paper()
+    c.env, c.episode_length = "point_mass", 1000  # the layout only needs the episode length
+    assert (c.batch_size, c.total_env_steps, c.num_evals) == (512, 100_000_000, 100)
+    layout = validate(c, make_env("point_mass", episode_length=1000))
+    assert c.num_minibatches == 800  # resolved in place from 0 by the rule
+    # (100M − 1,000·512) // (100 · 512·62) = 31 collection steps per epoch, floor, prefill not counted
+    assert (layout.num_epochs, layout.collections_per_epoch) == (100, 31)
+    assert layout.total_env_steps == 17 * 31_744 + 100 * 31 * 31_744  # a little under 100M, as theirs
+
+
+def test_batch_sweep_follows_the_sgd_rule_at_paper_scale():
+    from deepcrl.configs.resolve import validate
+    from deepcrl.configs.studies import base_config, get_study
+    from deepcrl.envs import make_env
+
+    env = make_env("point_mass", episode_length=1000)
+    runs = get_study("batch_sweep").get_runs(
+        ["ant_big_maze"], [0], "paper", {"depths": [4], "batch_sizes": [256, 1024, 4096]}
+    )
+    steps = {}
+    for run in runs:
+        c = base_config("paper", "ant_big_maze")
+        c.update(run.overrides)
+        c.env, c.eval_env = "point_mass", ""  # same layout rules, no physics to build
+        validate(c, env)
+        steps[c.batch_size] = c.num_minibatches
+    assert steps == {256: 800, 1024: 499, 4096: 124}
+
+
+def test_actor_capped_at_512_layers_in_paper_presets_unless_asked():
+    from deepcrl.configs.presets import paper
+    from deepcrl.configs.resolve import agent_config, validate
+    from deepcrl.envs import make_env
+
+    env = make_env("point_mass")
+    c = paper()
+    c.env, c.critic_depth, c.actor_depth = "point_mass", 1024, 1024
+    validate(c, env)
+    a = agent_config(c, env)
+    assert (a.actor.depth, a.critic.depth) == (512, 1024)
+    c.max_actor_depth = 0
+    assert agent_config(c, env).actor.depth == 1024

@@ -310,7 +310,7 @@ def test_paper_env_configs():
     for name in paper_envs.PAPER_ENVS:
         c = paper_envs.get_config(name)
         assert c.env == name and c.episode_length == 1000 and c.num_envs == 512 and c.critic_width == 256
-        assert c.total_env_steps == (100_000_000 if name.startswith("humanoid") else 50_000_000)
+        assert c.total_env_steps == 100_000_000 and c.batch_size == 512 and c.num_evals == 100
     assert set(paper_envs.HEADLINE_ENVS) <= set(paper_envs.PAPER_ENVS) and len(paper_envs.HEADLINE_ENVS) == 10
     with pytest.raises(ValueError, match="valid: ant, ant_u4_maze"):
         paper_envs.get_config("moon_lander")
@@ -320,8 +320,8 @@ def test_paper_env_config_through_run_py():
     """The documented command's config resolves (validated, not run: it is 100M humanoid steps)."""
     code = (
         "import sys; sys.argv=['run.py','--config','configs/paper/envs.py:humanoid_u_maze','--critic_depth','64'];"
-        "from absl import flags; import launch.run as r; flags.FLAGS(sys.argv);"
-        "c=r.build_config(); from configs.resolve import validate; lay=validate(c);"
+        "from absl import flags; import deepcrl.launch.run as r; flags.FLAGS(sys.argv);"
+        "c=r.build_config(); from deepcrl.configs.resolve import validate; lay=validate(c);"
         "print(c.env, c.critic_depth, c.total_env_steps, c.episode_length, lay.episode_length)"
     )
     res = subprocess.run(
