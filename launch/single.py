@@ -41,7 +41,7 @@ from deepcrl.configs.resolve import Layout, agent_config, build_env, make_eval_v
 from deepcrl.envs.base import State
 from deepcrl.launch.progress import RunProgress
 from deepcrl.learner.agent import Agent, TrainState, make_agent
-from deepcrl.rundir.checkpoints import restore_train_state, save_train_state
+from deepcrl.rundir.checkpoints import resolve, restore_train_state, save_train_state
 from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
@@ -184,7 +184,7 @@ def run_single(
     carry = trainer.init(k_init)
     first_epoch, env_steps = 0, 0
     latest = run_dir / ("checkpoints_all_seeds" if many else "checkpoints") / "latest"
-    if resume and latest.exists():
+    if resume and resolve(latest) is not None:  # also when killed between the swap's two renames
         saved = restore_train_state(latest, _resume_state(carry, 0, 0, key))
         carry = carry.replace(train_state=saved["train_state"], coverage=saved["coverage"])
         first_epoch, env_steps, key = int(saved["epoch"]), int(saved["env_steps"]), saved["key"]
