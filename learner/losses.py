@@ -56,10 +56,17 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
 
 
 def tanh_gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Reparameterised sample of tanh(N(mean, std)) and its log-probability."""
+    """Reparameterised sample of tanh(N(mean, std)) and its log-probability.
+
+    The tanh correction is the paper code's ``log(1 − a² + 1e-6)``, not the exact
+    ``log(1 − tanh²u)``: the 1e-6 floor caps the correction at about 13.8 nats
+    per action dimension, so a saturated action's log-probability (and with it
+    the entropy estimate that tunes α) stays where the paper's runs had it.
+    The two agree to < 0.04 nats per dimension for |u| ≤ 6.
+    """
     std = jnp.exp(log_std)
     u = mean + std * jax.random.normal(key, mean.shape)
+    action = jnp.tanh(u)
     log_prob = jnp.sum(-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
-    # log|d tanh(u)/du| = log(1 − tanh²u) = 2·(log 2 − u − softplus(−2u)), stable for large |u|.
-    log_det = jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
-    return jnp.tanh(u), log_prob - log_det
+    log_det = jnp.sum(jnp.log(1.0 - action**2 + 1e-6), axis=-1)
+    return action, log_prob - log_det

@@ -40,6 +40,17 @@ def test_tanh_gaussian_log_prob_matches_change_of_variables():
     np.testing.assert_allclose(log_prob, [expected], rtol=1e-3)
 
 
+def test_tanh_correction_is_floored_as_in_the_paper_code():
+    """A saturated sample: the paper's log(1 − a² + 1e-6) caps the correction near 13.8 nats."""
+    mean, log_std = jnp.array([[12.0]]), jnp.array([[-5.0]])  # u ≈ 12: tanh(u) == 1 in float32
+    action, log_prob = tanh_gaussian_sample(jax.random.PRNGKey(0), mean, log_std)
+    u = 12.0 + np.exp(-5.0) * np.asarray(jax.random.normal(jax.random.PRNGKey(0), (1, 1)))[0, 0]
+    gauss = norm.logpdf(u, 12.0, np.exp(-5.0))
+    a = np.float32(np.tanh(u))
+    np.testing.assert_allclose(log_prob, [gauss - np.log(1 - a**2 + 1e-6)], rtol=1e-4)
+    assert float(log_prob[0]) < gauss + 13.9  # the exact correction would add 2|u| − 2·log 2 ≈ 22.6
+
+
 def test_update_gradients_finite_and_params_move():
     cfg = AgentConfig(
         state_size=3, goal_size=2, action_size=2, actor=TrunkConfig(8, 16), critic=TrunkConfig(8, 16)
