@@ -29,3 +29,12 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None):
         cwd=ROOT,
         env=env,
     )
+
+
+def is_number(cell: str) -> bool:
+    """A report table cell that holds a number, optionally "mean ± half-width"."""
+    try:
+        float(cell.split("±")[0].replace(",", ""))
+        return True
+    except ValueError:
+        return False

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import is_number
 
 from deepcrl.envs import make_env
 from deepcrl.envs.ant import AntMaze
@@ -172,7 +173,7 @@ def test_tiny_depth_study_on_u4_has_every_cell(tmp_path):
             ("point_mass_u4_maze", "4"),
             ("point_mass_u4_maze", "8"),
         ]
-        assert all(_is_number(c) for r in rows for c in r[header.index("seeds") :]), rows
+        assert all(is_number(c) for r in rows for c in r[header.index("seeds") :]), rows
     cells = coverage[0].index(next(h for h in coverage[0] if "cells visited" in h))
     assert all(0 < float(r[cells].split("±")[0]) <= 1 for r in coverage[1:])  # a fraction of the free cells
 
@@ -190,11 +191,3 @@ def _tables(report: str) -> list[list[list[str]]]:
                 tables.append([cells])
         previous = line
     return tables
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell.split("±")[0].replace(",", ""))
-        return True
-    except ValueError:
-        return False

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import is_number
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,14 +111,6 @@ def _table_rows(report: str, first_cell: str) -> list[list[str]]:
     ]
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell.split("±")[0].replace(",", ""))
-        return True
-    except ValueError:
-        return False
-
-
 def test_depth_sweep_report_has_every_cell(studies):
     assert studies["second"].returncode == 0, studies["second"].stderr[-3000:]
     study_dir = studies["sweep_dir"]
@@ -133,10 +126,10 @@ def test_depth_sweep_report_has_every_cell(studies):
     results = [r for r in rows if len(r) == 8]  # env, depth, seeds, 5 metrics (time at goal first)
     assert sorted(r[1] for r in results) == ["4", "8"]
     for r in results:
-        assert r[2] == "1" and all(_is_number(c) for c in r[3:]), r
+        assert r[2] == "1" and all(is_number(c) for c in r[3:]), r
     coverage = [r for r in rows if len(r) == 5]  # env, depth, seeds, cells visited, goal spread
     assert sorted(r[1] for r in coverage) == ["4", "8"] and all(
-        _is_number(c) for r in coverage for c in r[3:]
+        is_number(c) for r in coverage for c in r[3:]
     )
     curves = (study_dir / "curves.csv").read_text().splitlines()
     assert curves[0].startswith("run,seed,env,depth,env_steps")
@@ -184,11 +177,11 @@ def test_decoupling_report_has_the_full_grid(studies):
         ("8", "collector agent", "8"), ("8", "train-only", "8"), ("8", "train-only", "4"),
         ("4", "collector agent", "4"), ("4", "train-only", "8"), ("4", "train-only", "4"),
     }  # fmt: skip
-    assert all(_is_number(c) for r in results for c in r[5:])
+    assert all(is_number(c) for r in results for c in r[5:])
     grid_rows = _table_rows(report, "collector d8") + _table_rows(report, "collector d4")
     assert len(grid_rows) == 4  # two tables (time at goal, success), a row per collector
     assert {r[0] for r in grid_rows} == {"collector d8", "collector d4"}
-    assert all(len(r) == 3 and all(_is_number(c) for c in r[1:]) for r in grid_rows)
+    assert all(len(r) == 3 and all(is_number(c) for c in r[1:]) for r in grid_rows)
     assert "final time at goal (steps) of the train-only learners" in report
     assert "| | learner d8 | learner d4 |" in report.replace("|  |", "| |")
     coverage = [r for r in _table_rows(report, "point_mass") if len(r) == 5]
