@@ -67,6 +67,15 @@ def _figure(envs: list[str]):
     return plt, fig, axes
 
 
+def _finish(plt, fig, out: Path, title: str) -> Path:
+    """Title, layout, save at DPI and close: the common end of every study figure."""
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
 def _label(keys: tuple[str, ...], values: tuple) -> str:
     if keys == ("collector_depth", "learner", "learner_depth"):  # decoupling
         c, role, d = values
@@ -130,11 +139,7 @@ def plot_curves(
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, out, title)
 
 
 # Result fields a study plots on a [0, 1] axis, with their axis labels.
@@ -184,11 +189,7 @@ def plot_final(
         ax.tick_params(axis="y", labelsize=7)
         if lines:
             ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, out, title)
 
 
 def plot_grid(results: list[dict], envs: list[str], out: Path, metric: str = "final_success") -> Path:
@@ -216,11 +217,7 @@ def plot_grid(results: list[dict], envs: list[str], out: Path, metric: str = "fi
         ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    fig.suptitle("decoupling: train-only learners by collector depth", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, out, "decoupling: train-only learners by collector depth")
 
 
 def plot_coverage(results: list[dict], envs: list[str], by: str, out: Path) -> Path:
@@ -239,8 +236,4 @@ def plot_coverage(results: list[dict], envs: list[str], by: str, out: Path) -> P
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
-    fig.suptitle("exploration coverage", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, out, "exploration coverage")
