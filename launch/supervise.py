@@ -97,6 +97,7 @@ class Supervisor:
         self.port: int | None = None
         self.address = ""
         self.eval_every = 1
+        self.env_steps_offset = 0  # collector's env steps minus the tables' inserts (in steps)
 
     # ---------------------------------------------------------------- creating roles
     def _create(self, name: str, resume: bool):
@@ -120,7 +121,9 @@ class Supervisor:
             **_options(float(c.gpus_per_learner), cpus, concurrency=4)
         )
         cfg = self.learners[name].apply_to(c).to_dict()
-        return cls.remote(cfg, name, self.names, self.address, str(self.run_dir), resume)
+        return cls.remote(
+            cfg, name, self.names, self.address, str(self.run_dir), resume, self.env_steps_offset
+        )
 
     def _start_run(self, name: str) -> None:
         h = self.handles[name]
@@ -152,10 +155,29 @@ class Supervisor:
         for name in self.names:
             self.handles[name] = self._create(name, self.resume)
         self.handles["collector"] = self._create("collector", self.resume)
-        for name in (*self.names, "collector"):
+        for name in self.names:
             self._get_ready(name)
+        self._align_env_steps(self._get_ready("collector")["env_steps"], wait=True)
         for name in ("replay", *self.names, "collector"):
             self._start_run(name)
+
+    def _align_env_steps(self, collector_steps: int, wait: bool = False) -> None:
+        """Tell the learners how the tables' insert counts map to the collector's env steps.
+
+        A replay restored from its checkpoint counts the inserts that checkpoint holds, while the
+        collector continues from its own checkpoint (or, after a replay restart, from where it was);
+        without this, learners' metric rows would jump back in env steps after every restore.
+        """
+        info = self.ray.get(self.handles["replay"].info.remote(), timeout=60)
+        inserts = info[self.driving]["num_inserts"]  # every table gets every segment
+        self.env_steps_offset = int(collector_steps) - inserts * self.spec.segment_length
+        refs = [
+            self.handles[n].set_env_steps_offset.remote(self.env_steps_offset)
+            for n in self.names
+            if n in self.handles and n not in self.dropped
+        ]
+        if wait:
+            self.ray.get(refs, timeout=60)
 
     def _get_ready(self, name: str) -> dict:
         try:
@@ -216,6 +238,15 @@ class Supervisor:
             for n in self.names:  # drains lived in the old server process
                 if self.roles.roles[n]["status"] != "running":
                     h.drain.remote(n)
+            if "collector" in self.handles and self.roles.roles["collector"]["status"] == "running":
+                try:
+                    steps = self.ray.get(self.handles["collector"].ready.remote(), timeout=60)["env_steps"]
+                    self._align_env_steps(steps)
+                except Exception as e:  # the collector is down too: its own restart comes next
+                    print(
+                        f"warning: env steps not re-aligned after the replay restart: {root_cause(e)}",
+                        file=sys.stderr,
+                    )
         elif name in self.learners:
             self.handles["replay"].stop_drain.remote(name)
             if name == self.driving and "collector" in self.handles:

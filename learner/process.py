@@ -49,6 +49,7 @@ class Learner:
         address: str,
         run_dir: str,
         resume: bool = False,
+        env_steps_offset: int = 0,
     ):
         from deepcrl.buffer.reverb_replay import SegmentSampler
 
@@ -81,6 +82,7 @@ class Learner:
         self.segments_per_round = segments_per_round(config, layout)
         self.sampler = SegmentSampler(address, name, self.segments_per_round, self.spec)
         self._new_address: str | None = None
+        self.env_steps_offset = int(env_steps_offset)
         self._last_checkpoint = time.time()
         eval_venv = make_eval_venv(config, env, layout)  # config.eval_env, or env itself
         goal_indices = env.spec.goal_indices
@@ -154,6 +156,14 @@ class Learner:
         """Sample from a replay server at a new address (it restarted elsewhere)."""
         self._new_address = address
 
+    def set_env_steps_offset(self, offset: int) -> None:
+        """The collector's env-step count minus its table's inserts (in steps), from the driver.
+
+        Zero until the replay is restored from a checkpoint: its tables then count the inserts the
+        checkpoint holds, while the collector resumes from its own (usually different) checkpoint.
+        """
+        self.env_steps_offset = int(offset)
+
     def get_actor_params(self, have_version: int = -1) -> tuple[int, object | None]:
         """(update count, actor params as numpy), or (count, None) if the caller has them already.
 
@@ -167,14 +177,21 @@ class Learner:
         self._stop.set()
 
     def env_steps(self) -> int:
-        """Env steps the collector has written into this learner's table."""
+        """The collector's env-step count, as far as it reached this learner's table.
+
+        Never below the last logged row: after a restore the collector may re-collect steps this
+        learner had already logged, and the metrics' x-axis must not go back. After a replay restore
+        it may be off by the segments that were in flight when the driver aligned the counts
+        (writer queue + unconfirmed items: a few collections).
+        """
         from deepcrl.buffer.reverb_replay import table_info
 
         try:
             inserts = table_info(self.address, timeout_s=10)[self.name]["num_inserts"]
         except Exception:  # the replay is down or restarting: the last count we saw
             return getattr(self, "_env_steps", 0)
-        self._env_steps = inserts * self.layout.segment_length
+        steps = inserts * self.layout.segment_length + self.env_steps_offset
+        self._env_steps = max(steps, int(self.last_eval.get("env_steps", 0)))
         return self._env_steps
 
     def _evaluate_and_log(self, extra: dict) -> dict:
