@@ -274,7 +274,7 @@ class Collector:
                 "params_lag_updates": lag,
                 "writer_blocked_puts": self.writer.puts_blocked,
                 "writer_blocked_s": self.writer.put_blocked_s,
-                "train/time_at_goal": float(np.mean(success)) if success else 0.0,
+                "train/time_at_goal_frac": float(np.mean(success)) if success else 0.0,
                 **coverage_metrics(self.coverage, self.grid),
             },
         )

@@ -31,7 +31,7 @@ def stats_text(row: Mapping[str, Any] | None, rate: float | None = None) -> str:
     for key, label, fmt in (
         ("eval/success", "success", "{:.2f}"),
         ("eval/time_at_goal", "time at goal", "{:.1f}"),
-        ("train/time_at_goal", "train time at goal", "{:.2f}"),
+        ("train/time_at_goal_frac", "train time at goal (frac)", "{:.2f}"),
         ("updates", "updates", "{:,}"),
     ):
         value = row.get(key)

@@ -101,9 +101,35 @@ def saved_config(run_dir: str) -> ConfigDict | None:
     return config
 
 
+# Fields that fix the shapes of what a run saved (parameters, optimizer state, per-seed dirs, roles):
+# a resumed run must keep them, or its checkpoints no longer fit.
+RESUME_FIXED = (
+    "env", "topology", "num_seeds", "num_envs", "critic_depth", "critic_width", "actor_depth",
+    "actor_width", "repr_dim", "scan_blocks", "deep_depth", "shallow_depth", "collector_depth",
+    "learner_depths",
+)  # fmt: skip
+
+
+def check_resume_fields(saved: ConfigDict | None, config: ConfigDict) -> None:
+    """One line naming the first field a ``--resume`` would change that its checkpoints depend on."""
+    if saved is None:
+        return
+    for name in RESUME_FIXED:
+        if name in saved and saved.get(name) != config.get(name):
+            raise UsageError(
+                f"--resume cannot change {name} (the run was started with {saved.get(name)!r}, "
+                f"asked {config.get(name)!r}); resume without it, or start a new --run_dir"
+            )
+
+
 def build_config() -> ConfigDict:
-    saved = saved_config(FLAGS.run_dir) if FLAGS.resume and FLAGS.run_dir and not FLAGS.config else None
-    config = saved or (load_config_file(FLAGS.config) if FLAGS.config else default_config())
+    saved = saved_config(FLAGS.run_dir) if FLAGS.resume and FLAGS.run_dir else None
+    if FLAGS.config:
+        config = load_config_file(FLAGS.config)
+    elif saved is not None:
+        config = saved.copy_and_resolve_references()  # flags override the copy; `saved` stays for the check
+    else:
+        config = default_config()
     for name in FLAG_FIELDS:
         value = getattr(FLAGS, name)
         if value is not None:
@@ -126,6 +152,7 @@ def build_config() -> ConfigDict:
         raise UsageError(problem)
     if config.get("wandb_project"):
         config.wandb_mode = wandb_mode(config)  # $WANDB_MODE resolved here: roles may run elsewhere
+    check_resume_fields(saved, config)
     return config
 
 

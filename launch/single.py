@@ -116,7 +116,7 @@ def make_single_trainer(config: ConfigDict) -> SingleTrainer:
             k_relabel, segments, spec.goal_indices, config.gamma, config.num_minibatches, config.batch_size
         )
         train_state, metrics = agent.update_many(carry.train_state, batches, k_update)
-        metrics["train/time_at_goal"] = env_metrics["success"].mean()
+        metrics["train/time_at_goal_frac"] = env_metrics["success"].mean()
         metrics["train/distance"] = env_metrics["distance"].mean()
         metrics["relabel/mean_offset"] = batches["offset"].mean()
         return carry.replace(train_state=train_state, key=key), metrics

@@ -98,6 +98,11 @@ def test_killed_single_run_resumes_from_its_latest_checkpoint(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
     proc.wait()
     assert not (run_dir / "complete.json").exists()
+    written = metrics.read_text()
+    for change in (["--set", "num_seeds=2"], ["--critic_depth", "8"]):  # the checkpoints would not fit
+        res = run_cli(*args, *change, "--resume")
+        assert res.returncode == 2 and "--resume cannot change" in res.stderr, res.stderr[-2000:]
+        assert "Traceback" not in res.stderr and metrics.read_text() == written
     res = run_cli(*args, "--resume")
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
