@@ -233,7 +233,7 @@ class CollectorBench:
         self.col.config.total_env_steps = n * self.steps_per_unroll
 
     def _rearm(self, sink) -> Path:
-        from deepcrl.buffer.reverb_replay import AsyncSegmentWriter
+        from deepcrl.buffer.reverb_writer import AsyncSegmentWriter
         from deepcrl.rundir.metrics import MetricsLog
 
         self._reps += 1
@@ -243,7 +243,7 @@ class CollectorBench:
         return folder
 
     def _real_sink(self):
-        from deepcrl.buffer.reverb_replay import SegmentWriter
+        from deepcrl.buffer.reverb_writer import SegmentWriter
 
         return SegmentWriter(self.server.address, self.col.spec, **self._writer_args)
 
@@ -309,7 +309,7 @@ class CollectorBench:
 
     def instrumented(self, write: bool) -> dict:
         """The Collector's loop body with a clock around each phase (same objects, same order)."""
-        from deepcrl.buffer.reverb_replay import AsyncSegmentWriter
+        from deepcrl.buffer.reverb_writer import AsyncSegmentWriter
         from deepcrl.collector.process import SegmentAssembler
 
         jax, col = self._jax, self.col
@@ -446,7 +446,8 @@ def _synthetic_steps(config, env, episode_length: int) -> dict[str, np.ndarray]:
 def bench_learner(segment_length: int, args: argparse.Namespace, workdir: Path) -> list[dict]:
     import jax
 
-    from deepcrl.buffer.reverb_replay import SegmentWriter, table_info
+    from deepcrl.buffer.reverb_replay import table_info
+    from deepcrl.buffer.reverb_writer import SegmentWriter
     from deepcrl.buffer.trajectory_buffer import init_buffer, insert
     from deepcrl.configs.resolve import build_env, replay_spec, validate
 

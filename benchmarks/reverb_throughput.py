@@ -17,6 +17,8 @@ from collections.abc import Callable
 import numpy as np
 
 from deepcrl.buffer import reverb_replay as rr  # noqa: E402
+from deepcrl.buffer import reverb_sampler as rs  # noqa: E402
+from deepcrl.buffer import reverb_writer as rw  # noqa: E402
 
 SIZES = {"ant": (29, 8), "humanoid": (268, 17)}
 TABLES = ("deep", "shallow")
@@ -51,7 +53,7 @@ def _timed(step: Callable[[], int], seconds: float, finish: Callable[[], None] =
 def _insert_rate(
     address: str, spec: rr.ReplaySpec, tables: tuple[str, ...], batches: list, secs: float
 ) -> float:
-    with rr.SegmentWriter(address, spec, tables=tables) as writer:
+    with rw.SegmentWriter(address, spec, tables=tables) as writer:
         writer.write(batches[0])  # warm-up: connection, signature check
         count = iter(range(1 << 62))
         return _timed(lambda: writer.write(batches[next(count) % len(batches)]), secs, writer.flush)
@@ -85,16 +87,16 @@ def bench_size(name: str, args: argparse.Namespace) -> list[tuple[str, str, str,
     steps_per_batch = B * spec.segment_length
     rates: dict[tuple[str, str], list[float]] = {}
     try:
-        sampler = rr.SegmentSampler(address, "deep", B, spec)
+        sampler = rs.SegmentSampler(address, "deep", B, spec)
         dataset = None
         for _ in range(args.repeats):
             for tables in (TABLES[:1], TABLES):
                 rate = _insert_rate(address, spec, tables, batches, secs)
                 rates.setdefault(("insert", f"SegmentWriter, {len(tables)} table(s)"), []).append(rate)
-            dataset = dataset or rr.dataset_batches(address, "deep", B)
+            dataset = dataset or rs.dataset_batches(address, "deep", B)
             paths = {
                 "SegmentSampler (chosen)": sampler.sample,
-                "Client.sample per batch": lambda: rr.sample_batch_per_call(address, "deep", B),
+                "Client.sample per batch": lambda: rs.sample_batch_per_call(address, "deep", B),
                 "TrajectoryDataset": lambda d=dataset: next(d),
             }
             for how, fn in paths.items():

@@ -72,7 +72,7 @@ class Collector:
         sink=None,
         resume: bool = False,
     ):
-        from deepcrl.buffer.reverb_replay import AsyncSegmentWriter, SegmentWriter
+        from deepcrl.buffer.reverb_writer import AsyncSegmentWriter, SegmentWriter
 
         self.config = config = ConfigDict(config)
         env = build_env(config)
@@ -158,7 +158,7 @@ class Collector:
         self._new_address = address
 
     def _switch_replay(self) -> None:
-        from deepcrl.buffer.reverb_replay import AsyncSegmentWriter, SegmentWriter
+        from deepcrl.buffer.reverb_writer import AsyncSegmentWriter, SegmentWriter
 
         address, self._new_address = self._new_address, None
         self.writer.abandon()  # what it still held is lost, and counted as such by the driver
@@ -194,7 +194,7 @@ class Collector:
 
     def run(self) -> dict:
         """Collect until ``total_env_steps`` (or ``stop()``); returns the collector's counters."""
-        from deepcrl.buffer.reverb_replay import WriterAbandoned
+        from deepcrl.buffer.reverb_writer import WriterAbandoned
 
         cfg = self.config
         k_reset, self.key = jax.random.split(self.key)

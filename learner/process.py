@@ -51,7 +51,7 @@ class Learner:
         resume: bool = False,
         env_steps_offset: int = 0,
     ):
-        from deepcrl.buffer.reverb_replay import SegmentSampler
+        from deepcrl.buffer.reverb_sampler import SegmentSampler
 
         self.config = config = ConfigDict(config)
         self.name = name
@@ -211,7 +211,7 @@ class Learner:
         return self.last_eval
 
     def _switch_replay(self) -> None:
-        from deepcrl.buffer.reverb_replay import SegmentSampler
+        from deepcrl.buffer.reverb_sampler import SegmentSampler
 
         address, self._new_address = self._new_address, None
         self.sampler.close()

@@ -12,6 +12,8 @@ import pytest
 import reverb
 
 from deepcrl.buffer import reverb_replay as rr
+from deepcrl.buffer import reverb_sampler as rs
+from deepcrl.buffer import reverb_writer as rw
 
 L, S, A = 5, 7, 3
 LONG = 30.0  # generous timeout for things that must happen
@@ -40,7 +42,7 @@ def index_segments(batches: list[dict[str, np.ndarray]]) -> dict[bytes, dict[str
 
 
 def assert_batch_matches(
-    batch: rr.SampledBatch, written: dict[bytes, dict[str, np.ndarray]], bsz: int
+    batch: rs.SampledBatch, written: dict[bytes, dict[str, np.ndarray]], bsz: int
 ) -> None:
     data = batch.data
     assert set(data) == {"state", "action", "episode_id"}
@@ -83,7 +85,7 @@ def test_write_and_sample_two_tables(rng: np.random.Generator) -> None:
     server, address = rr.start_server(spec)
     try:
         batches = [make_batch(rng, 4, first_episode=10 * k) for k in range(3)]
-        with rr.SegmentWriter(address, spec) as writer:
+        with rw.SegmentWriter(address, spec) as writer:
             for b in batches:
                 assert writer.write(b) == 4 * L
             writer.flush(timeout_s=LONG)
@@ -97,7 +99,7 @@ def test_write_and_sample_two_tables(rng: np.random.Generator) -> None:
 
         written = index_segments(batches)
         for name in ("deep", "shallow"):
-            with rr.SegmentSampler(address, name, 16, spec) as sampler:
+            with rs.SegmentSampler(address, name, 16, spec) as sampler:
                 for _ in range(3):
                     assert_batch_matches(sampler.sample(timeout_s=LONG), written, 16)
                 assert sampler.items_sampled == 48 and sampler.batches_sampled == 3
@@ -111,7 +113,7 @@ def test_writer_rejects_bad_shapes(rng: np.random.Generator) -> None:
     spec = spec_for()
     server, address = rr.start_server(spec)
     try:
-        with rr.SegmentWriter(address, spec) as writer:
+        with rw.SegmentWriter(address, spec) as writer:
             bad = make_batch(rng, 2)
             bad["state"] = bad["state"][:, :, :-1]
             with pytest.raises(ValueError, match="state"):
@@ -126,17 +128,17 @@ def test_connect_fails_fast_on_dead_address_and_checks_shapes() -> None:
     port = portpicker.pick_unused_port()
     start = time.perf_counter()
     with pytest.raises(ConnectionError):
-        rr.SegmentWriter(f"localhost:{port}", spec, connect_timeout_s=1)
+        rw.SegmentWriter(f"localhost:{port}", spec, connect_timeout_s=1)
     with pytest.raises(ConnectionError):
-        rr.SegmentSampler(f"localhost:{port}", "deep", 4, spec, connect_timeout_s=1)
+        rs.SegmentSampler(f"localhost:{port}", "deep", 4, spec, connect_timeout_s=1)
     assert time.perf_counter() - start < LONG
     server, address = rr.start_server(spec)
     try:
         other = rr.make_spec(["deep"], capacity_steps=100, segment_length=L, state_size=S + 1, action_size=A)
         with pytest.raises(ValueError, match="spec expects"):
-            rr.SegmentWriter(address, other)
+            rw.SegmentWriter(address, other)
         with pytest.raises(KeyError):
-            rr.SegmentSampler(address, "nope", 4, rr.make_spec(["nope"], **_dims()))
+            rs.SegmentSampler(address, "nope", 4, rr.make_spec(["nope"], **_dims()))
     finally:
         server.stop()
 
@@ -150,7 +152,7 @@ def test_fifo_eviction_at_capacity(rng: np.random.Generator) -> None:
     server, address = rr.start_server(spec)
     try:
         batches = [make_batch(rng, 3), make_batch(rng, 3)]
-        with rr.SegmentWriter(address, spec, tables=["deep"]) as writer:
+        with rw.SegmentWriter(address, spec, tables=["deep"]) as writer:
             for b in batches:
                 writer.write(b)
         info = rr.table_info(address)["deep"]
@@ -158,7 +160,7 @@ def test_fifo_eviction_at_capacity(rng: np.random.Generator) -> None:
         assert rr.table_info(address)["shallow"]["size"] == 0  # writer restricted to one table
 
         newest = index_segments([{k: v[2:] for k, v in batches[0].items()}, batches[1]])
-        with rr.SegmentSampler(address, "deep", 8, spec) as sampler:
+        with rs.SegmentSampler(address, "deep", 8, spec) as sampler:
             seen = set()
             for _ in range(5):
                 batch = sampler.sample(timeout_s=LONG)
@@ -173,7 +175,7 @@ def test_rate_limiter_blocks_inserts_and_samples(rng: np.random.Generator) -> No
     # spi=1, min size 2 items, error buffer 2 -> allowed error (inserts - samples) in [0, 4].
     spec = spec_for(min_size_steps=2 * L, samples_per_insert=1.0, error_buffer=2.0)
     server, address = rr.start_server(spec)
-    writer = rr.SegmentWriter(address, spec, tables=["deep"])
+    writer = rw.SegmentWriter(address, spec, tables=["deep"])
     sampler = None
     try:
         info = rr.table_info(address)["deep"]
@@ -186,7 +188,7 @@ def test_rate_limiter_blocks_inserts_and_samples(rng: np.random.Generator) -> No
             writer.flush(timeout_s=1.0)
         assert rr.table_info(address)["deep"]["num_inserts"] == 4
 
-        sampler = rr.SegmentSampler(address, "deep", 1, spec, max_in_flight_samples=1, prefetch_batches=1)
+        sampler = rs.SegmentSampler(address, "deep", 1, spec, max_in_flight_samples=1, prefetch_batches=1)
         for _ in range(5):  # the first sample lets the 5th insert in, which allows a 5th sample
             sampler.sample(timeout_s=LONG)
         writer.flush(timeout_s=LONG)
@@ -211,7 +213,7 @@ def test_checkpoint_round_trip(rng: np.random.Generator, tmp_path) -> None:
     server, address = rr.start_server(spec, checkpoint_dir=ckpt_dir)
     batches = [make_batch(rng, 4), make_batch(rng, 2)]
     try:
-        with rr.SegmentWriter(address, spec) as writer:
+        with rw.SegmentWriter(address, spec) as writer:
             for b in batches:
                 writer.write(b)
         before = rr.table_info(address)
@@ -226,9 +228,9 @@ def test_checkpoint_round_trip(rng: np.random.Generator, tmp_path) -> None:
         for name in ("deep", "shallow"):
             assert after[name]["size"] == before[name]["size"] == 6
             assert after[name]["num_inserts"] == before[name]["num_inserts"]
-        with rr.SegmentSampler(address, "shallow", 8, spec) as sampler:
+        with rs.SegmentSampler(address, "shallow", 8, spec) as sampler:
             assert_batch_matches(sampler.sample(timeout_s=LONG), index_segments(batches), 8)
-        with rr.SegmentWriter(address, spec) as writer:  # and it keeps accepting data
+        with rw.SegmentWriter(address, spec) as writer:  # and it keeps accepting data
             writer.write(make_batch(rng, 1))
         assert rr.table_info(address)["deep"]["size"] == 7
     finally:
@@ -240,14 +242,14 @@ def test_async_writer_real_server(rng: np.random.Generator) -> None:
     server, address = rr.start_server(spec)
     try:
         batches = [make_batch(rng, 3) for _ in range(5)]
-        writer = rr.AsyncSegmentWriter.connect(address, spec, queue_size=1)
+        writer = rw.AsyncSegmentWriter.connect(address, spec, queue_size=1)
         for b in batches:
             writer.put(b)
         writer.close(timeout_s=LONG)
         assert writer.puts == 5 and writer.batches_written == 5 and writer.steps_written == 15 * L
         info = rr.table_info(address)
         assert info["deep"]["size"] == info["shallow"]["size"] == 15
-        with rr.SegmentSampler(address, "deep", 4, spec) as sampler:
+        with rs.SegmentSampler(address, "deep", 4, spec) as sampler:
             assert_batch_matches(sampler.sample(timeout_s=LONG), index_segments(batches), 4)
     finally:
         server.stop()
@@ -282,13 +284,13 @@ class FakeSink:
 
 def test_async_writer_surfaces_thread_error() -> None:
     sink = FakeSink(fail_on=1)
-    writer = rr.AsyncSegmentWriter(sink, queue_size=1)
-    with pytest.raises(rr.WriterThreadError) as err:
+    writer = rw.AsyncSegmentWriter(sink, queue_size=1)
+    with pytest.raises(rw.WriterThreadError) as err:
         for tag in range(10):  # fails on the 2nd write; put raises at the latest when the queue stays full
             writer.put({"tag": tag})
     assert isinstance(err.value.__cause__, ValueError)
     assert sink.written == [0]
-    with pytest.raises(rr.WriterThreadError):
+    with pytest.raises(rw.WriterThreadError):
         writer.close(timeout_s=LONG)
     assert sink.closed
 
@@ -296,7 +298,7 @@ def test_async_writer_surfaces_thread_error() -> None:
 def test_async_writer_blocks_when_full_and_drains_on_close() -> None:
     sink = FakeSink()
     sink.gate.clear()
-    writer = rr.AsyncSegmentWriter(sink, queue_size=2)
+    writer = rw.AsyncSegmentWriter(sink, queue_size=2)
     writer.put({"tag": 0})
     assert sink.started.wait(LONG)  # the thread holds batch 0 and waits at the gate
     writer.put({"tag": 1})
