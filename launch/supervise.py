@@ -133,7 +133,7 @@ class Supervisor:
             ref = h.run.remote()
         else:
             if self.collector_done:
-                h.stop.remote()  # came back after the end: evaluate, checkpoint and return at once
+                h.stop.remote(use_up_quota=True)  # came back after the end: its remaining updates, then return
             ref = h.run.remote(self.eval_every)
         self.running[ref] = name
 
@@ -265,9 +265,9 @@ class Supervisor:
         self.roles.update(name, status="finished")
         if name == "collector":
             self.collector_done = True
-            for n in self.names:
+            for n in self.names:  # each learner first makes the updates its rate limiter still grants
                 if n in self.handles and self.roles.roles[n]["status"] == "running":
-                    self.handles[n].stop.remote()
+                    self.handles[n].stop.remote(use_up_quota=True)
 
     def _done(self) -> bool:
         return self.collector_done and all(n in self.results for n in self.names)

@@ -100,6 +100,7 @@ class Learner:
         self._round = jax.jit(round_fn, donate_argnums=0)
         self._eval = jax.jit(eval_fn)
         self._stop = threading.Event()
+        self._use_up_quota = False
         self._lock = threading.Lock()
         self._published = (int(self.train_state.step), jax.device_get(self.train_state.actor))
 
@@ -173,7 +174,12 @@ class Learner:
             version, params = self._published
         return (version, None) if version == have_version else (version, params)
 
-    def stop(self) -> None:
+    def stop(self, use_up_quota: bool = False) -> None:
+        """Stop training. With ``use_up_quota`` (the collector has finished) it first makes the updates
+        its table's rate limiter still grants: the learner trails the collector by up to the limiter's
+        error buffer, and without this a distributed run would end with fewer updates per env step
+        than ``single`` (5,600 instead of 5,952 in a 300k-step probe)."""
+        self._use_up_quota = use_up_quota and self.config.rate_limit == "ratio"
         self._stop.set()
 
     def env_steps(self) -> int:
@@ -230,12 +236,14 @@ class Learner:
         wall = lambda: self._wall_before + time.time() - start
         every_s = float(self.config.get("checkpoint_every_s", 0.0) or 0.0)
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() or self._use_up_quota:
                 if self._new_address is not None:
                     self._switch_replay()
                 try:
                     batch = self.sampler.sample(timeout_s=0.5)
                 except TimeoutError:  # table below min size, rate-limited or replay down: check for stop
+                    if self._stop.is_set():  # the collector is done and the limiter grants no more
+                        break
                     continue
                 segments = {k: jnp.asarray(v) for k, v in batch.data.items()}
                 self.key, k = jax.random.split(self.key)

@@ -41,7 +41,12 @@ def test_collector_deep_learner_shallow_end_to_end(tmp_path):
         # ... and every learner sampled only from those (the server counts prefetched samples too).
         assert 0 < row["samples_drawn"] <= table["num_samples"]
         assert row["env_steps"] == collector["steps_written"]
-        assert _rows(run_dir / name / "metrics.jsonl")[-1]["updates"] == row["updates"]
+        last = _rows(run_dir / name / "metrics.jsonl")[-1]
+        assert last["updates"] == row["updates"]
+        # Every learner made the updates its rate limiter granted for the data, as `single` would: it
+        # did not stop when the collector did, with its share of the last segments unused.
+        per_round = last["samples_drawn"] / last["rounds"]
+        assert last["rounds"] >= table["samples_per_insert"] * table["num_inserts"] / per_round - 1, last
         assert (run_dir / name / "checkpoints" / "final").is_dir()
     assert (
         _rows(run_dir / "collector" / "metrics.jsonl")[-1]["segments_written"]
