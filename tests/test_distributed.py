@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -64,13 +65,16 @@ def test_topology_on_an_existing_local_cluster(tmp_path):
     import os
 
     env = {**os.environ, **env}
+    # Its own temp dir (short: Ray's unix sockets live there) names this cluster's processes, so the
+    # test stops exactly them and leaves any other Ray on the machine alone (`ray stop` would not).
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     start = subprocess.run(
         [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=6",
-         "--include-dashboard=false", "--disable-usage-stats"],
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         capture_output=True, text=True, timeout=180, env=env,
     )  # fmt: skip
-    assert start.returncode == 0, start.stderr[-3000:]
     try:
+        assert start.returncode == 0, start.stderr[-3000:]
         run_dir = tmp_path / "run"
         res = run_cli(
             "--topology",
@@ -87,7 +91,52 @@ def test_topology_on_an_existing_local_cluster(tmp_path):
         assert [r["learner"] for r in summary["learners"]] == ["collector_learner"]
         assert summary["learners"][0]["updates"] > 0
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)
+        stopped = _stop_cluster(temp_dir)
+        left = _cluster_pids(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert stopped and not left, f"the test's cluster was not stopped: found {stopped}, left {left}"
+
+
+def _cluster_pids(temp_dir: str) -> set[int]:
+    """The processes of the Ray cluster whose temp dir is ``temp_dir``, and all their descendants
+    (workers rename themselves ``ray::…``, so they are found as children of the raylet)."""
+    parents, cluster = {}, set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if temp_dir in cmdline:
+            cluster.add(int(entry.name))
+    grown = True
+    while grown:
+        children = {pid for pid, ppid in parents.items() if ppid in cluster} - cluster
+        cluster |= children
+        grown = bool(children)
+    return cluster
+
+
+def _stop_cluster(temp_dir: str) -> bool:
+    import os
+    import signal
+    import time
+
+    found = False
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # politely first
+        pids = _cluster_pids(temp_dir)
+        found = found or bool(pids)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 20
+        while time.time() < deadline and _cluster_pids(temp_dir):
+            time.sleep(0.2)
+    return found
 
 
 @pytest.fixture(scope="module")
