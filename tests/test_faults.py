@@ -59,6 +59,14 @@ def _start(run_dir: Path, *args: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def _end_with_ctrl_c(proc: subprocess.Popen, run_dir: Path) -> dict:
+    """End an endless run the way a user does (Ctrl-C to its process group); its summary."""
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -211,13 +219,10 @@ def test_kill_9_of_a_train_only_learner_restarts_it_and_the_run_goes_on(tmp_path
             lambda: _rows(run_dir / name / "metrics.jsonl")[-1]["updates"] > updates_back,
             timeout=300, what="the restarted learner trains on", proc=proc,
         )  # fmt: skip
-        os.killpg(proc.pid, signal.SIGINT)  # end the (endless) run the way a user does
-        out, err = proc.communicate(timeout=300)
+        summary = _end_with_ctrl_c(proc, run_dir)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, err[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
     assert {r["learner"] for r in summary["learners"]} == {"collector_learner", name, "learner2_d4"}
     assert summary["roles"][name]["restarts"] == 1 and summary["roles"]["collector_learner"]["restarts"] == 0
     rows = _rows(run_dir / name / "metrics.jsonl")
@@ -332,13 +337,10 @@ def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_pa
             and _rows(run_dir / "collector" / "metrics.jsonl")[-1]["params_version"] not in (0, version),
             timeout=300, what="new parameters reach the collector", proc=proc,
         )  # fmt: skip
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
+        summary = _end_with_ctrl_c(proc, run_dir)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, err[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
     assert {n: r["restarts"] for n, r in summary["roles"].items()} == {"replay": 1, "collector": 1, name: 1}
     collector, table = summary["collector"], summary["replay_tables"][name]
     assert collector["params_fetch_failures"] > 0
