@@ -69,7 +69,7 @@ def build_definition(
 
     def base(env: str) -> ConfigDict:
         try:
-            c = base_config(scale, env)
+            c = base_config(scale, env, getattr(module, "CPU_MAZE_RUN", None))
         except ValueError as e:
             raise UsageError(f"env {env}: {e}") from None
         for item in sets:

@@ -50,17 +50,22 @@ def cpu_base() -> ConfigDict:
     return c
 
 
-# ``--scale cpu`` on the point-mass mazes (envs/point_mass_maze.py): wider nets and more steps than the
-# open point mass needs; one run takes ~5 (depth 4) to ~10 (depth 16) minutes on a shared 2-core machine.
-CPU_MAZE_SETTINGS = {"total_env_steps": 100_000, "critic_width": 64, "actor_width": 64}
+# ``--scale cpu`` on the point-mass mazes (envs/point_mass_maze.py): the settings at which both depths
+# learn (docs/results.md, F and G): width 64 and 32 SGD steps per collection step (at A's 8 and 100k
+# steps nothing learned). A study module may set its own length (``CPU_MAZE_RUN``) so that the whole
+# study command stays within an hour on two idle cores.
+CPU_MAZE_SETTINGS = {
+    "total_env_steps": 300_000, "num_evals": 6, "critic_width": 64, "actor_width": 64, "num_minibatches": 32,
+}  # fmt: skip
 
 
 def is_point_mass_maze(env: str) -> bool:
     return env.startswith("point_mass_") and "_maze" in env
 
 
-def base_config(scale: str, env: str) -> ConfigDict:
-    """The config every run of ``env`` starts from: the paper's per-env preset, or ``cpu_base``."""
+def base_config(scale: str, env: str, maze_run: dict[str, Any] | None = None) -> ConfigDict:
+    """The config every run of ``env`` starts from: the paper's per-env preset, or ``cpu_base``
+    (plus ``CPU_MAZE_SETTINGS`` and the study's ``maze_run`` on a point-mass maze)."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     if scale == "paper":
@@ -70,7 +75,7 @@ def base_config(scale: str, env: str) -> ConfigDict:
     c = cpu_base()
     c.env = env
     if is_point_mass_maze(env):
-        c.update(CPU_MAZE_SETTINGS)
+        c.update({**CPU_MAZE_SETTINGS, **(maze_run or {})})
     return c
 
 

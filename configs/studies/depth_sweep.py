@@ -9,6 +9,8 @@ DESCRIPTION = "Success vs network depth (critic and actor together), per environ
 # cpu: two point-mass mazes (issue 11; settings in configs/studies CPU_MAZE_SETTINGS, results in docs/results.md).
 DEFAULT_ENVS = {"paper": list(HEADLINE_ENVS), "cpu": ["point_mass_u4_maze", "point_mass_big_maze"]}
 DEFAULT_OPTIONS = {"paper": {"depths": [4, 8, 16, 32, 64]}, "cpu": {"depths": [4, 16]}}
+# 1M steps: both depths reach their plateau (docs/results.md F; 41 min on two idle cores).
+CPU_MAZE_RUN = {"total_env_steps": 1_000_000, "num_evals": 10}
 
 CURVE_KEYS = ("depth",)  # one success-vs-steps curve per depth
 FINAL_X, FINAL_LINES = "depth", ()  # final success vs depth, one line per panel
