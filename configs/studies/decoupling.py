@@ -18,7 +18,7 @@ DEFAULT_ENVS = {
 }
 # deep, shallow (DESIGN.md); at cpu scale the depth sweep's two depths.
 DEFAULT_OPTIONS = {"paper": {"depths": [32, 4]}, "cpu": {"depths": [16, 4]}}
-# 300k steps: every cell learns (docs/results.md G; ~19 min per maze on two idle cores, 5 processes a run).
+# 300k steps: every cell learns (docs/results.md G; 19–25 min per maze on 2 cores, 5 processes a run).
 CPU_MAZE_RUN = {"total_env_steps": 300_000, "num_evals": 6}
 
 CURVE_KEYS = ("collector_depth", "learner", "learner_depth")
