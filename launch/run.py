@@ -105,8 +105,8 @@ def saved_config(run_dir: str) -> ConfigDict | None:
 # a resumed run must keep them, or its checkpoints no longer fit.
 RESUME_FIXED = (
     "env", "topology", "num_seeds", "num_envs", "critic_depth", "critic_width", "actor_depth",
-    "actor_width", "repr_dim", "scan_blocks", "deep_depth", "shallow_depth", "collector_depth",
-    "learner_depths",
+    "actor_width", "max_actor_depth", "repr_dim", "scan_blocks", "deep_depth", "shallow_depth",
+    "collector_depth", "collector_width", "learner_depths", "learner_widths",
 )  # fmt: skip
 
 
