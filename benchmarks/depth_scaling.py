@@ -95,8 +95,9 @@ def _memory(compiled: Any) -> dict[str, float]:
         return {}
     mib = 1 / 2**20
     arg, out, tmp = m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes
+    alias = m.alias_size_in_bytes  # outputs that reuse donated arguments' buffers
     return {"xla_arg_mb": arg * mib, "xla_out_mb": out * mib, "xla_temp_mb": tmp * mib,
-            "xla_total_mb": (arg + out + tmp) * mib}  # fmt: skip
+            "xla_total_mb": (arg + out + tmp) * mib, "xla_peak_mb": (arg + out - alias + tmp) * mib}  # fmt: skip
 
 
 def update_cell(p: Cell) -> None:
@@ -257,6 +258,9 @@ def compare_cell(p: Cell) -> None:
     states = {name: jax.block_until_ready(ts) for name, (_, ts) in programs.items()}
     for name, (compiled, _) in programs.items():  # warm-up: first execution of each
         states[name] = jax.block_until_ready(compiled(states[name], batch, key)[0])
+    stats = jax.devices()[0].memory_stats() or {}  # GPU allocators count; the CPU client reports none
+    if "peak_bytes_in_use" in stats:
+        _emit(device_peak_mb=stats["peak_bytes_in_use"] / 2**20)
     for r in range(p["rounds"]):
         for name, (compiled, _) in programs.items():
             cpu0, start = time.process_time(), time.perf_counter()
@@ -467,6 +471,7 @@ VARIANTS: dict[str, Cell] = {  # name -> TrunkConfig overrides of ours (actor = 
     "remat": {"trunk": {"remat": True}},
     "no_donate": {"donate": False},
     "bf16": {"trunk": {"compute_dtype": "bfloat16"}},
+    "bf16_remat": {"trunk": {"compute_dtype": "bfloat16", "remat": True}},
 }
 
 
