@@ -19,6 +19,8 @@ from deepcrl import envs
 from deepcrl.envs import goal_metrics, make_env
 from deepcrl.envs.wrappers import VectorEnv
 
+pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
+
 ROOT = Path(__file__).resolve().parents[1]
 ALL_ENVS = [
     "ant",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from deepcrl.configs.defaults import get_config
 from deepcrl.launch.single import run_single
 from deepcrl.rundir.metrics import read_metrics
+
+pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
 
 
 def test_crl_learns_point_mass_reaching(tmp_path):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy.stats import norm
 
 from deepcrl.learner.agent import AgentConfig, make_agent
 from deepcrl.learner.losses import energy, energy_matrix, infonce_loss, tanh_gaussian_sample
 from deepcrl.learner.networks import TrunkConfig
+
+pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
 
 
 def test_energy_is_negative_l2_distance():

@@ -9,6 +9,8 @@ import pytest
 
 from deepcrl.learner.networks import Actor, Encoder, Trunk, TrunkConfig, count_dense_layers, count_params
 
+pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
+
 IN, WIDTH, OUT = 7, 16, 5
 
 

@@ -10,6 +10,8 @@ import pytest
 from deepcrl.envs import goal_metrics, make_env
 from deepcrl.envs.wrappers import VectorEnv
 
+pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
+
 
 @pytest.mark.parametrize("name", ["point_mass", "point_mass_walls"])
 def test_shapes_and_goal_indices(name):

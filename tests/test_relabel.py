@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy.stats import chisquare
 
 from deepcrl.buffer.relabel import (
@@ -14,6 +15,8 @@ from deepcrl.buffer.relabel import (
     steps_left_in_episode,
 )
 from deepcrl.buffer.trajectory_buffer import init_buffer, insert, sample_segments
+
+pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
 
 
 def _segments(episode_ids: np.ndarray):

@@ -10,6 +10,7 @@ from conftest import run_cli
 from PIL import Image
 
 
+@pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
 def test_single_smoke_run_writes_every_artifact(tmp_path):
     run_dir = tmp_path / "run"
     res = run_cli(

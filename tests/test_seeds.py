@@ -51,6 +51,7 @@ def two_seeds(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
 def test_k_seeds_write_per_seed_rows_and_their_mean(two_seeds):
     mean = _rows(two_seeds / "metrics.jsonl")
     seeds = [_rows(two_seeds / f"seed_{s}" / "metrics.jsonl") for s in range(2)]
@@ -73,6 +74,7 @@ def test_k_seeds_write_per_seed_rows_and_their_mean(two_seeds):
     assert (two_seeds / "success.png").exists()
 
 
+@pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
 def test_seeds_train_different_agents_with_per_seed_checkpoints(two_seeds):
     import jax
     from ml_collections import ConfigDict
@@ -92,8 +94,13 @@ def test_seeds_train_different_agents_with_per_seed_checkpoints(two_seeds):
     assert not np.allclose(a, b), "the two seeds trained the same actor"
 
 
+@pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
 def test_seed_1_equals_a_separate_one_seed_run(two_seeds, tmp_path):
-    """Same keys, same function: equal to float32 rounding after one epoch (not bitwise: batched kernels)."""
+    """Same keys, same function: equal to float32 rounding after one epoch (not bitwise: batched kernels).
+
+    Accuracies count argmax hits, so a rounding difference at a near-tie moves them by a whole hit
+    (1 / 3,520 of critic/accuracy here; seen on JAX 0.12): they get one part in a thousand.
+    """
     res = run_cli(*ARGS, "--seed", "6", "--run_dir", str(tmp_path / "one"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (tmp_path / "one" / "seed_0").exists()  # one seed writes the plain layout
@@ -105,9 +112,11 @@ def test_seed_1_equals_a_separate_one_seed_run(two_seeds, tmp_path):
         keys = [k for k in a if k.startswith(COMPARED)]
         assert len(keys) > 5
         for k in keys:
-            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (k, a[k], b[k])
+            tol = 1e-3 if k.endswith("accuracy") else 1e-5
+            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=tol), (k, a[k], b[k])
 
 
+@pytest.mark.core
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -13,6 +13,8 @@ from deepcrl.learner.agent import AgentConfig, make_agent
 from deepcrl.learner.networks import TrunkConfig
 from deepcrl.learner.reference import make_reference_update, unstack_state
 
+pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
+
 S, G, A, B = 5, 2, 3, 32
 BASE = AgentConfig(S, G, A, actor=TrunkConfig(8, 16), critic=TrunkConfig(8, 16))
 
