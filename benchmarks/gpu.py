@@ -12,13 +12,15 @@ the next), printed together as one Markdown table at the end:
    buffer count (arguments + outputs − donated aliases + temporaries), plus the process's measured
    device peak (``memory_stats``: all programs of that depth together). Uses the ``--compare`` cells of
    ``benchmarks/depth_scaling.py``.
-2. ``seeds``: ``benchmarks/seeds_throughput.py``: K = 1, 2, 4, 8 seeds of ``single`` in one vmapped
-   program against K sequential one-seed epochs, point_mass and Ant (spring), small width.
+2. ``seeds``: ``benchmarks/seeds_throughput.py``: K seeds of ``single`` in one vmapped program
+   against K sequential one-seed epochs, small width: point_mass at K = 1, 2, 4, 8, Ant (spring) at
+   K = 1, 4 (each Ant K takes ~40 s to build on an H200).
 3. ``ant``: ``launch/run.py`` with the paper preset on Ant (512 envs, batch 512, depth 4, width 256)
    for a few epochs: env steps/s between the last two evaluations, SGD steps/s, wall time.
 
 A part that would run past ``--budget`` seconds is cut short or skipped, and the table says so; the
-script is meant to finish inside one 10-minute call on a lent machine.
+script is meant to finish inside one 10-minute call on a lent machine (on an H200: depth ~280 s,
+point_mass seeds ~80 s, Ant's short run ~60 s).
 """
 
 from __future__ import annotations
@@ -88,14 +90,15 @@ def seeds_part(args: argparse.Namespace) -> list[list[str]]:
     rows, end = [], time.perf_counter() + args.seeds_cap
     envs = args.seed_envs.split(",")
     for env in envs:
-        share = 0.4 if (env == "point_mass" and len(envs) > 1) else 1.0  # Ant compiles the most
+        share = 0.4 if (env == "point_mass" and len(envs) > 1) else 1.0  # Ant builds the longest
         cap = min(args.seeds_cap * share, end - time.perf_counter(), _left(args.budget - args.ant_cap))
         if cap < 20:
             rows.append(["seeds", env, "skipped: budget", "", "", "", ""])
             continue
         out = Path(tempfile.mkdtemp()) / "seeds.json"
         cmd = [sys.executable, str(ROOT / "benchmarks" / "seeds_throughput.py"), "--json", str(out),
-               "--reps", str(args.seed_reps), "--ks", args.ks, "--envs", env]  # fmt: skip
+               "--reps", str(args.seed_reps), "--ks", args.ant_ks if env == "ant" else args.ks,
+               "--envs", env]  # fmt: skip
         status = _run(cmd, cap)
         if not out.exists():
             rows.append(["seeds", env, status, "", "", "", ""])
@@ -144,7 +147,7 @@ def _run(cmd: list[str], cap: float) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="rehearsal on a CPU: small sizes, short caps")
-    ap.add_argument("--budget", type=float, default=560.0, help="wall seconds for the whole script")
+    ap.add_argument("--budget", type=float, default=570.0, help="wall seconds for the whole script")
     ap.add_argument("--depth_budget", type=float, default=300.0, help="wall seconds for the depth part")
     ap.add_argument("--depths", type=int, nargs="+", default=[4, 16, 64, 256, 1024])
     ap.add_argument("--width", type=int, default=256)
@@ -153,18 +156,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--baseline_max_depth", type=int, default=16)
     ap.add_argument("--depth_cap", type=float, default=150.0)
-    ap.add_argument("--seeds_cap", type=float, default=110.0)
+    ap.add_argument("--seeds_cap", type=float, default=190.0)
     ap.add_argument("--seed_reps", type=int, default=2)
     ap.add_argument("--ks", default="1,2,4,8")
+    # On an H200 each Ant K costs ~40 s to build (init, prefill and epoch compiles): 1, 4 fit the budget.
+    ap.add_argument("--ant_ks", default="1,4")
     ap.add_argument("--seed_envs", default="point_mass,ant")
-    ap.add_argument("--ant_cap", type=float, default=140.0)
+    ap.add_argument("--ant_cap", type=float, default=80.0)
     ap.add_argument("--ant_steps", type=int, default=1_000_000)
     ap.add_argument("--ant_evals", type=int, default=2)
     ap.add_argument("--ant_set", nargs="*", default=[], help="extra --set overrides of the Ant run")
     ap.add_argument("--json", type=Path, default=None, help="also write the table's rows here")
     if ap.parse_known_args(argv)[0].quick:
         ap.set_defaults(budget=300.0, depth_budget=150.0, depths=[4, 64], width=64, batch=64, rounds=2,
-                        calls=2, baseline_max_depth=4, seed_reps=1, ks="1,2", seed_envs="point_mass",
+                        calls=2, baseline_max_depth=4, seed_reps=1, ks="1,2", ant_ks="1,2", seed_envs="point_mass",
                         ant_steps=40_000, ant_evals=2,
                         ant_set=["num_envs=16", "num_eval_envs=4", "batch_size=64", "critic_width=64",
                                  "actor_width=64", "min_replay_steps_per_env=62"])  # fmt: skip
