@@ -72,6 +72,7 @@ def collect(study_dir: Path, definition: dict, state: dict) -> tuple[list[dict],
                     "time_at_goal_frac": final.get("eval/time_at_goal_frac"),
                     "env_steps": final.get("env_steps"),
                     "wall_time_s": record.get("wall_time_s"),
+                    "program_seeds": record.get("seeds_in_one_program", 1),
                     **{c: coverage_row.get(c) for c in COVERAGE},
                 }
             )
@@ -90,7 +91,7 @@ def _fmt(mean: float, half: float | None, digits: int) -> str:
 
 
 def condition_keys(results: list[dict]) -> tuple[str, ...]:
-    skip = {"run", "seed", *METRICS, *COVERAGE}
+    skip = {"run", "seed", "program_seeds", *METRICS, *COVERAGE}
     keys: list[str] = []
     for r in results:
         keys += [k for k in r if k not in skip and k not in keys]
@@ -109,9 +110,21 @@ def results_table(results: list[dict]) -> str:
     for cond, items in group(results, keys).items():
         cells = [str(c) for c in cond] + [str(len(items))]
         for metric, (_, digits) in METRICS.items():
-            cells.append(_fmt(*t_interval([r[metric] for r in items]), digits))
+            shared = _wall_cell(items) if metric == "wall_time_s" else None
+            cells.append(shared or _fmt(*t_interval([r[metric] for r in items]), digits))
         rows.append(cells)
     return markdown_table([*keys, "seeds", *(label for label, _ in METRICS.values())], rows)
+
+
+def _wall_cell(items: list[dict]) -> str | None:
+    """Seeds trained in one program share its wall time (each record holds 1/K of it): report the
+    programs' total, not a per-seed mean with a spread of zero. None where each seed ran alone."""
+    k = items[0].get("program_seeds", 1)
+    if k == 1 or any(r.get("program_seeds", 1) != k or r["wall_time_s"] is None for r in items):
+        return None
+    total = sum(r["wall_time_s"] for r in items)
+    programs = math.ceil(len(items) / k)
+    return f"{total:,.0f} for {len(items)} seeds in {programs} program{'s' if programs > 1 else ''}"
 
 
 def coverage_table(results: list[dict], by: str) -> str:

@@ -160,3 +160,6 @@ def test_study_trains_a_conditions_seeds_in_one_program(tmp_path):
     curves = (study_dir / "curves.csv").read_text().splitlines()
     assert {line.split(",")[0] for line in curves[1:]} == {"point_mass-d4-s0", "point_mass-d4-s1"}
     assert len(curves) == 1 + 2 * 3
+    wall = runs["point_mass-d4-s0"]["wall_time_s"] + runs["point_mass-d4-s1"]["wall_time_s"]
+    report = (study_dir / "report.md").read_text()  # the program's wall time, not a per-seed mean ± 0
+    assert f"{wall:,.0f} for 2 seeds in 1 program" in report, report
