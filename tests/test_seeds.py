@@ -1,8 +1,8 @@
 """``--num_seeds K``: K seeds of ``single`` vmapped in one program, as a user runs it.
 
-One K=2 run is killed (kill -9) after its first trained epoch and resumed; its
-files then serve every check. A separate one-seed run with ``seed + 1`` is the
-reference for seed 1.
+One K=3 run is killed (kill -9) after its first trained epoch and resumed; its
+files then serve every check. Separate one-seed runs with ``seed + s`` are the
+references for its seeds s = 0, 1, 2.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ ARGS = [
     "--set", "num_minibatches=2", "--set", "unroll_length=25", "--set", "min_replay_steps_per_env=50",
     "--noprogress",
 ]  # fmt: skip
+K = 3
 COMPARED = ("eval/", "critic/", "actor/", "alpha/", "coverage/", "train/", "relabel/")
 
 
@@ -32,10 +33,10 @@ def _rows(path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def two_seeds(tmp_path_factory):
-    """A K=2 run, killed after epoch 1 and resumed: its run directory."""
+def k_seeds(tmp_path_factory):
+    """A K=3 run, killed after epoch 1 and resumed: its run directory."""
     run_dir = tmp_path_factory.mktemp("seeds") / "run"
-    args = [*ARGS, "--num_seeds", "2", "--run_dir", str(run_dir)]
+    args = [*ARGS, "--num_seeds", str(K), "--run_dir", str(run_dir)]
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "run.py"), *args], cwd=ROOT)
     mean = run_dir / "metrics.jsonl"
     deadline = time.time() + 600
@@ -52,30 +53,31 @@ def two_seeds(tmp_path_factory):
 
 
 @pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
-def test_k_seeds_write_per_seed_rows_and_their_mean(two_seeds):
-    mean = _rows(two_seeds / "metrics.jsonl")
-    seeds = [_rows(two_seeds / f"seed_{s}" / "metrics.jsonl") for s in range(2)]
+def test_k_seeds_write_per_seed_rows_and_their_mean(k_seeds):
+    mean = _rows(k_seeds / "metrics.jsonl")
+    seeds = [_rows(k_seeds / f"seed_{s}" / "metrics.jsonl") for s in range(K)]
     for rows in [mean, *seeds]:
         assert [r["epoch"] for r in rows] == list(range(5))  # resumed: no epoch lost or duplicated
         updates = [r["updates"] for r in rows]
         assert updates[-1] == 4 * updates[1] > 0  # training continued, not restarted
-    for m, a, b in zip(mean, *seeds, strict=True):
-        assert m["num_seeds"] == 2 and m["env_steps"] == a["env_steps"] == b["env_steps"]
+    for m, *per_seed in zip(mean, *seeds, strict=True):
+        assert m["num_seeds"] == K and {r["env_steps"] for r in per_seed} == {m["env_steps"]}
         for k in ("eval/final_distance", "coverage/goal_spread", "critic/loss"):
             if k in m:
-                assert m[k] == pytest.approx((a[k] + b[k]) / 2, rel=1e-6)
-    assert [r["eval/final_distance"] for r in seeds[0]] != [r["eval/final_distance"] for r in seeds[1]]
-    for s in range(2):
-        config = json.loads((two_seeds / f"seed_{s}" / "config.json").read_text())
+                assert m[k] == pytest.approx(sum(r[k] for r in per_seed) / K, rel=1e-6)
+    curves = {tuple(r["eval/final_distance"] for r in rows) for rows in seeds}
+    assert len(curves) == K, "two seeds evaluated identically"
+    for s in range(K):
+        config = json.loads((k_seeds / f"seed_{s}" / "config.json").read_text())
         assert config["seed"] == 5 + s and config["num_seeds"] == 1
-        assert json.loads((two_seeds / f"seed_{s}" / "complete.json").read_text())["epoch"] == 4
-        assert (two_seeds / f"seed_{s}" / "metrics.csv").exists()
-    assert json.loads((two_seeds / "complete.json").read_text())["num_seeds"] == 2
-    assert (two_seeds / "success.png").exists()
+        assert json.loads((k_seeds / f"seed_{s}" / "complete.json").read_text())["epoch"] == 4
+        assert (k_seeds / f"seed_{s}" / "metrics.csv").exists()
+    assert json.loads((k_seeds / "complete.json").read_text())["num_seeds"] == K
+    assert (k_seeds / "success.png").exists()
 
 
 @pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
-def test_seeds_train_different_agents_with_per_seed_checkpoints(two_seeds):
+def test_seeds_train_different_agents_with_per_seed_checkpoints(k_seeds):
     import jax
     from ml_collections import ConfigDict
 
@@ -83,30 +85,33 @@ def test_seeds_train_different_agents_with_per_seed_checkpoints(two_seeds):
     from deepcrl.learner.agent import make_agent
     from deepcrl.rundir.checkpoints import restore_train_state
 
-    config = ConfigDict(json.loads((two_seeds / "seed_0" / "config.json").read_text()))
+    config = ConfigDict(json.loads((k_seeds / "seed_0" / "config.json").read_text()))
     agent = make_agent(agent_config(config, build_env(config)))
     target = agent.init(jax.random.PRNGKey(0))
     states = [
-        restore_train_state(two_seeds / f"seed_{s}" / "checkpoints" / "final", target) for s in range(2)
+        restore_train_state(k_seeds / f"seed_{s}" / "checkpoints" / "final", target) for s in range(K)
     ]
-    assert int(states[0].step) == int(states[1].step) > 0
-    a, b = (np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(st.actor)]) for st in states)
-    assert not np.allclose(a, b), "the two seeds trained the same actor"
+    assert len({int(st.step) for st in states}) == 1 and int(states[0].step) > 0
+    actors = [np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(st.actor)]) for st in states]
+    for i in range(K):
+        for j in range(i + 1, K):
+            assert not np.allclose(actors[i], actors[j]), f"seeds {i} and {j} trained the same actor"
 
 
 @pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
-def test_seed_1_equals_a_separate_one_seed_run(two_seeds, tmp_path):
+@pytest.mark.parametrize("s", range(K))
+def test_each_seed_equals_a_separate_one_seed_run(k_seeds, tmp_path, s):
     """Same keys, same function: equal to float32 rounding after one epoch (not bitwise: batched kernels).
 
     Accuracies count argmax hits, so a rounding difference at a near-tie moves them by a whole hit
     (1 / 3,520 of critic/accuracy here; seen on JAX 0.12): they get one part in a thousand.
     """
-    res = run_cli(*ARGS, "--seed", "6", "--run_dir", str(tmp_path / "one"))
+    res = run_cli(*ARGS, "--seed", str(5 + s), "--run_dir", str(tmp_path / "one"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (tmp_path / "one" / "seed_0").exists()  # one seed writes the plain layout
     assert (tmp_path / "one" / "checkpoints" / "final").is_dir()
     alone = _rows(tmp_path / "one" / "metrics.jsonl")
-    inside = _rows(two_seeds / "seed_1" / "metrics.jsonl")
+    inside = _rows(k_seeds / f"seed_{s}" / "metrics.jsonl")
     for a, b in zip(alone[:2], inside[:2], strict=True):  # epochs 0 and 1, before the kill
         assert a["epoch"] == b["epoch"] and a["env_steps"] == b["env_steps"]
         keys = [k for k in a if k.startswith(COMPARED)]
