@@ -103,8 +103,9 @@ def test_seeds_train_different_agents_with_per_seed_checkpoints(k_seeds):
 def test_each_seed_equals_a_separate_one_seed_run(k_seeds, tmp_path, s):
     """Same keys, same function: equal to float32 rounding after one epoch (not bitwise: batched kernels).
 
-    Accuracies count argmax hits, so a rounding difference at a near-tie moves them by a whole hit
-    (1 / 3,520 of critic/accuracy here; seen on JAX 0.12): they get one part in a thousand.
+    Every continuous metric agrees to 1e-4. critic/accuracy counts argmax hits over logits that are
+    still nearly uniform this early (≈ 0.1 against chance 0.03), so the rounding differences of
+    batched kernels flip a few near-ties (1 to 11 of 3,520 seen on JAX 0.12): compared within 1 %.
     """
     res = run_cli(*ARGS, "--seed", str(5 + s), "--run_dir", str(tmp_path / "one"))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -116,9 +117,9 @@ def test_each_seed_equals_a_separate_one_seed_run(k_seeds, tmp_path, s):
         assert a["epoch"] == b["epoch"] and a["env_steps"] == b["env_steps"]
         keys = [k for k in a if k.startswith(COMPARED)]
         assert len(keys) > 5
-        for k in keys:
-            tol = 1e-3 if k.endswith("accuracy") else 1e-5
-            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=tol), (k, a[k], b[k])
+        tol = {k: 1e-2 if k.endswith("accuracy") else 1e-5 for k in keys}
+        bad = [(k, a[k], b[k]) for k in keys if b[k] != pytest.approx(a[k], rel=1e-4, abs=tol[k])]
+        assert not bad, bad
 
 
 @pytest.mark.core
