@@ -32,6 +32,7 @@ from deepcrl.collector.rollout import unroll
 from deepcrl.configs.resolve import agent_config, build_env, make_train_venv, replay_spec, validate
 from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import read_json, write_json_atomic
+from deepcrl.rundir.liveness import Liveness
 from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics
 
 # (version the caller holds) -> (learner update count, actor params or None if unchanged)
@@ -89,6 +90,7 @@ class Collector:
         # The untrained policy acts until the learner publishes its first parameters.
         self.version, self.actor = 0, agent.init(k_init).actor
         self._stop = threading.Event()
+        self.liveness = Liveness()  # env steps collected; read by the driver's watchdog via progress()
 
         self.grid = grid = grid_for(env)
         self.coverage = init_coverage(grid, env.spec.goal_size)
@@ -112,6 +114,7 @@ class Collector:
         else:
             truncate_metrics(self.dir, keep=lambda row: False)
         self.log = MetricsLog(self.dir)
+        self.liveness.count = self.env_steps  # a restored collector continues its count
 
     @property
     def record_path(self) -> Path:
@@ -171,7 +174,8 @@ class Collector:
 
     def _fetch(self, lag: int) -> int:
         try:
-            new_version, new_actor = self.fetch_params(self.version)
+            with self.liveness.waiting("learner params"):  # a frozen learner is watched on its own
+                new_version, new_actor = self.fetch_params(self.version)
         except Exception:  # its learner is down or restarting: keep acting with what we have
             self.fetch_failures += 1
             return lag
@@ -184,6 +188,10 @@ class Collector:
     def ready(self) -> dict:
         """Where this role runs (roles.json) and the env steps it starts from."""
         return {"pid": os.getpid(), "node": socket.gethostname(), "env_steps": self.env_steps}
+
+    def progress(self) -> dict:
+        """Env steps collected and how recently the acting loop was alive (the driver's watchdog)."""
+        return self.liveness.report()
 
     def policy_actions(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic actions of the parameters the collector acts with now."""
@@ -222,12 +230,14 @@ class Collector:
                     if self._new_address is not None:
                         self._switch_replay()
                     try:
-                        self.writer.put(segment)
+                        with self.liveness.waiting("replay"):  # blocked by the tables' rate limiters
+                            self.writer.put(segment)
                     except WriterAbandoned:  # the replay moved while this put waited: segment lost
                         pass
                     self.segments_written += segment["episode_id"].shape[0]
                 success.append(float(metrics["success"].mean()))
                 self.env_steps += cfg.num_envs * cfg.unroll_length
+                self.liveness.advance(cfg.num_envs * cfg.unroll_length)
                 self.collections += 1
                 since_fetch += 1
                 self.max_steps_between_fetches = max(self.max_steps_between_fetches, since_fetch)

@@ -95,6 +95,12 @@ def get_config() -> ConfigDict:
     c.checkpoint_every_s = 300.0  # learners checkpoint this often (and at every evaluation); 0: evals only
     c.replay_checkpoint_every_s = 300.0  # Reverb tables checkpoint this often (and at the end); 0: end only
     c.max_role_restarts = 3  # a role that dies more often ends the run (a train-only learner is dropped)
+    # Liveness: a role silent for longer is killed (SIGKILL) and replaced like a dead one (docs/architecture.md).
+    # 0: adaptive, max(120 s, 5 × the longest pause the role itself has shown: evaluations, checkpoints,
+    # a round of updates); > 0: this many seconds.
+    c.role_stall_timeout_s = 0.0
+    c.role_start_timeout_s = 900.0  # from a role's (re)creation until its loop first runs (compiles included)
+    c.role_progress_every_s = 2.0  # how often the driver asks every role for its progress; 0: no watchdog
 
     # Reporting.
     c.num_evals = 10  # evaluations = epochs

@@ -57,6 +57,7 @@ _NUMBERS = (
     ("writer_queue", 1, True), ("gpus_per_collector", 0.0, True), ("gpus_per_learner", 0.0, True),
     ("role_timeout_s", 0.0, True), ("cpus_per_role", 0.0, False), ("checkpoint_every_s", 0.0, True),
     ("replay_checkpoint_every_s", 0.0, True), ("max_role_restarts", 0, True),
+    ("role_stall_timeout_s", 0.0, True), ("role_start_timeout_s", 0.0, False), ("role_progress_every_s", 0.0, True),
 )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from deepcrl.configs.resolve import ConfigError, build_env, replay_spec, validat
 from deepcrl.configs.topologies import Role, resolve_roles
 from deepcrl.launch.progress import RoleWatcher
 from deepcrl.launch.supervise import RoleFailed
+from deepcrl.rundir.liveness import Liveness
 from deepcrl.rundir.metrics import publish_to_wandb, read_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
@@ -53,6 +54,8 @@ class ReplayService:
         self._stopped = threading.Event()
         self._drains: dict[str, threading.Event] = {}
         self.drained: dict[str, int] = {}
+        self.liveness = Liveness()  # inserts + samples served; the server is up, so it is running
+        self.liveness.beat()
 
     def ready(self) -> dict:
         import socket
@@ -79,7 +82,19 @@ class ReplayService:
     def checkpoint(self) -> str:
         from deepcrl.buffer.reverb_replay import checkpoint
 
-        return checkpoint(self._local_address)
+        with self.liveness.waiting("its own checkpoint"):  # a large table takes a while to write
+            return checkpoint(self._local_address)
+
+    def progress(self) -> dict:
+        """Inserts and samples served by every table; a server that does not answer is not alive."""
+        from deepcrl.buffer.reverb_replay import table_info
+
+        try:
+            tables = table_info(self._local_address, timeout_s=5)
+        except Exception:  # silent since the last answer: the watchdog decides
+            return self.liveness.report()
+        self.liveness.observe(sum(t["num_inserts"] + t["num_samples"] for t in tables.values()))
+        return self.liveness.report()
 
     def drain(self, table: str) -> None:
         """Start sampling-and-discarding ``table`` (its learner is down)."""
@@ -115,8 +130,45 @@ class ReplayService:
 
 
 def named_role(cls: type, name: str) -> type:
-    """``cls`` whose repr is the role's name, so Ray prefixes its log lines ``(learner_0 pid=…)``."""
-    return type(cls.__name__, (cls,), {"__repr__": lambda self: name})
+    """``cls`` as a Ray actor class for the role ``name``, built in two steps.
+
+    Creating the actor only records the arguments, so ``whoami()`` answers (PID, node) at once;
+    ``start()`` then builds the role (``cls.__init__``: envs, networks, Reverb clients) and returns
+    ``ready()``'s facts plus the accelerators it sees. The driver can therefore kill a role that
+    hangs in its start-up by PID, and tell a slow start from a stalled one. Its repr is the role's
+    name, so Ray prefixes its log lines ``(learner_0 pid=…)``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._role_args = (args, kwargs)
+
+    def start(self) -> dict:
+        args, kwargs = self._role_args
+        cls.__init__(self, *args, **kwargs)
+        return {**self.ready(), **whoami(devices=True)}
+
+    def where(self) -> dict:
+        return whoami(devices=False)  # answers while start() runs: no JAX call that could hang
+
+    members = {"__init__": __init__, "start": start, "whoami": where, "__repr__": lambda self: name}
+    return type(cls.__name__, (cls,), members)
+
+
+def whoami(devices: bool) -> dict:
+    """Where the calling role runs: node, Ray node id, PID, the GPUs Ray gave it (and JAX's devices)."""
+    import socket
+
+    import ray
+
+    facts = {
+        "pid": os.getpid(),
+        "node": socket.gethostname(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+    }
+    if devices and "jax" in sys.modules:  # a role that uses JAX has initialised it by now; the replay not
+        facts["jax_devices"] = [str(d) for d in sys.modules["jax"].devices()]
+    return facts
 
 
 def connect_ray(address: str):
@@ -200,11 +252,12 @@ def summary_table(rows: list[dict]) -> str:
 
 
 def roles_table(roles: dict, collector: dict | None) -> str:
-    """One line per role: restarts, downtime and data lost (deliverable of issue 9)."""
-    lines = ["| role | status | restarts | downtime_s | last_error |", "|---|---|---|---|---|"]
+    """One line per role: restarts (deaths and stalls), downtime and data lost."""
+    lines = ["| role | status | restarts | deaths | stalls | downtime_s | last_error |", "|---" * 7 + "|"]
     for name, r in roles.items():
         err = (r.get("last_error") or "").replace("|", "/")
-        lines.append(f"| {name} | {r['status']} | {r['restarts']} | {r['downtime_s']:.1f} | {err} |")
+        counts = f"{r['restarts']} | {r.get('deaths', 0)} | {r.get('stalls', 0)}"
+        lines.append(f"| {name} | {r['status']} | {counts} | {r['downtime_s']:.1f} | {err} |")
     if isinstance(collector, dict):
         lines.append(
             f"\nsegments handed to the replay: {collector.get('segments_written')}, "

@@ -6,11 +6,21 @@ checkpoint, the replay must come back on its old port, the collector must be
 re-wired to a new driving learner, and a dead learner's table drained while it
 is down. So the driver re-creates actors itself, which Ray's fault-tolerance
 guide lists as the way to recover an actor with new arguments.
+
+A role can also hang without dying (SIGSTOP, a wedged GPU driver, a dead NFS
+mount, a deadlock). The watchdog here polls every role's ``progress()``
+(``rundir/liveness.py``): a role silent past its limit — ``role_start_timeout_s``
+from its (re)creation until its loop first beats, then ``role_stall_timeout_s``
+or the adaptive limit — is killed for certain (SIGKILL of its PID on its node,
+then ``ray.kill``) and replaced by the same rules as a dead role. Roles waiting
+on another role report themselves alive, so the stalled role is blamed, not its
+victims.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,10 +29,15 @@ from ml_collections import ConfigDict
 
 from deepcrl.configs.topologies import Role
 from deepcrl.rundir.checkpoints import write_json_atomic
+from deepcrl.rundir.liveness import stall_limit_s
 
 
 class RoleFailed(RuntimeError):
     """A role (collector, learner, replay) died for good; the message names it and its error."""
+
+
+class RoleStalled(RuntimeError):
+    """A role made no progress for longer than its limit (it was killed; the message says how long)."""
 
 
 def root_cause(e: BaseException) -> str:
@@ -43,15 +58,17 @@ class RoleBook:
         self.roles = {
             name: {
                 "kind": kind, "status": "starting", "node": None, "pid": None, "restarts": 0,
-                "last_error": None, "downtime_s": 0.0, "down_since": None,
+                "deaths": 0, "stalls": 0, "last_error": None, "downtime_s": 0.0, "down_since": None,
+                "progress": None, "last_progress": None, "phase": None,
             }
             for name, kind in kinds.items()
         }  # fmt: skip
         self.write()
 
-    def update(self, name: str, **fields) -> dict:
+    def update(self, name: str, write: bool = True, **fields) -> dict:
         self.roles[name].update(fields)
-        self.write()
+        if write:
+            self.write()
         return self.roles[name]
 
     def write(self) -> None:
@@ -90,7 +107,7 @@ class Supervisor:
         self.max_restarts = int(config.get("max_role_restarts", 3))
         self.handles: dict[str, object] = {}
         self.running: dict = {}  # ref of a role's run() -> name
-        self.starting: dict = {}  # ref of a restarted role's ready() -> name
+        self.starting: dict = {}  # ref of a restarted role's start() -> name
         self.results: dict = {}
         self.dropped: set[str] = set()
         self.collector_done = False
@@ -98,6 +115,17 @@ class Supervisor:
         self.address = ""
         self.eval_every = 1
         self.env_steps_offset = 0  # collector's env steps minus the tables' inserts (in steps)
+        # The watchdog (module docstring): limits, and what each role last told about its progress.
+        self.stall_fixed_s = float(config.get("role_stall_timeout_s", 0.0))
+        self.start_timeout_s = float(config.get("role_start_timeout_s", 900.0))
+        self.poll_every_s = float(config.get("role_progress_every_s", 2.0))
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.created_at: dict[str, float] = {}  # monotonic time of each role's latest (re)creation
+        self.where: dict[str, dict] = {}  # name -> pid, node_id, ... (whoami, then start's answer)
+        self.where_refs: dict = {}  # ref of whoami() -> name
+        self.progress_refs: dict = {}  # ref of progress() -> name
+        self.watch: dict[str, dict] = {}  # name -> last_alive (monotonic), count, longest pause, phase
+        self._next_poll = 0.0
 
     # ---------------------------------------------------------------- creating roles
     def _create(self, name: str, resume: bool):
@@ -125,6 +153,16 @@ class Supervisor:
             cfg, name, self.names, self.address, str(self.run_dir), resume, self.env_steps_offset
         )
 
+    def _launch(self, name: str, resume: bool):
+        """Create the role's actor (which answers ``whoami`` at once) and start it; the start's ref."""
+        self.handles[name] = h = self._create(name, resume)
+        self.created_at[name] = now = time.monotonic()
+        self.where.pop(name, None)
+        self.where_refs[h.whoami.remote()] = name
+        self.watch[name] = {"last_alive": now, "count": None, "longest": 0.0, "phase": "starting"}
+        self.roles.update(name, write=False, phase="starting")
+        return h.start.remote()
+
     def _start_run(self, name: str) -> None:
         h = self.handles[name]
         if name == "replay":
@@ -140,26 +178,26 @@ class Supervisor:
     def _mark_up(self, name: str, info: dict) -> None:
         r = self.roles.roles[name]
         down = time.time() - r["down_since"] if r["down_since"] else 0.0
+        self.where[name] = info
+        where = {k: info[k] for k in ("node_id", "gpu_ids", "jax_devices") if k in info}
         self.roles.update(
             name, status="running", pid=info["pid"], node=info["node"],
-            downtime_s=r["downtime_s"] + down, down_since=None,
+            downtime_s=r["downtime_s"] + down, down_since=None, **where,
         )  # fmt: skip
 
     def start(self) -> None:
-        """Replay first (the others need its address), then learners and collector; any failure here
-        ends the run: a role that cannot start once will not start on a retry either."""
+        """Replay first (the others need its address), then learners and collector. A role that raises
+        here ends the run (it would raise on a retry too); one that hangs is replaced."""
         ray = self.ray
-        self.handles["replay"] = self._create("replay", self.resume)
-        info = self._get_ready("replay")
+        info = self._await_start("replay", self._launch("replay", self.resume))
         self.address, self.port = info["address"], ray.get(self.handles["replay"].port.remote())
+        refs = {name: self._launch(name, self.resume) for name in (*self.names, "collector")}
         for name in self.names:
-            self.handles[name] = self._create(name, self.resume)
-        self.handles["collector"] = self._create("collector", self.resume)
-        for name in self.names:
-            self._get_ready(name)
-        self._align_env_steps(self._get_ready("collector")["env_steps"], wait=True)
+            self._await_start(name, refs[name])
+        self._align_env_steps(self._await_start("collector", refs["collector"])["env_steps"], wait=True)
         for name in ("replay", *self.names, "collector"):
-            self._start_run(name)
+            if name not in self.dropped:
+                self._start_run(name)
 
     def _align_env_steps(self, collector_steps: int, wait: bool = False) -> None:
         """Tell the learners how the tables' insert counts map to the collector's env steps.
@@ -179,18 +217,36 @@ class Supervisor:
         if wait:
             self.ray.get(refs, timeout=60)
 
-    def _get_ready(self, name: str) -> dict:
-        try:
-            info = self.ray.get(self.handles[name].ready.remote())
-        except Exception as e:
-            raise RoleFailed(f"role {name} failed to start: {root_cause(e)}") from None
-        self._mark_up(name, info)
-        return info
+    def _await_start(self, name: str, ref) -> dict:
+        """Wait for a role's first start; one that hangs past ``role_start_timeout_s`` is replaced
+        (up to ``max_role_restarts``), one that raises ends the run: it would raise again."""
+        while True:
+            done, _ = self.ray.wait([ref], num_returns=1, timeout=1.0)
+            self._poll()  # PIDs into roles.json as soon as the roles answer whoami
+            if done:
+                try:
+                    info = self.ray.get(ref)
+                except Exception as e:
+                    raise RoleFailed(f"role {name} failed to start: {root_cause(e)}") from None
+                break
+            silent = time.monotonic() - self.created_at[name]
+            if silent > self.start_timeout_s:
+                self._stalled(name, silent, self.start_timeout_s)
+                if name in self.dropped:  # a train-only learner that kept hanging: the run goes on
+                    return {}
+                ref = next(r for r, n in self.starting.items() if n == name)
+                del self.starting[ref]
+            self._mark_up(name, info)
+            return info
 
     # ---------------------------------------------------------------- events
     def _died(self, name: str, e: BaseException) -> None:
+        """A role is gone (an error, a dead process, or a stall it was killed for): restart or drop it."""
         err = root_cause(e)
-        r = self.roles.roles[name]
+        stalled = isinstance(e, RoleStalled)
+        key = "stalls" if stalled else "deaths"
+        r = self.roles.update(name, write=False, **{key: self.roles.roles[name][key] + 1})
+        self._forget(name)
         if r["restarts"] >= self.max_restarts:
             if r["kind"] == "learner" and name != self.driving:
                 self.dropped.add(name)  # its table stays drained: the collector is never held back
@@ -204,21 +260,21 @@ class Supervisor:
                 self._kill(name)
                 return
             raise RoleFailed(
-                f"role {name} died {r['restarts'] + 1} times (max_role_restarts={self.max_restarts}); "
+                f"role {name} failed {r['restarts'] + 1} times (max_role_restarts={self.max_restarts}); "
                 f"last error: {err}"
             )
         self.roles.update(
-            name, status="restarting", restarts=r["restarts"] + 1, last_error=err, pid=None,
-            down_since=r["down_since"] or time.time(),
+            name, status="stalled" if stalled else "restarting", restarts=r["restarts"] + 1,
+            last_error=err, pid=None, down_since=r["down_since"] or time.time(),
         )  # fmt: skip
-        print(f"role {name} died ({err}); restart {r['restarts']}/{self.max_restarts}", file=sys.stderr)
+        what = "stalled" if stalled else "died"
+        print(f"role {name} {what} ({err}); restart {r['restarts']}/{self.max_restarts}", file=sys.stderr)
         self._kill(name)
         if r["kind"] == "learner":
             self.handles["replay"].drain.remote(name)
         if name == "replay" and r["restarts"] > 1:
             self.port = None  # its old port may be taken: take any, and tell the clients
-        self.handles[name] = h = self._create(name, resume=True)
-        self.starting[h.ready.remote()] = name
+        self.starting[self._launch(name, resume=True)] = name
 
     def _started(self, name: str, ref) -> None:
         try:
@@ -272,6 +328,89 @@ class Supervisor:
     def _done(self) -> bool:
         return self.collector_done and all(n in self.results for n in self.names)
 
+    # ---------------------------------------------------------------- the watchdog
+    def _poll(self) -> None:
+        """Collect answers to whoami()/progress() without waiting; ask again every poll period."""
+        ray, now, changed = self.ray, time.monotonic(), False
+        for refs, on_answer in ((self.where_refs, self._located), (self.progress_refs, self._progressed)):
+            if refs:
+                done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+                for ref in done:
+                    name = refs.pop(ref)
+                    try:
+                        answer = ray.get(ref)
+                    except Exception:  # it died: its run() or start() ref says so
+                        continue
+                    on_answer(name, answer, now)
+                    changed = True
+        if self.poll_every_s > 0 and now >= self._next_poll:
+            asked = set(self.progress_refs.values())
+            for name in set(self.running.values()) - asked:
+                self.progress_refs[self.handles[name].progress.remote()] = name
+            self._next_poll = now + self.poll_every_s
+        if changed:
+            self.roles.write()
+
+    def _located(self, name: str, facts: dict, now: float) -> None:
+        if name not in self.where:  # start()'s fuller answer wins
+            self.where[name] = facts
+            self.roles.update(name, write=False, pid=facts["pid"], node=facts["node"], node_id=facts["node_id"])
+
+    def _progressed(self, name: str, report: dict, now: float) -> None:
+        w = self.watch[name]
+        w["last_alive"] = max(w["last_alive"], now - report["silent_s"])
+        w["longest"], w["phase"] = report["longest_pause_s"], report["phase"]
+        fields = {"phase": f"waiting on {report['waiting_on']}" if report["waiting_on"] else report["phase"]}
+        if report["count"] != w["count"]:
+            w["count"] = report["count"]
+            fields.update(progress=report["count"], last_progress=time.time())
+        self.roles.update(name, write=False, **fields)
+
+    def _check_stalls(self) -> None:
+        """Replace every role silent past its limit (see the module docstring)."""
+        now = time.monotonic()
+        for name in sorted(set(self.running.values()) | set(self.starting.values())):
+            w = self.watch[name]
+            if name in self.starting.values() or w["phase"] == "starting":
+                silent, limit = now - self.created_at[name], self.start_timeout_s
+            else:
+                silent, limit = now - w["last_alive"], stall_limit_s(self.stall_fixed_s, w["longest"])
+            if silent > limit:
+                self._stalled(name, silent, limit)
+
+    def _stalled(self, name: str, silent_s: float, limit_s: float) -> None:
+        starting = self.watch[name]["phase"] == "starting"
+        what = "not ready" if starting else "no progress"
+        pid = (self.where.get(name) or {}).get("pid")
+        self._kill_for_certain(name)
+        self._died(name, RoleStalled(f"{what} for {silent_s:.0f} s (limit {limit_s:.0f} s); killed PID {pid}"))
+
+    def _forget(self, name: str) -> None:
+        """Drop every outstanding call to the role (it is being replaced)."""
+        for refs in (self.running, self.starting, self.progress_refs, self.where_refs):
+            for ref in [r for r, n in refs.items() if n == name]:
+                del refs[ref]
+
+    def _kill_for_certain(self, name: str) -> None:
+        """SIGKILL the role's PID on its node (a stopped process ignores Ray), then ``ray.kill``."""
+        facts = self.where.get(name) or {}
+        pid, node_id = facts.get("pid"), facts.get("node_id")
+        if pid and (node_id is None or node_id == self.node_id):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        elif pid:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            on_node = NodeAffinitySchedulingStrategy(node_id, soft=False)
+            try:
+                kill = self.ray.remote(num_cpus=0)(_sigkill).options(scheduling_strategy=on_node)
+                self.ray.get(kill.remote(int(pid)), timeout=30)
+            except Exception as e:
+                print(f"warning: could not SIGKILL {name} (PID {pid}): {root_cause(e)}", file=sys.stderr)
+        self._kill(name)
+
     # ---------------------------------------------------------------- main loop
     def run(self, eval_every: int) -> tuple[dict, dict]:
         """Run to the end; returns (results per role, replay table info)."""
@@ -292,7 +431,7 @@ class Supervisor:
 
     def _mark_stopped(self) -> None:
         for r in self.roles.roles.values():
-            if r["status"] in ("starting", "running", "restarting"):
+            if r["status"] in ("starting", "running", "restarting", "stalled"):
                 r["status"] = "stopped"
         self.roles.write()
 
@@ -307,8 +446,10 @@ class Supervisor:
             for ref in done:
                 if ref in self.starting:
                     self._started(self.starting.pop(ref), ref)
-                else:
+                elif ref in self.running:  # not forgotten meanwhile (a stalled role's)
                     self._finished(self.running.pop(ref), ref)
+            self._poll()
+            self._check_stalls()
             if every and time.time() >= next_ckpt and self.roles.roles["replay"]["status"] == "running":
                 if ckpt_ref is None or ray.wait([ckpt_ref], timeout=0)[0]:
                     ckpt_ref = self.handles["replay"].checkpoint.remote()
@@ -370,3 +511,11 @@ class Supervisor:
         for name in ("collector", *self.names, "replay"):
             if name in self.handles:
                 self._kill(name)
+
+
+def _sigkill(pid: int) -> None:
+    """Run on a role's node (a Ray task pinned there): SIGKILL the role's process."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -37,6 +37,7 @@ from deepcrl.configs.resolve import (
 )
 from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import resolve, restore_train_state, save_train_state
+from deepcrl.rundir.liveness import Liveness
 from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
 
 
@@ -103,6 +104,7 @@ class Learner:
         self._use_up_quota = False
         self._lock = threading.Lock()
         self._published = (int(self.train_state.step), jax.device_get(self.train_state.actor))
+        self.liveness = Liveness(int(self.train_state.step))  # updates made; the driver watches it
 
     @property
     def checkpoint_path(self) -> Path:
@@ -153,6 +155,10 @@ class Learner:
         """Where this role runs (roles.json) and from which update it starts."""
         return {"pid": os.getpid(), "node": socket.gethostname(), "updates": int(self.train_state.step)}
 
+    def progress(self) -> dict:
+        """Updates made and how recently the training loop was alive (the driver's watchdog)."""
+        return self.liveness.report()
+
     def reconnect(self, address: str) -> None:
         """Sample from a replay server at a new address (it restarted elsewhere)."""
         self._new_address = address
@@ -182,23 +188,33 @@ class Learner:
         self._use_up_quota = use_up_quota and self.config.rate_limit == "ratio"
         self._stop.set()
 
-    def env_steps(self) -> int:
+    def collector_env_steps(self) -> int:
         """The collector's env-step count, as far as it reached this learner's table.
 
-        Never below the last logged row: after a restore the collector may re-collect steps this
-        learner had already logged, and the metrics' x-axis must not go back. After a replay restore
-        it may be off by the segments that were in flight when the driver aligned the counts
-        (writer queue + unconfirmed items: a few collections).
+        After a replay restore it may be off by the segments that were in flight when the driver
+        aligned the counts (writer queue + unconfirmed items: a few collections).
         """
         from deepcrl.buffer.reverb_replay import table_info
 
         try:
             inserts = table_info(self.address, timeout_s=10)[self.name]["num_inserts"]
         except Exception:  # the replay is down or restarting: the last count we saw
-            return getattr(self, "_env_steps", 0)
-        steps = inserts * self.layout.segment_length + self.env_steps_offset
-        self._env_steps = max(steps, int(self.last_eval.get("env_steps", 0)))
-        return self._env_steps
+            return getattr(self, "_collector_env_steps", 0)
+        self._collector_env_steps = inserts * self.layout.segment_length + self.env_steps_offset
+        return self._collector_env_steps
+
+    def env_steps(self) -> int:
+        """Where this learner's rows sit on the env-step axis: the env steps ``single`` collects to
+        make as many updates (prefill + one collection step per ``num_minibatches`` updates).
+
+        Strictly increasing with the updates, so no two rows of a learner share an env step (the
+        collector's own count stands still once it finished, while the learner still uses up its
+        rate limiter's quota), and comparable with ``single`` at equal update count. With the
+        default rate limiter it trails the collector's count by at most the limiter's error buffer;
+        the collector's count at each row is ``collector_env_steps``.
+        """
+        collections = int(self.train_state.step) / int(self.config.num_minibatches)
+        return int(self.layout.prefill_env_steps + round(collections * self.layout.steps_per_collection))
 
     def _evaluate_and_log(self, extra: dict) -> dict:
         self.key, k = jax.random.split(self.key)
@@ -208,6 +224,7 @@ class Learner:
             "rounds": self.rounds,
             "samples_drawn": self.samples_drawn,
             "sample_wait_s": self.sample_wait_s,
+            "collector_env_steps": self.collector_env_steps(),
             **{f"eval/{k}": v for k, v in metrics.items()},
             **extra,
         }
@@ -244,11 +261,13 @@ class Learner:
                 except TimeoutError:  # table below min size, rate-limited or replay down: check for stop
                     if self._stop.is_set():  # the collector is done and the limiter grants no more
                         break
+                    self.liveness.beat()  # waiting for data is not a stall (the collector is watched)
                     continue
                 segments = {k: jnp.asarray(v) for k, v in batch.data.items()}
                 self.key, k = jax.random.split(self.key)
                 self.train_state, metrics = self._round(self.train_state, segments, k)
                 self.rounds += 1
+                self.liveness.advance(int(self.config.num_minibatches))
                 with self._lock:
                     self._published = (
                         self.rounds * self.config.num_minibatches,
@@ -265,12 +284,8 @@ class Learner:
             self.log.close()
 
     def finish(self, wall_time: float, metrics: dict) -> dict:
-        if (
-            self.last_eval
-            and self._logged_rounds == self.rounds
-            and self.last_eval.get("env_steps") == self.env_steps()
-        ):
-            row = self.last_eval  # evaluated at this very step already: no duplicate final row
+        if self.last_eval and self._logged_rounds == self.rounds:
+            row = self.last_eval  # evaluated after this very update already: no duplicate final row
         else:
             row = self._evaluate_and_log({"wall_time": wall_time, **jax.device_get(metrics)})
         self.save_checkpoint(wall_time - self._wall_before)
@@ -284,4 +299,5 @@ class Learner:
             "final_time_at_goal": float(row["eval/time_at_goal"]),
             "final_time_at_goal_frac": float(row["eval/time_at_goal_frac"]),
             "env_steps": int(row["env_steps"]),
+            "collector_env_steps": int(row.get("collector_env_steps", 0)),
         }
