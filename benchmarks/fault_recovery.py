@@ -1,6 +1,14 @@
-"""Time to recover from a kill -9 of each role of a distributed run, and the data each kill loses.
+"""Time to recover from a kill -9 (or a freeze) of each role of a distributed run, and what it loses.
 
-    .venv/bin/python benchmarks/fault_recovery.py [--env point_mass] [--run_dir DIR] [-- extra run.py flags]
+    .venv/bin/python benchmarks/fault_recovery.py [--env point_mass] [--fault kill|stop] [--run_dir DIR]
+        [-- extra run.py flags]
+
+``--fault stop`` freezes each role with SIGSTOP instead (a hung role: the liveness watchdog must
+find it; the run gets ``role_stall_timeout_s=10``, ``role_progress_every_s=1``) and adds
+``detected``: freeze -> the driver names the role stalled (it has SIGKILLed it by then), and
+``progress lost``: the role's progress count when frozen minus the count it resumed from (learner:
+updates since its last checkpoint; collector: env steps since its last record; replay: inserts and
+samples since its last checkpoint).
 
 Starts one ``decoupling`` run (collector agent + two train-only learners, all through a real Reverb
 server on an embedded Ray), then kills, one after the other and each once the previous one has
@@ -38,6 +46,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="point_mass")
     p.add_argument("--run_dir", default="")
+    p.add_argument("--fault", choices=("kill", "stop"), default="kill")
     p.add_argument("extra", nargs="*", help="more run.py flags (after --)")
     a = p.parse_args()
     run_dir = Path(a.run_dir or f"/tmp/fault_recovery-{a.env}-{int(time.time())}")
@@ -52,6 +61,8 @@ def main() -> None:
         "--set", "checkpoint_every_s=1", "--set", "replay_checkpoint_every_s=2",
         *a.extra, "--run_dir", str(run_dir),
     ]  # fmt: skip
+    if a.fault == "stop":
+        args[-2:-2] = ["--set", "role_stall_timeout_s=10", "--set", "role_progress_every_s=1"]
     log = open(run_dir.parent / f"{run_dir.name}.log", "w")
     proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
     started = time.time()
@@ -94,7 +105,12 @@ def main() -> None:
         before = roles()[role]["restarts"]
         steps0, put0 = record().get("env_steps", 0), record().get("segments_put", 0)
         t_kill = time.time()
-        os.kill(roles()[role]["pid"], signal.SIGKILL)
+        progress_at_fault = roles()[role].get("progress") or 0
+        os.kill(roles()[role]["pid"], signal.SIGSTOP if a.fault == "stop" else signal.SIGKILL)
+        t_detect = t_kill
+        if a.fault == "stop":
+            stalls = roles()[role].get("stalls", 0)
+            t_detect = wait(lambda r=role, s=stalls: roles()[r].get("stalls", 0) > s, f"{role} found stalled")
         t_back = wait(
             lambda r=role, b=before: roles()[r]["restarts"] > b and roles()[r]["status"] == "running",
             f"{role} back",
@@ -106,7 +122,9 @@ def main() -> None:
             watched = "collector_learner" if role == "replay" else role
             since = max(mtime(watched), t_back)
             t_work = wait(lambda w=watched, t=since: mtime(w) > t, f"{watched} updates")
-        results.append({"role": role, "back_s": t_back - t_kill, "working_s": t_work - t_kill,
+        lost = progress_at_fault - min(progress_at_fault, _first_progress_after(roles, role, t_back))
+        results.append({"role": role, "detected_s": t_detect - t_kill, "progress_lost": lost,
+                        "back_s": t_back - t_kill, "working_s": t_work - t_kill,
                         "steps_during": record().get("env_steps", 0) - steps0,
                         "put_during": record().get("segments_put", 0) - put0})  # fmt: skip
         print(json.dumps(results[-1]), flush=True)
@@ -117,14 +135,25 @@ def main() -> None:
     tables = summary["replay_tables"]
     print(f"\nenv {a.env}; collector env steps {c['env_steps']}, segments handed over {c['segments_written']}, "
           f"lost {c['segments_lost']}, parameter fetches that failed {c['params_fetch_failures']}")  # fmt: skip
-    print("\n| role killed | back (s) | first work (s) | env steps collected meanwhile | drained samples |")
-    print("|---|---|---|---|---|")
+    print(f"\n| role ({a.fault}) | detected (s) | back (s) | first work (s) | progress lost "
+          "| env steps collected meanwhile | drained samples |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         drained = tables.get(r["role"], {}).get("drained_while_down", "")
-        print(f"| {r['role']} | {r['back_s']:.1f} | {r['working_s']:.1f} | {r['steps_during']} | {drained} |")
-    print("\n| role | restarts | downtime (s) |\n|---|---|---|")
+        print(f"| {r['role']} | {r['detected_s']:.1f} | {r['back_s']:.1f} | {r['working_s']:.1f} "
+              f"| {r['progress_lost']} | {r['steps_during']} | {drained} |")  # fmt: skip
+    print("\n| role | restarts | deaths | stalls | downtime (s) |\n|---|---|---|---|---|")
     for n, r in summary["roles"].items():
-        print(f"| {n} | {r['restarts']} | {r['downtime_s']:.1f} |")
+        print(f"| {n} | {r['restarts']} | {r.get('deaths')} | {r.get('stalls')} | {r['downtime_s']:.1f} |")
+
+
+def _first_progress_after(roles, role: str, since: float) -> int:
+    """The progress count the restarted role reported first (the count it resumed from)."""
+    while True:
+        r = roles()[role]
+        if r.get("last_progress") and r["last_progress"] >= since and r.get("progress") is not None:
+            return int(r["progress"])
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":

@@ -236,8 +236,8 @@ class Supervisor:
                     return {}
                 ref = next(r for r, n in self.starting.items() if n == name)
                 del self.starting[ref]
-            self._mark_up(name, info)
-            return info
+        self._mark_up(name, info)
+        return info
 
     # ---------------------------------------------------------------- events
     def _died(self, name: str, e: BaseException) -> None:

@@ -45,24 +45,28 @@ class Liveness:
         self._longest_pause = 0.0
         self._waiting: dict[int, str] = {}  # thread id -> what it waits for
 
-    def beat(self) -> None:
+    def beat(self, worked: bool = False) -> None:
+        """The loop is alive. The phase stays ``starting`` until the first work is done: until then
+        (first compiles included) the driver holds the role to ``role_start_timeout_s``."""
         with self._lock:
             now = time.monotonic()
-            if self.phase != "starting":  # the start-up is bounded by role_start_timeout_s instead
+            if self.phase != "starting":
                 self._longest_pause = max(self._longest_pause, now - self._beat)
-            self._beat, self.phase = now, "running"
+            self._beat = now
+            if worked:
+                self.phase = "running"
 
     def advance(self, n: int = 1) -> None:
         """``n`` units of work done (and the loop is alive)."""
         with self._lock:
             self.count += int(n)
-        self.beat()
+        self.beat(worked=True)
 
     def observe(self, count: int) -> None:
         """A count read from elsewhere (the replay's server counters) in place of ``advance``."""
         with self._lock:
             self.count = int(count)
-        self.beat()
+        self.beat(worked=True)
 
     @contextlib.contextmanager
     def waiting(self, on: str) -> Iterator[None]:

@@ -41,8 +41,14 @@ def test_collector_deep_learner_shallow_end_to_end(tmp_path):
         assert table["num_inserts"] == collector["segments_written"]
         # ... and every learner sampled only from those (the server counts prefetched samples too).
         assert 0 < row["samples_drawn"] <= table["num_samples"]
-        assert row["env_steps"] == collector["steps_written"]
-        last = _rows(run_dir / name / "metrics.jsonl")[-1]
+        assert row["collector_env_steps"] == collector["steps_written"]
+        rows = _rows(run_dir / name / "metrics.jsonl")
+        last = rows[-1]
+        # A learner's row sits at the env steps `single` collects for as many updates: one collection
+        # step (16 envs x 50 steps here) per num_minibatches (4) updates, after the prefill.
+        assert [r["env_steps"] for r in rows] == [800 * 4 + r["updates"] // 4 * 800 for r in rows]
+        steps = [r["env_steps"] for r in rows]
+        assert steps == sorted(set(steps)), f"{name}: two rows at one env step {steps}"
         assert last["updates"] == row["updates"]
         # Every learner made the updates its rate limiter granted for the data, as `single` would: it
         # did not stop when the collector did, with its share of the last segments unused.
