@@ -27,8 +27,9 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
+from deepcrl.configs.resolve import ConfigError
 from deepcrl.configs.topologies import Role
-from deepcrl.rundir.checkpoints import write_json_atomic
+from deepcrl.rundir.checkpoints import CheckpointError, write_json_atomic
 from deepcrl.rundir.liveness import stall_limit_s
 
 
@@ -227,6 +228,9 @@ class Supervisor:
                 try:
                     info = self.ray.get(ref)
                 except Exception as e:
+                    cause = getattr(e, "cause", None) or e.__cause__ or e
+                    if isinstance(cause, (CheckpointError, ConfigError)):  # bad input: one line, exit 2
+                        raise ConfigError(f"role {name}: {str(cause).strip().splitlines()[-1]}") from None
                     raise RoleFailed(f"role {name} failed to start: {root_cause(e)}") from None
                 break
             silent = time.monotonic() - self.created_at[name]
@@ -421,7 +425,7 @@ class Supervisor:
         except KeyboardInterrupt:
             print("\ninterrupted: stopping every role and writing final checkpoints", file=sys.stderr)
             self._stop_all()
-        except RoleFailed:
+        except (RoleFailed, ConfigError):  # ConfigError: a role refused its input (a damaged checkpoint)
             self._stop_all(kill_collector=True)
             self._mark_stopped()
             raise
