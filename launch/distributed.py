@@ -58,9 +58,13 @@ class ReplayService:
         self.liveness.beat()
 
     def ready(self) -> dict:
+        """Where it listens, and the items its tables hold (restored from a checkpoint, or none)."""
         import socket
 
-        return {"pid": os.getpid(), "node": socket.gethostname(), "address": self.address()}
+        from deepcrl.buffer.reverb_replay import table_info
+
+        items = sum(t["size"] for t in table_info(self._local_address, timeout_s=60).values())
+        return {"pid": os.getpid(), "node": socket.gethostname(), "address": self.address(), "items": items}
 
     def address(self) -> str:
         import ray

@@ -180,7 +180,10 @@ class Supervisor:
         r = self.roles.roles[name]
         down = time.time() - r["down_since"] if r["down_since"] else 0.0
         self.where[name] = info
-        where = {k: info[k] for k in ("node_id", "gpu_ids", "jax_devices") if k in info}
+        where = {k: info[k] for k in ("node_id", "gpu_ids", "jax_devices", "address") if k in info}
+        # The count this life starts from: a learner's updates, the collector's env steps, the items
+        # the replay holds (restored from its checkpoint on a restart).
+        where["resumed_from"] = next((info[k] for k in ("updates", "env_steps", "items") if k in info), None)
         self.roles.update(
             name, status="running", pid=info["pid"], node=info["node"],
             downtime_s=r["downtime_s"] + down, down_since=None, **where,
@@ -264,7 +267,8 @@ class Supervisor:
                 self._kill(name)
                 return
             raise RoleFailed(
-                f"role {name} failed {r['restarts'] + 1} times (max_role_restarts={self.max_restarts}); "
+                f"role {name} {'stalled' if stalled else 'died'} {r['restarts'] + 1} times "
+                f"(max_role_restarts={self.max_restarts}, deaths and stalls together); "
                 f"last error: {err}"
             )
         self.roles.update(

@@ -76,6 +76,21 @@ def _alive(pid: int) -> bool:
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _assert_resumed(before: list[str], after: list[str], resumed_from: int, name: str) -> None:
+    """A restarted learner kept the rows up to its checkpoint byte for byte and went on from the
+    checkpoint's update count (a learner that ignored its checkpoint would start again at 0)."""
+    kept = next((i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), len(before))
+    assert kept >= max(2, len(before) - 1), f"{name}: rows before the kill lost ({kept} of {len(before)} kept)"
+    assert after[:kept] == before[:kept]
+    last_kept, first_new = json.loads(after[kept - 1]), json.loads(after[kept])
+    assert resumed_from >= last_kept["updates"] > 0, (name, resumed_from, last_kept)
+    assert first_new["updates"] > resumed_from, (name, resumed_from, first_new)
+
+
 def _assert_no_duplicate_rows(rows: list[dict], name: str) -> None:
     keys = [(r["updates"], r["rounds"], r["samples_drawn"], r["env_steps"]) for r in rows]
     assert len(set(keys)) == len(keys), f"{name}: duplicated metric rows {keys}"
@@ -206,6 +221,7 @@ def test_kill_9_of_a_train_only_learner_restarts_it_and_the_run_goes_on(tmp_path
         victim = _roles(run_dir)[name]["pid"]
         steps_at_kill = json.loads((run_dir / "collector" / "checkpoint.json").read_text())["env_steps"]
         os.kill(victim, signal.SIGKILL)
+        before = _lines(run_dir / name / "metrics.jsonl")
         _wait_for(lambda: _roles(run_dir)[name]["restarts"] == 1, 60, "the driver sees the death", proc)
         # While it is down its table is drained: the collector is not held back by its rate limiter.
         _wait_for(
@@ -221,6 +237,7 @@ def test_kill_9_of_a_train_only_learner_restarts_it_and_the_run_goes_on(tmp_path
             lambda: _rows(run_dir / name / "metrics.jsonl")[-1]["updates"] > updates_back,
             timeout=300, what="the restarted learner trains on", proc=proc,
         )  # fmt: skip
+        _assert_resumed(before, _lines(run_dir / name / "metrics.jsonl"), role["resumed_from"], name)
         summary = _end_with_ctrl_c(proc, run_dir)
     finally:
         if proc.poll() is None:
@@ -304,12 +321,13 @@ def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_pa
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def kill(role: str) -> None:
+    def kill(role: str) -> dict:
         os.kill(_roles(run_dir)[role]["pid"], signal.SIGKILL)
         _wait_for(
             lambda: _roles(run_dir)[role]["restarts"] == 1 and _roles(run_dir)[role]["status"] == "running",
             timeout=300, what=f"{role} is back", proc=proc,
         )  # fmt: skip
+        return _roles(run_dir)[role]
 
     try:
         _wait_for(
@@ -317,12 +335,13 @@ def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_pa
             timeout=300, what="training with a replay checkpoint", proc=proc,
         )  # fmt: skip
         steps = record()["env_steps"]
-        kill("collector")  # resumes its env-step counter, and collects on
-        assert record()["env_steps"] >= steps
+        back = kill("collector")  # resumes its env-step counter (its last record), and collects on
+        assert back["resumed_from"] >= steps > 0, (back, steps)
         _wait_for(lambda: record()["env_steps"] > steps + 1000, 120, "the collector collects again", proc)
 
         updates = _rows(run_dir / name / "metrics.jsonl")[-1]["updates"]
-        kill("replay")  # same port, from its checkpoint: the learner samples again
+        back = kill("replay")  # same port, from its checkpoint: the learner samples again
+        assert back["resumed_from"] > 0, f"the replay came back with empty tables: {back}"
         _wait_for(
             lambda: _rows(run_dir / name / "metrics.jsonl")[-1]["updates"] > updates + 10,
             timeout=120, what="the learner trains after the replay restart", proc=proc,
@@ -331,6 +350,7 @@ def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_pa
         version = _rows(run_dir / "collector" / "metrics.jsonl")[-1]["params_version"]
         steps = record()["env_steps"]
         os.kill(_roles(run_dir)[name]["pid"], signal.SIGKILL)
+        before = _lines(run_dir / name / "metrics.jsonl")
         # The collector keeps acting with the parameters it has while its learner is down ...
         _wait_for(lambda: record()["env_steps"] > steps + 1000, 120, "the collector acts on", proc)
         _wait_for(lambda: _roles(run_dir)[name]["status"] == "running", 300, "the learner is back", proc)
@@ -341,6 +361,7 @@ def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_pa
             and _rows(run_dir / "collector" / "metrics.jsonl")[-1]["params_version"] not in (0, version),
             timeout=300, what="new parameters reach the collector", proc=proc,
         )  # fmt: skip
+        _assert_resumed(before, _lines(run_dir / name / "metrics.jsonl"), _roles(run_dir)[name]["resumed_from"], name)
         summary = _end_with_ctrl_c(proc, run_dir)
     finally:
         if proc.poll() is None:
@@ -348,8 +369,10 @@ def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_pa
     assert {n: r["restarts"] for n, r in summary["roles"].items()} == {"replay": 1, "collector": 1, name: 1}
     collector, table = summary["collector"], summary["replay_tables"][name]
     assert collector["params_fetch_failures"] > 0
-    # Counts stay consistent: what the collector handed over is inserted, or counted as lost.
-    assert collector["segments_written"] == table["num_inserts"] + collector["segments_lost"]
+    # Nothing is inserted twice, and the losses (segments queued when the collector died, inserts after
+    # the replay's last checkpoint, at most 2 s before its kill) are a small part of the run.
+    assert table["num_inserts"] <= collector["segments_written"]
+    assert collector["segments_lost"] < 0.2 * collector["segments_written"], collector
     _assert_no_duplicate_rows(_rows(run_dir / name / "metrics.jsonl"), name)
     # The learner's x-axis follows the collector's count across the replay's restore (which rewinds
     # the table's insert count to its checkpoint): it ends where the collector did, give or take the
