@@ -31,7 +31,7 @@ from deepcrl.collector.coverage import coverage_metrics, grid_for, init_coverage
 from deepcrl.collector.rollout import unroll
 from deepcrl.configs.resolve import agent_config, build_env, make_train_venv, replay_spec, validate
 from deepcrl.learner.agent import make_agent
-from deepcrl.rundir.checkpoints import read_json, write_json_atomic
+from deepcrl.rundir.checkpoints import replace_keeping_previous, write_json_atomic
 from deepcrl.rundir.liveness import Liveness
 from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics
 
@@ -121,18 +121,44 @@ class Collector:
         return self.dir / "checkpoint.json"
 
     def _restore(self) -> None:
-        record = read_json(self.record_path)
-        if record is None:
+        """Continue from the record (``checkpoint.json``), else the one before it (``.old``, with one
+        ``warning:`` line); ``CheckpointError`` (one line) when neither loads, or when there is none
+        although the metrics show progress (more than one row): never a silent fresh start."""
+        import json
+
+        from deepcrl.rundir.checkpoints import CheckpointError, resolve, restore_with_fallback
+
+        if resolve(self.record_path) is None:  # died before its first collection step: start over
+            rows = read_metrics(self.dir / "metrics.jsonl")
+            if len(rows) > 1:
+                raise CheckpointError(
+                    f"collector has {len(rows)} metric rows (up to {rows[-1].get('env_steps')} env steps) "
+                    f"but no record at {self.record_path} (nor .old); not starting it over"
+                )
             truncate_metrics(self.dir, keep=lambda row: False)
             return
-        self.env_steps, self.collections = int(record["env_steps"]), int(record["collections"])
-        self.segments_written = int(record["segments_put"])
-        self.fetch_failures = int(record.get("fetch_failures", 0))
-        self.key = jax.numpy.asarray(np.asarray(record["key"], np.uint32))
+
+        def load_record(path: Path) -> dict:
+            record = json.loads(path.read_text())
+            return {
+                "env_steps": int(record["env_steps"]),
+                "collections": int(record["collections"]),
+                "segments_put": int(record["segments_put"]),
+                "fetch_failures": int(record.get("fetch_failures", 0)),
+                "key": np.asarray(record["key"], np.uint32),
+            }
+
+        def load_coverage(path: Path) -> dict:
+            with np.load(path) as saved:
+                return {k: jax.numpy.asarray(saved[k]) for k in self.coverage}
+
+        record = restore_with_fallback(self.record_path, load_record, what="collector record")
+        self.env_steps, self.collections = record["env_steps"], record["collections"]
+        self.segments_written, self.fetch_failures = record["segments_put"], record["fetch_failures"]
+        self.key = jax.numpy.asarray(record["key"])
         coverage = self.dir / "coverage.npz"
-        if coverage.exists():
-            with np.load(coverage) as saved:
-                self.coverage = {k: jax.numpy.asarray(saved[k]) for k in self.coverage}
+        if resolve(coverage) is not None:  # saved at the first log
+            self.coverage = restore_with_fallback(coverage, load_coverage, what="collector coverage")
         truncate_metrics(self.dir, keep=lambda row: row["env_steps"] <= self.env_steps)
         rows = read_metrics(self.dir / "metrics.jsonl")
         self._logged_at = rows[-1]["env_steps"] if rows else -1
@@ -149,12 +175,13 @@ class Collector:
                 "key": np.asarray(jax.device_get(self.key)).tolist(),
             },
             fsync=False,  # survives a killed process; only a machine crash could lose the last steps
+            keep_previous=True,  # checkpoint.json.old: _restore falls back to it if the latest is damaged
         )
 
     def _save_coverage(self) -> None:
         tmp = self.dir / f".coverage.tmp-{os.getpid()}.npz"
         np.savez(tmp, **{k: np.asarray(v) for k, v in jax.device_get(self.coverage).items()})
-        os.replace(tmp, self.dir / "coverage.npz")
+        replace_keeping_previous(tmp, self.dir / "coverage.npz")  # coverage.npz.old: the one before
 
     def reconnect(self, address: str) -> None:
         """Write to a replay server at a new address (it restarted elsewhere)."""

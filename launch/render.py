@@ -4,7 +4,9 @@
     python launch/render.py --run_dir runs/my_run --episodes 3 --camera top --width 1280 --height 720
 
 ``--env`` acts randomly; ``--run_dir`` loads the run's latest checkpoint and
-acts with its deterministic policy. ``--camera track`` (default) follows the
+acts with its deterministic policy (a damaged checkpoint falls back to the one
+before it, with a warning; a directory with no run or no usable checkpoint is
+an ``error:`` line, exit 2). ``--camera track`` (default) follows the
 robot; ``top`` shows the whole maze or arena. Rendering is headless (MuJoCo
 offscreen on EGL, falling back to OSMesa); the goal is a translucent red sphere
 whose radius is the env's success threshold, with a red pole and an arrow from
@@ -27,14 +29,16 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
 
 from absl import flags  # noqa: E402  (after the GL platform is chosen)
 
-from deepcrl.launch.cli import run_main  # noqa: E402
+from deepcrl.launch.cli import UsageError, run_main  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "Env name (random policy).")
 flags.DEFINE_string("run_dir", None, "Run directory: render its latest checkpoint's deterministic policy.")
 flags.DEFINE_string(
-    "out", None, "Output video (.mp4 or .gif). Default: runs/render/<env>.mp4 or <run_dir>/render.mp4 "
-    "(.gif without ffmpeg)."
+    "out",
+    None,
+    "Output video (.mp4 or .gif). Default: runs/render/<env>.mp4 or <run_dir>/render.mp4 "
+    "(.gif without ffmpeg).",
 )
 flags.DEFINE_string("camera", "track", "track: follow the robot; top: the whole maze or arena.")
 flags.DEFINE_integer("episodes", 2, "Episodes to render (one after another).")
@@ -85,7 +89,10 @@ def main(argv: list[str]) -> int:
         return 2
 
     if not (16 <= FLAGS.width <= 4096 and 16 <= FLAGS.height <= 4096):
-        print(f"error: --width and --height must lie in 16..4096, got {FLAGS.width}x{FLAGS.height}", file=sys.stderr)
+        print(
+            f"error: --width and --height must lie in 16..4096, got {FLAGS.width}x{FLAGS.height}",
+            file=sys.stderr,
+        )
         return 2
     if FLAGS.out and Path(FLAGS.out).suffix.lower() not in (".gif", ".mp4"):
         print(f"error: --out must end in .mp4 or .gif, got {FLAGS.out!r}", file=sys.stderr)
@@ -99,8 +106,12 @@ def main(argv: list[str]) -> int:
     act_fn = None
     if FLAGS.run_dir:
         from deepcrl.launch.policy import load_policy
+        from deepcrl.rundir.checkpoints import CheckpointError
 
-        env_name, env_kwargs, policy = load_policy(Path(FLAGS.run_dir))
+        try:  # a run dir without a run or a usable checkpoint is an error, never a random policy
+            env_name, env_kwargs, policy = load_policy(Path(FLAGS.run_dir))
+        except CheckpointError as e:
+            raise UsageError(str(e)) from None
 
         def act_fn(obs, key):
             return policy(obs)

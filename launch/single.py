@@ -41,7 +41,13 @@ from deepcrl.configs.resolve import Layout, agent_config, build_env, make_eval_v
 from deepcrl.envs.base import State
 from deepcrl.launch.progress import RunProgress
 from deepcrl.learner.agent import Agent, TrainState, make_agent
-from deepcrl.rundir.checkpoints import resolve, restore_train_state, save_train_state
+from deepcrl.rundir.checkpoints import (
+    CheckpointError,
+    previous,
+    resolve,
+    restore_train_state,
+    save_train_state,
+)
 from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
@@ -155,7 +161,8 @@ def run_single(
     """Train, evaluate after every epoch, and write the run directory; returns the last eval row.
 
     After every epoch the agent is checkpointed to ``checkpoints/latest``; with
-    ``resume`` a run continues from there (the replay buffer is not saved: it
+    ``resume`` a run continues from there, or from ``checkpoints/latest.old``
+    (the one before) if the latest is damaged (the replay buffer is not saved: it
     is refilled by the usual prefill, with the restored policy). A finished
     run writes ``checkpoints/final`` and ``complete.json``.
 
@@ -177,15 +184,15 @@ def run_single(
     seed_dirs = (
         [Path(d) for d in seed_dirs or [run_dir / f"seed_{s}" for s in range(num_seeds)]] if many else []
     )
-    write_config(run_dir, config)
-    for s, folder in enumerate(seed_dirs):
-        write_config(folder, _seed_config(config, s))
     key, k_init = _split(_run_keys(config), many)
     carry = trainer.init(k_init)
     first_epoch, env_steps = 0, 0
     latest = run_dir / ("checkpoints_all_seeds" if many else "checkpoints") / "latest"
-    if resume and resolve(latest) is not None:  # also when killed between the swap's two renames
-        saved = restore_train_state(latest, _resume_state(carry, 0, 0, key))
+    saved = _restore(latest, run_dir, _resume_state(carry, 0, 0, key)) if resume else None
+    write_config(run_dir, config)  # after the restore: a CheckpointError leaves the run as it was
+    for s, folder in enumerate(seed_dirs):
+        write_config(folder, _seed_config(config, s))
+    if saved is not None:
         carry = carry.replace(train_state=saved["train_state"], coverage=saved["coverage"])
         first_epoch, env_steps, key = int(saved["epoch"]), int(saved["env_steps"]), saved["key"]
         for folder in [run_dir, *seed_dirs]:
@@ -319,6 +326,24 @@ def _mean_row(rows: list[dict]) -> dict:
 
 def _write_json(path: Path, row: dict) -> None:
     path.write_text(json.dumps(row, indent=2) + "\n")
+
+
+def _restore(latest: Path, run_dir: Path, target: dict) -> dict | None:
+    """The resume state saved at ``latest`` (else its previous one, with a ``warning:`` line), or None
+    when the run has nothing to resume (never started, or killed before its first checkpoint).
+
+    Writes nothing. Raises ``CheckpointError`` when no checkpoint restores, and when there is none
+    while the run's metrics show progress (rows after the untrained policy's): never a silent restart.
+    """
+    if resolve(latest) is None:
+        done = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("epoch", 0) > 0]
+        if done:
+            raise CheckpointError(
+                f"{run_dir} trained {done[-1]['epoch']} epoch(s) (metrics.jsonl) but has no checkpoint at "
+                f"{latest} (nor {previous(latest).name}); not starting it over: start a new --run_dir"
+            )
+        return None
+    return restore_train_state(latest, target)
 
 
 def _resume_state(carry: Carry, epoch: int, env_steps: int, key: jax.Array) -> dict:

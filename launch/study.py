@@ -21,7 +21,7 @@ from typing import Any
 from absl import flags
 
 from deepcrl.configs.studies import SCALES, STUDIES
-from deepcrl.launch.cli import UsageError, run_main
+from deepcrl.launch.cli import UsageError, check_writable_dir, run_main
 from deepcrl.launch.study_report import write_report
 from deepcrl.launch.study_runs import (
     STATE_FILE,
@@ -82,6 +82,7 @@ def main(argv) -> int:
     if FLAGS.study not in STUDIES:
         raise UsageError(f"unknown study {FLAGS.study!r}; valid studies: {', '.join(STUDIES)}")
     study_dir = Path(FLAGS.study_dir or f"runs/studies/{FLAGS.study}-{FLAGS.scale}").absolute()
+    check_writable_dir(study_dir, "--study_dir")
     state = load_state(study_dir)
     if FLAGS.report_only:
         if state is None:

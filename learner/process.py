@@ -122,11 +122,24 @@ class Learner:
         }
 
     def _restore(self) -> None:
-        """Continue from the latest checkpoint, if any; metric rows after it are dropped."""
+        """Continue from the latest checkpoint, if any; metric rows after it are dropped.
+
+        A damaged latest checkpoint falls back to the one before it (one ``warning:`` line);
+        ``CheckpointError`` (one line) when none restores, or when there is none although the
+        metrics show progress (rows after the untrained policy's): never a silent fresh start.
+        """
+        from deepcrl.rundir.checkpoints import CheckpointError
+
         if resolve(self.checkpoint_path) is None:  # died before its first checkpoint: start over
+            rows = read_metrics(self.dir / "metrics.jsonl")
+            if len(rows) > 1 and self.config.get("checkpoint", True):
+                raise CheckpointError(
+                    f"{self.name} has {len(rows)} metric rows (up to {rows[-1].get('updates')} updates) but "
+                    f"no checkpoint at {self.checkpoint_path} (nor .old); not starting it over"
+                )
             truncate_metrics(self.dir, keep=lambda row: False)
             return
-        saved = restore_train_state(self.checkpoint_path, self._state(0.0))
+        saved = restore_train_state(self.checkpoint_path, self._state(0.0))  # or CheckpointError
         self.train_state, self.key = saved["train_state"], saved["key"]
         self.rounds, self.rows_written = int(saved["rounds"]), int(saved["rows_written"])
         self._samples_before, self._wait_before = int(saved["samples_drawn"]), float(saved["sample_wait_s"])
