@@ -217,17 +217,24 @@ def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, sma
         server.stop()
     assert results["learner"]["updates"] > 0
     # Staleness: at every fetch the collector's parameters were behind the learner by at most the
-    # updates the rate limiter lets it make between two fetches (params_fetch_every collections plus
-    # the limiter's slack, in rounds of num_minibatches updates) ...
-    table = spec.tables[0]
-    per_round = segments_per_round(config, validate(config, env))
-    slack_rounds = table.error_buffer / per_round
+    # updates the rate limiter lets it make between two fetches: params_fetch_every collections plus
+    # the limiter's slack either way (in rounds of num_minibatches updates) ...
+    table, layout = spec.tables[0], validate(config, env)
+    per_round = segments_per_round(config, layout)
+    slack_rounds = 2 * table.error_buffer / per_round
     bound = (config.params_fetch_every + slack_rounds + 1) * config.num_minibatches
     versions = collector.versions_seen
     lags = np.diff(versions)
-    assert lags.min() >= 0 and lags.max() <= bound, (lags.max(), bound, versions)
-    # ... and the versions it acts with track the learner: most fetches bring new parameters.
-    assert stats["params_distinct_versions"] >= 0.5 * stats["params_fetches"] >= 2, stats
+    first = int(np.argmax(lags > 0))  # the learner's first parameters after its compile
+    assert lags.min() >= 0 and lags[first + 1 :].max() <= bound, (bound, versions)
+    # ... except the first new version, which also holds the backlog the collector built up while the
+    # learner compiled: the prefill and up to the limiter's slack of segments.
+    backlog_rounds = table.samples_per_insert * layout.prefill_env_steps / layout.segment_length / per_round
+    assert lags[first] <= bound + backlog_rounds * config.num_minibatches, (lags[first], bound, versions)
+    # ... and the versions it acts with track the learner: once the learner trains, most fetches bring
+    # new parameters.
+    assert len(lags[first:]) >= 3 and np.mean(lags[first:] > 0) >= 0.5, versions
+    assert stats["params_distinct_versions"] == len(set(versions))
     assert stats["params_last_version"] == versions[-1] > 0
     assert not np.allclose(before, after)  # the collector now acts with the learner's parameters
 
@@ -336,3 +343,44 @@ def test_a_role_that_dies_beyond_max_role_restarts_ends_the_run_with_its_name(tm
     for name in ("collector_learner", "learner1_d4"):
         assert (run_dir / name / "metrics.jsonl").stat().st_size > 0
     assert all(p.is_dir() and any(p.iterdir()) for p in latest)
+
+
+def test_a_restarted_learner_and_collector_restore_their_state_bitwise(tmp_path, small_config):
+    """What a role restarted after a crash holds equals what it saved: parameters, Adam moments, step,
+    RNG key and counters, bit for bit (plain objects around a real Reverb server)."""
+    from deepcrl.buffer.reverb_replay import start_server
+    from deepcrl.collector.process import Collector
+    from deepcrl.configs.resolve import replay_spec, validate
+    from deepcrl.learner.process import Learner
+
+    config, name = ConfigDict(small_config.to_dict()), "collector_learner"
+    config.checkpoint = True
+    env = build_env(config)
+    server, address = start_server(replay_spec(config, env, validate(config, env), [name]))
+    try:
+        learner = Learner(config.to_dict(), name, [name], address, str(tmp_path))
+        collector = Collector(config.to_dict(), [name], address, str(tmp_path), learner.get_actor_params)
+        thread = threading.Thread(target=lambda: learner.run(eval_every_rounds=3))
+        thread.start()
+        collector.run()
+        learner.stop()
+        thread.join(timeout=120)
+        assert int(learner.train_state.step) > 0
+        again = Learner(config.to_dict(), name, [name], address, str(tmp_path), resume=True)
+        collector_again = Collector(
+            config.to_dict(), [name], address, str(tmp_path), learner.get_actor_params, resume=True
+        )
+    finally:
+        server.stop()
+    assert not thread.is_alive()
+    saved = jax.tree_util.tree_leaves_with_path(learner.train_state)
+    restored = jax.tree_util.tree_leaves(again.train_state)
+    assert len(saved) == len(restored) > 10
+    for (path, a), b in zip(saved, restored, strict=True):
+        assert np.asarray(a).dtype == np.asarray(b).dtype, jax.tree_util.keystr(path)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_array_equal(np.asarray(learner.key), np.asarray(again.key))
+    assert (again.rounds, again.rows_written) == (learner.rounds, learner.rows_written)
+    assert collector_again.env_steps == collector.env_steps >= config.total_env_steps
+    assert collector_again.segments_written == collector.segments_written
+    np.testing.assert_array_equal(np.asarray(collector_again.key), np.asarray(collector.key))
