@@ -75,6 +75,10 @@ def get_config() -> ConfigDict:
     c.scan_blocks = True
     c.remat = False
     c.compute_dtype = "float32"  # matmul inputs: "float32" or "bfloat16" (params, Adam, LayerNorm stay float32)
+    # Before anything is allocated, launch/run.py estimates the run's memory (configs/budget.py: replay,
+    # params + Adam, the update's activations, per role) and exits 2 if it cannot fit this machine's RAM
+    # (or the GPU). The estimate errs high; false skips the comparison (the estimate is still recorded).
+    c.memory_check = True
 
     # Distributed topologies (ignored by `single`).
     c.ray_address = ""  # empty: start an embedded local Ray

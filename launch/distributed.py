@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
+from deepcrl.configs.budget import check_nodes
 from deepcrl.configs.resolve import ConfigError, build_env, replay_spec, validate
 from deepcrl.configs.topologies import Role, resolve_roles
 from deepcrl.launch.progress import RoleWatcher
@@ -286,6 +287,8 @@ def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False, pro
     ray = connect_ray(config.ray_address)
     try:
         check_resources(ray.cluster_resources(), config, len(learners))
+        if config.ray_address:  # roles run on the cluster's nodes: the largest must fit on one
+            check_nodes(config.get("memory_estimate"), ray.nodes())
     except ConfigError:
         if not config.ray_address:
             ray.shutdown()

@@ -15,7 +15,7 @@ from absl import flags
 from ml_collections import ConfigDict
 
 from deepcrl.configs.defaults import get_config as default_config
-from deepcrl.launch.cli import UsageError, run_main
+from deepcrl.launch.cli import UsageError, check_writable_dir, run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Config file, optionally with a preset: configs/presets.py:paper")
@@ -55,6 +55,9 @@ flags.DEFINE_float("cpus_per_role", None, "Ray CPUs per role of a distributed to
 flags.DEFINE_multi_string("set", [], "Override any config field: --set gamma=0.98")
 flags.DEFINE_string("wandb", None, "Also log to this wandb project (--set wandb_mode=offline: no network)")
 flags.DEFINE_bool("list_envs", False, "List environments and exit")
+flags.DEFINE_bool(
+    "dry_run", False, "Validate the config, print the memory estimate and its limit, exit; write nothing"
+)
 flags.DEFINE_bool("progress", True, "Show a progress bar")
 flags.DEFINE_bool(
     "resume",
@@ -87,18 +90,65 @@ def load_config_file(spec: str) -> ConfigDict:
     return config
 
 
-def saved_config(run_dir: str) -> ConfigDict | None:
-    """The config a run directory was started with (for ``--resume``), over today's defaults."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        return None
+def saved_config(run_dir: str | None) -> ConfigDict:
+    """The config a run directory was started with (for ``--resume``), over today's defaults.
+
+    ``UsageError`` when there is no run to resume: no ``--run_dir``, a directory that does not
+    exist or holds no ``config.json``, or a ``config.json`` that does not parse.
+    """
     import json
 
+    if not run_dir:
+        raise UsageError("--resume needs --run_dir: the run directory to continue")
+    if not Path(run_dir).is_dir():
+        what = "is a file, not a run directory" if Path(run_dir).exists() else "does not exist"
+        raise UsageError(f"--resume: run directory {run_dir} {what}")
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UsageError(
+            f"--resume: {run_dir} holds no run (no config.json); start a new run without --resume"
+        )
     config = default_config()
-    for key, value in json.loads(path.read_text()).items():
-        old = config.get(key)
-        config[key] = type(old)(value) if isinstance(old, (int, float, str)) and value is not None else value
+    try:
+        saved = json.loads(path.read_text())
+        if not isinstance(saved, dict):
+            raise ValueError(f"a JSON {type(saved).__name__}, not an object")
+        for key, value in saved.items():
+            old = config.get(key)
+            use = isinstance(old, (int, float, str)) and value is not None
+            config[key] = type(old)(value) if use else value
+    except (OSError, ValueError, TypeError) as e:
+        reason = " ".join(str(e).split())[:120]
+        raise UsageError(f"--resume: {path} does not parse ({reason}); the run cannot be resumed") from None
     return config
+
+
+def finished_note(run_dir: str, saved: ConfigDict) -> str | None:
+    """A line saying the run in ``run_dir`` already finished, or None: ``complete.json`` (single,
+    K seeds), or ``summary.json`` with the collector at ``total_env_steps`` (distributed; a run
+    stopped with Ctrl-C writes a summary too, short of the total, and is resumable)."""
+    import json
+
+    complete, summary = Path(run_dir) / "complete.json", Path(run_dir) / "summary.json"
+    if complete.is_file():
+        try:
+            row = json.loads(complete.read_text())
+            detail = f": epoch {row['epoch']}, {row['env_steps']:,} env steps"
+        except (OSError, ValueError, KeyError, TypeError):
+            detail = ""
+        return f"run {run_dir} already finished (complete.json{detail}); nothing to resume"
+    if summary.is_file():
+        try:
+            steps = int((json.loads(summary.read_text()).get("collector") or {}).get("env_steps", 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+        total = int(saved.total_env_steps)
+        if steps >= total:
+            return (
+                f"run {run_dir} already finished (summary.json: the collector made {steps:,} of "
+                f"{total:,} env steps); nothing to resume"
+            )
+    return None
 
 
 # Fields that fix the shapes of what a run saved (parameters, optimizer state, per-seed dirs, roles):
@@ -123,7 +173,7 @@ def check_resume_fields(saved: ConfigDict | None, config: ConfigDict) -> None:
 
 
 def build_config() -> ConfigDict:
-    saved = saved_config(FLAGS.run_dir) if FLAGS.resume and FLAGS.run_dir else None
+    saved = saved_config(FLAGS.run_dir) if FLAGS.resume else None
     if FLAGS.config:
         config = load_config_file(FLAGS.config)
     elif saved is not None:
@@ -178,24 +228,44 @@ def main(argv) -> int:
     if FLAGS.list_envs:
         list_envs()
         return 0
-    from deepcrl.configs.resolve import ConfigError, validate
+    from deepcrl.configs.resolve import ConfigError, build_env, validate
     from deepcrl.rundir.metrics import default_run_dir
 
+    if FLAGS.resume:  # checked before anything else: a resume of no run, or of a finished one, writes nothing
+        note = finished_note(FLAGS.run_dir, saved_config(FLAGS.run_dir))
+        if note:
+            print(note)
+            return 0
     config = build_config()
     try:
-        validate(config)
+        env = build_env(config)
+        layout = validate(config, env)
         if config.topology != "single":
             from deepcrl.configs.topologies import resolve_roles
 
             resolve_roles(config)
+        from deepcrl.configs import budget
+
+        memory = budget.check(config, env, layout)  # sizes and counts, before anything is allocated
     except ConfigError as e:
         raise UsageError(str(e)) from None
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.env, config.topology)
     config.run_dir = str(run_dir)
+    check_writable_dir(run_dir, "--run_dir")
+    if FLAGS.dry_run:
+        print(budget.table(memory))
+        print("dry run: nothing started, nothing written")
+        return 0
+    with config.unlocked():
+        config.memory_estimate = memory  # recomputed on every start (--resume too); config.json keeps it
     if config.topology == "single":
         from deepcrl.launch.single import run_single
+        from deepcrl.rundir.checkpoints import CheckpointError
 
-        row = run_single(config, run_dir, progress=FLAGS.progress, resume=FLAGS.resume)
+        try:
+            row = run_single(config, run_dir, progress=FLAGS.progress, resume=FLAGS.resume)
+        except CheckpointError as e:  # raised before anything is written
+            raise UsageError(str(e)) from None
     else:
         from deepcrl.launch.distributed import RoleFailed, run_distributed
 
