@@ -127,6 +127,11 @@ def test_depth_sweep_report_has_every_cell(studies):
     assert sorted(r[1] for r in results) == ["4", "8"]
     for r in results:
         assert r[2] == "1" and all(is_number(c) for c in r[3:]), r
+        # One seed: each cell is that run's own final evaluation, as its complete.json says.
+        final = json.loads((study_dir / "runs" / f"point_mass-d{r[1]}-s0" / "complete.json").read_text())
+        expected = [final["eval/time_at_goal"], final["eval/time_at_goal_frac"], final["eval/success"]]
+        assert [float(c) for c in r[3:6]] == pytest.approx(expected, abs=0.051), (r, final)
+        assert int(r[6].replace(",", "")) == final["env_steps"], (r, final)
     coverage = [r for r in rows if len(r) == 5]  # env, depth, seeds, cells visited, goal spread
     assert sorted(r[1] for r in coverage) == ["4", "8"] and all(
         is_number(c) for r in coverage for c in r[3:]
@@ -178,6 +183,13 @@ def test_decoupling_report_has_the_full_grid(studies):
         ("4", "collector agent", "4"), ("4", "train-only", "8"), ("4", "train-only", "4"),
     }  # fmt: skip
     assert all(is_number(c) for r in results for c in r[5:])
+    for r in results:  # one seed: each cell is the learner's own final row, as its run's summary says
+        summary = json.loads((study_dir / "runs" / f"point_mass-collector_d{r[1]}-s0" / "summary.json").read_text())
+        name = "collector_learner" if r[2] == "collector agent" else f"learner{1 if r[3] == '8' else 2}_d{r[3]}"
+        learner = next(x for x in summary["learners"] if x["learner"] == name)
+        expected = [learner["final_time_at_goal"], learner["final_time_at_goal_frac"], learner["final_success"]]
+        assert [float(c) for c in r[5:8]] == pytest.approx(expected, abs=0.051), (r, learner)
+        assert int(r[8].replace(",", "")) == learner["env_steps"], (r, learner)
     grid_rows = _table_rows(report, "collector d8") + _table_rows(report, "collector d4")
     assert len(grid_rows) == 4  # two tables (time at goal, success), a row per collector
     assert {r[0] for r in grid_rows} == {"collector d8", "collector d4"}
@@ -202,6 +214,20 @@ def test_plots_are_pngs_of_the_expected_size(studies, which, names):
         with Image.open(studies[which] / name) as im:
             assert im.format == "PNG" and im.size == ONE_PANEL_PX, name
             im.verify()
+        with Image.open(studies[which] / name) as im:
+            colours = _drawn_colours(im)
+        # Something is drawn in colour (axes, ticks and text are grey); curve plots show both depths.
+        assert len(colours) >= (2 if "curves" in name else 1), (name, colours)
+
+
+def _drawn_colours(im: Image.Image, min_pixels: int = 40) -> dict[tuple, int]:
+    """Saturated colours (quantised) covering at least ``min_pixels``: a plot's series, not its frame."""
+    import numpy as np
+
+    px = np.asarray(im.convert("RGB")).reshape(-1, 3).astype(int)
+    saturated = px[(px.max(axis=1) - px.min(axis=1)) > 60] // 32
+    keys, counts = np.unique(saturated, axis=0, return_counts=True)
+    return {tuple(k): int(c) for k, c in zip(keys, counts, strict=True) if c >= min_pixels}
 
 
 def _study(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -274,8 +300,13 @@ def test_study_definitions():
 
 
 def test_width_vs_depth_budgets_match():
-    from deepcrl.configs.resolve import build_env
+    import jax
+    from ml_collections import ConfigDict
+
+    from deepcrl.configs.resolve import agent_config, build_env
     from deepcrl.configs.studies import base_config, get_study
+    from deepcrl.learner.agent import make_agent
+    from deepcrl.learner.networks import count_params
 
     study = get_study("width_vs_depth")
     runs = study.get_runs(
@@ -293,8 +324,12 @@ def test_width_vs_depth_budgets_match():
         assert w > 32  # width was spent, at the base depth
     config = base_config("cpu", "point_mass_walls")
     env = build_env(config)
-    for (_, d, w), p in by.items():  # the fitted counts are the exact ones
-        assert study.agent_params(config, env, d, w) == p
+    for (_, d, w), p in by.items():  # the fitted counts are those of a real, initialised agent
+        c = ConfigDict(config.to_dict())
+        c.critic_depth = c.actor_depth = d
+        c.critic_width = c.actor_width = w
+        state = make_agent(agent_config(c, env)).init(jax.random.PRNGKey(0))
+        assert count_params((state.actor, state.critic)) == p, (d, w)
 
 
 def test_paper_env_configs():
