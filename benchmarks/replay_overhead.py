@@ -4,7 +4,7 @@
 
 Two measurements, printed as markdown tables:
 
-1. Collector. Env steps/s of ``collector.process.Collector.run`` itself, constructed with a
+1. Collector. Env steps/s of ``roles.collector.Collector.run`` itself, constructed with a
    ``fetch_params`` that always answers "no newer parameters", in three variants:
      - ``write on``: segments go through the real ``AsyncSegmentWriter`` + ``SegmentWriter`` (the ones
        the Collector builds) to a real Reverb server running in its own process, as in the distributed
@@ -181,8 +181,8 @@ class CollectorBench:
     def __init__(self, env: str, args: argparse.Namespace, workdir: Path) -> None:
         import jax
 
-        from deepcrl.collector.process import Collector
         from deepcrl.configs.resolve import build_env, replay_spec, validate
+        from deepcrl.roles.collector import Collector
 
         self.env_name = env
         num_envs, unroll = COLLECTOR_ENVS[env]
@@ -310,7 +310,7 @@ class CollectorBench:
     def instrumented(self, write: bool) -> dict:
         """The Collector's loop body with a clock around each phase (same objects, same order)."""
         from deepcrl.buffer.reverb_writer import AsyncSegmentWriter
-        from deepcrl.collector.process import SegmentAssembler
+        from deepcrl.collector.segments import SegmentAssembler
 
         jax, col = self._jax, self.col
         sink = TimedSink(self._real_sink() if write else DropSink())
@@ -485,7 +485,7 @@ def _bench_learner_depth(config, env, layout, server, buf, items, workdir, args)
 
     from deepcrl.buffer.relabel import relabeled_minibatches
     from deepcrl.buffer.trajectory_buffer import sample_segments
-    from deepcrl.learner.process import Learner
+    from deepcrl.roles.learner import Learner
 
     depth, L = config.critic_depth, layout.segment_length
     t = time.perf_counter()

@@ -14,7 +14,7 @@ references the *same* chunk, so the data is sent and stored once whatever the nu
 
 A learner samples `batch_size` items and receives the same dict with a leading axis [B, L, ...].
 
-This module holds the contract (specs, tables), the server and its counters; the collector's side is
+This module holds the contract (specs, tables), the server, its counters and drain; the collector's side is
 `reverb_writer.py` and the learner's side `reverb_sampler.py`. Only this package imports Reverb (and
 with it TensorFlow); nothing else in the project needs TensorFlow.
 """
@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import reverb
 import tensorflow as tf
+from reverb import pybind as reverb_pybind
 
 # Field order of the flattened item columns. dm-tree flattens dicts in sorted key order, so the writer's
 # `create_item(trajectory=dict)` lays the columns out in this order; the sampler relies on it.
@@ -239,6 +240,13 @@ def checkpoint(address: str) -> str:
     tables while writing, so call it rarely (e.g. next to the learners' own checkpoints).
     """
     return reverb.Client(address).checkpoint()
+
+
+def drain_sampler(address: str, table: str) -> Callable[[], object]:
+    """A call that takes one item from `table` and drops it, blocking while the table's rate limiter holds
+    it back: the replay role drains the table of a learner that is down, so the collector is never stalled.
+    """
+    return reverb_pybind.Client(address).NewSampler(table, -1, 8).GetNextTrajectory
 
 
 def connect(address: str, spec: ReplaySpec, tables: Sequence[str], timeout_s: float) -> reverb.Client:

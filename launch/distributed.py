@@ -1,8 +1,9 @@
 """Distributed topologies on Ray: a Reverb replay service, one collector, its learners.
 
-Every role is a Ray actor wrapping a plain class (``Collector``,
-``Learner``, ``ReplayService``). With no ``ray_address`` an embedded local Ray
-is started; otherwise the run joins that cluster. The driver wires the roles,
+Every role is a Ray actor (``launch/ray_roles.py``) wrapping a plain class of
+``roles/`` (``Collector``, ``Learner``, ``ReplayService``; their contract is
+``roles/contract.py``). With no ``ray_address`` an embedded local Ray is
+started; otherwise the run joins that cluster. The driver wires the roles,
 watches them (``launch/supervise.py``), and writes the run's summary.
 
 Fault tolerance: a role that dies is re-created by the driver from its latest
@@ -20,166 +21,25 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
+import ray
 from ml_collections import ConfigDict
 
 from deepcrl.configs.budget import check_nodes
 from deepcrl.configs.resolve import ConfigError, build_env, replay_spec, validate
 from deepcrl.configs.topologies import Role, resolve_roles
 from deepcrl.launch.progress import RoleWatcher
-from deepcrl.launch.supervise import RoleFailed
-from deepcrl.rundir.liveness import Liveness
+from deepcrl.launch.supervise import RoleFailed, Supervisor
 from deepcrl.rundir.metrics import publish_to_wandb, read_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
 
-class ReplayService:
-    """The Reverb server as a role: its address is handed to the collector and learners.
-
-    Restarted on the port it had (``port``), it restores its latest checkpoint and the
-    clients' gRPC channels reconnect by themselves. ``drain(table)`` samples and
-    discards from a table whose learner is down, so the table's rate limiter keeps
-    admitting the collector's inserts.
-    """
-
-    def __init__(self, spec, checkpoint_dir: str | None, port: int | None = None):
-        import threading
-
-        from deepcrl.buffer.reverb_replay import start_server
-
-        self.spec = spec
-        self.server, self._local_address = start_server(spec, port=port, checkpoint_dir=checkpoint_dir)
-        self._stopped = threading.Event()
-        self._drains: dict[str, threading.Event] = {}
-        self.drained: dict[str, int] = {}
-        self.liveness = Liveness()  # inserts + samples served; the server is up, so it is running
-        self.liveness.beat()
-
-    def ready(self) -> dict:
-        """Where it listens, and the items its tables hold (restored from a checkpoint, or none)."""
-        import socket
-
-        from deepcrl.buffer.reverb_replay import table_info
-
-        items = sum(t["size"] for t in table_info(self._local_address, timeout_s=60).values())
-        return {"pid": os.getpid(), "node": socket.gethostname(), "address": self.address(), "items": items}
-
-    def address(self) -> str:
-        import ray
-
-        return f"{ray.util.get_node_ip_address()}:{self.server.port}"
-
-    def port(self) -> int:
-        return self.server.port
-
-    def run(self) -> None:
-        """Blocks until ``stop``: the driver learns of this role's death when the call fails."""
-        self._stopped.wait()
-
-    def info(self) -> dict:
-        from deepcrl.buffer.reverb_replay import table_info
-
-        return table_info(self._local_address)
-
-    def checkpoint(self) -> str:
-        from deepcrl.buffer.reverb_replay import checkpoint
-
-        with self.liveness.waiting("its own checkpoint"):  # a large table takes a while to write
-            return checkpoint(self._local_address)
-
-    def progress(self) -> dict:
-        """Inserts and samples served by every table; a server that does not answer is not alive."""
-        from deepcrl.buffer.reverb_replay import table_info
-
-        try:
-            tables = table_info(self._local_address, timeout_s=5)
-        except Exception:  # silent since the last answer: the watchdog decides
-            return self.liveness.report()
-        self.liveness.observe(sum(t["num_inserts"] + t["num_samples"] for t in tables.values()))
-        return self.liveness.report()
-
-    def drain(self, table: str) -> None:
-        """Start sampling-and-discarding ``table`` (its learner is down)."""
-        import threading
-
-        from reverb import pybind
-
-        if table in self._drains and not self._drains[table].is_set():
-            return
-        stop = self._drains[table] = threading.Event()
-        sampler = pybind.Client(self._local_address).NewSampler(table, -1, 8)
-
-        def loop() -> None:
-            while not stop.is_set():
-                sampler.GetNextTrajectory()  # blocks while the rate limiter holds it back
-                self.drained[table] = self.drained.get(table, 0) + 1
-
-        threading.Thread(target=loop, name=f"drain-{table}", daemon=True).start()
-
-    def drained_counts(self) -> dict[str, int]:
-        return dict(self.drained)
-
-    def stop_drain(self, table: str) -> None:
-        """Stop draining ``table`` (its learner samples again); a blocked drain takes one more item."""
-        if table in self._drains:
-            self._drains[table].set()
-
-    def stop(self) -> None:
-        for ev in self._drains.values():
-            ev.set()
-        self._stopped.set()
-        self.server.stop()
-
-
-def named_role(cls: type, name: str) -> type:
-    """``cls`` as a Ray actor class for the role ``name``, built in two steps.
-
-    Creating the actor only records the arguments, so ``whoami()`` answers (PID, node) at once;
-    ``start()`` then builds the role (``cls.__init__``: envs, networks, Reverb clients) and returns
-    ``ready()``'s facts plus the accelerators it sees. The driver can therefore kill a role that
-    hangs in its start-up by PID, and tell a slow start from a stalled one. Its repr is the role's
-    name, so Ray prefixes its log lines ``(learner_0 pid=…)``.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        self._role_args = (args, kwargs)
-
-    def start(self) -> dict:
-        args, kwargs = self._role_args
-        cls.__init__(self, *args, **kwargs)
-        return {**self.ready(), **whoami(devices=True)}
-
-    def where(self) -> dict:
-        return whoami(devices=False)  # answers while start() runs: no JAX call that could hang
-
-    members = {"__init__": __init__, "start": start, "whoami": where, "__repr__": lambda self: name}
-    return type(cls.__name__, (cls,), members)
-
-
-def whoami(devices: bool) -> dict:
-    """Where the calling role runs: node, Ray node id, PID, the GPUs Ray gave it (and JAX's devices)."""
-    import socket
-
-    import ray
-
-    facts = {
-        "pid": os.getpid(),
-        "node": socket.gethostname(),
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-    }
-    if devices and "jax" in sys.modules:  # a role that uses JAX has initialised it by now; the replay not
-        facts["jax_devices"] = [str(d) for d in sys.modules["jax"].devices()]
-    return facts
-
-
 def connect_ray(address: str):
     """Start an embedded local Ray, or join ``address``; unreachable → ConfigError."""
-    import ray
-
     if ray.is_initialized():
         return ray
     if not sys.stderr.isatty():
@@ -189,8 +49,6 @@ def connect_ray(address: str):
         host = address.replace("ray://", "").rsplit(":", 1)
         if len(host) != 2 or not host[1].isdigit():
             raise ConfigError(f"ray_address must look like HOST:PORT (e.g. 127.0.0.1:6379), got {address!r}")
-        import socket
-
         try:  # fail fast with one line instead of Ray's long retry loop
             socket.create_connection((host[0], int(host[1])), timeout=5).close()
         except OSError as e:
@@ -211,15 +69,6 @@ def connect_ray(address: str):
             logging_level="ERROR",
         )
     return ray
-
-
-def _options(num_gpus: float, num_cpus: float = 1.0, concurrency: int = 1) -> dict:
-    opts: dict = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_concurrency": concurrency}
-    if num_gpus:
-        # Several roles may share a GPU: cap each process's JAX preallocation to its share.
-        frac = min(0.95, 0.9 * num_gpus)
-        opts["runtime_env"] = {"env_vars": {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{frac:.3f}"}}
-    return opts
 
 
 def check_resources(cluster: dict, config: ConfigDict, num_learners: int) -> None:
@@ -277,14 +126,12 @@ def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False, pro
     With ``resume`` every role continues from its checkpoint in ``run_dir`` (the
     replay from its latest Reverb checkpoint): a run whose driver died goes on.
     """
-    from deepcrl.launch.supervise import Supervisor
-
     env = build_env(config)
     layout = validate(config, env)
     collector_role, learners = resolve_roles(config)
     names = [r.name for r in learners]
     spec = replay_spec(config, env, layout, names)
-    ray = connect_ray(config.ray_address)
+    connect_ray(config.ray_address)
     try:
         check_resources(ray.cluster_resources(), config, len(learners))
         if config.ray_address:  # roles run on the cluster's nodes: the largest must fit on one
@@ -299,7 +146,7 @@ def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False, pro
     sup = Supervisor(ray, config, run_dir, spec, collector_role, learners, resume=resume)
     watcher = RoleWatcher(run_dir, ["collector", *names], layout.total_env_steps) if progress else None
     try:
-        results, replay_info = sup.run(eval_every=max(1, layout.collections_per_epoch))
+        results, replay_info = sup.run()
     finally:
         if watcher is not None:
             watcher.close()

@@ -15,6 +15,9 @@ or the adaptive limit — is killed for certain (SIGKILL of its PID on its node,
 then ``ray.kill``) and replaced by the same rules as a dead role. Roles waiting
 on another role report themselves alive, so the stalled role is blamed, not its
 victims.
+
+Every remote call made here is a method of ``roles/contract.py`` (``tests/test_layers.py`` checks it);
+``launch/ray_roles.py`` turns the role classes into actors.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from ml_collections import ConfigDict
 
 from deepcrl.configs.resolve import ConfigError
 from deepcrl.configs.topologies import Role
+from deepcrl.launch import ray_roles
+from deepcrl.roles.collector import Collector
+from deepcrl.roles.learner import Learner
+from deepcrl.roles.replay import ReplayService
 from deepcrl.rundir.checkpoints import CheckpointError, write_json_atomic
 from deepcrl.rundir.liveness import stall_limit_s
 
@@ -114,7 +121,6 @@ class Supervisor:
         self.collector_done = False
         self.port: int | None = None
         self.address = ""
-        self.eval_every = 1
         self.env_steps_offset = 0  # collector's env steps minus the tables' inserts (in steps)
         # The watchdog (module docstring): limits, and what each role last told about its progress.
         self.stall_fixed_s = float(config.get("role_stall_timeout_s", 0.0))
@@ -130,29 +136,22 @@ class Supervisor:
 
     # ---------------------------------------------------------------- creating roles
     def _create(self, name: str, resume: bool):
-        from deepcrl.collector.process import Collector
-        from deepcrl.launch.distributed import ReplayService, _options, named_role
-        from deepcrl.learner.process import Learner
-
-        ray, c = self.ray, self.config
+        """A new actor for the role ``name`` (built by its ``start()``, resumed with ``resume``)."""
+        c, run_dir = self.config, str(self.run_dir)
         cpus = float(c.get("cpus_per_role", 1.0))
         if name == "replay":
-            cls = ray.remote(named_role(ReplayService, name)).options(**_options(0, cpus, concurrency=8))
-            return cls.remote(self.spec, str(self.run_dir / "replay"), self.port)
+            args = (self.spec, str(self.run_dir / "replay"), self.port)
+            return ray_roles.create(ReplayService, name, *args, num_gpus=0, num_cpus=cpus, concurrency=8)
         if name == "collector":
-            cls = ray.remote(named_role(Collector, name)).options(
-                **_options(float(c.gpus_per_collector), cpus, concurrency=3)
-            )
-            fetch = _fetch_from(ray, self.handles[self.driving])
+            fetch = _fetch_from(self.ray, self.handles[self.driving])
             cfg = self.collector_role.apply_to(c).to_dict()
-            return cls.remote(cfg, self.names, self.address, str(self.run_dir), fetch, None, resume)
-        cls = ray.remote(named_role(Learner, name)).options(
-            **_options(float(c.gpus_per_learner), cpus, concurrency=4)
-        )
+            args = (cfg, self.names, self.address, run_dir, fetch, None, resume)
+            gpus = float(c.gpus_per_collector)
+            return ray_roles.create(Collector, name, *args, num_gpus=gpus, num_cpus=cpus, concurrency=3)
         cfg = self.learners[name].apply_to(c).to_dict()
-        return cls.remote(
-            cfg, name, self.names, self.address, str(self.run_dir), resume, self.env_steps_offset
-        )
+        args = (cfg, name, self.names, self.address, run_dir, resume, self.env_steps_offset)
+        gpus = float(c.gpus_per_learner)
+        return ray_roles.create(Learner, name, *args, num_gpus=gpus, num_cpus=cpus, concurrency=4)
 
     def _launch(self, name: str, resume: bool):
         """Create the role's actor (which answers ``whoami`` at once) and start it; the start's ref."""
@@ -166,19 +165,15 @@ class Supervisor:
 
     def _start_run(self, name: str) -> None:
         h = self.handles[name]
-        if name == "replay":
-            ref = h.run.remote()
-        elif name == "collector":
-            ref = h.run.remote()
-        else:
-            if self.collector_done:
-                h.stop.remote(use_up_quota=True)  # came back after the end: its remaining updates, then return
-            ref = h.run.remote(self.eval_every)
-        self.running[ref] = name
+        if name in self.learners and self.collector_done:
+            h.stop.remote(use_up_quota=True)  # came back after the end: its remaining updates, then return
+        self.running[h.run.remote()] = name
 
     def _mark_up(self, name: str, info: dict) -> None:
         r = self.roles.roles[name]
         down = time.time() - r["down_since"] if r["down_since"] else 0.0
+        if name == "replay":  # the node's IP (from Ray) and the port the server took
+            info["address"] = f"{info['ip']}:{info['port']}"
         self.where[name] = info
         where = {k: info[k] for k in ("node_id", "gpu_ids", "jax_devices", "address") if k in info}
         # The count this life starts from: a learner's updates, the collector's env steps, the items
@@ -192,9 +187,8 @@ class Supervisor:
     def start(self) -> None:
         """Replay first (the others need its address), then learners and collector. A role that raises
         here ends the run (it would raise on a retry too); one that hangs is replaced."""
-        ray = self.ray
         info = self._await_start("replay", self._launch("replay", self.resume))
-        self.address, self.port = info["address"], ray.get(self.handles["replay"].port.remote())
+        self.address, self.port = info["address"], info["port"]
         refs = {name: self._launch(name, self.resume) for name in (*self.names, "collector")}
         for name in self.names:
             self._await_start(name, refs[name])
@@ -294,8 +288,7 @@ class Supervisor:
         h = self.handles[name]
         if name == "replay":
             if info["address"] != self.address:
-                self.address = info["address"]
-                self.port = self.ray.get(h.port.remote())
+                self.address, self.port = info["address"], info["port"]
                 for n in (*self.names, "collector"):
                     if n not in self.dropped and n in self.handles:
                         self.handles[n].reconnect.remote(self.address)
@@ -409,20 +402,15 @@ class Supervisor:
             except ProcessLookupError:
                 pass
         elif pid:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            on_node = NodeAffinitySchedulingStrategy(node_id, soft=False)
             try:
-                kill = self.ray.remote(num_cpus=0)(_sigkill).options(scheduling_strategy=on_node)
-                self.ray.get(kill.remote(int(pid)), timeout=30)
+                ray_roles.sigkill_on_node(node_id, int(pid))
             except Exception as e:
                 print(f"warning: could not SIGKILL {name} (PID {pid}): {root_cause(e)}", file=sys.stderr)
         self._kill(name)
 
     # ---------------------------------------------------------------- main loop
-    def run(self, eval_every: int) -> tuple[dict, dict]:
+    def run(self) -> tuple[dict, dict]:
         """Run to the end; returns (results per role, replay table info)."""
-        self.eval_every = eval_every
         try:
             self.start()
             self._loop()
@@ -519,11 +507,3 @@ class Supervisor:
         for name in ("collector", *self.names, "replay"):
             if name in self.handles:
                 self._kill(name)
-
-
-def _sigkill(pid: int) -> None:
-    """Run on a role's node (a Ray task pinned there): SIGKILL the role's process."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -189,9 +189,9 @@ def small_config():
 def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, small_config):
     """Collector and learner as plain objects around a real Reverb server (no Ray needed)."""
     from deepcrl.buffer.reverb_replay import start_server
-    from deepcrl.collector.process import Collector
     from deepcrl.configs.resolve import build_env, replay_spec, segments_per_round, validate
-    from deepcrl.learner.process import Learner
+    from deepcrl.roles.collector import Collector
+    from deepcrl.roles.learner import Learner
 
     config = small_config
     env = build_env(config)
@@ -349,9 +349,9 @@ def test_a_restarted_learner_and_collector_restore_their_state_bitwise(tmp_path,
     """What a role restarted after a crash holds equals what it saved: parameters, Adam moments, step,
     RNG key and counters, bit for bit (plain objects around a real Reverb server)."""
     from deepcrl.buffer.reverb_replay import start_server
-    from deepcrl.collector.process import Collector
     from deepcrl.configs.resolve import replay_spec, validate
-    from deepcrl.learner.process import Learner
+    from deepcrl.roles.collector import Collector
+    from deepcrl.roles.learner import Learner
 
     config, name = ConfigDict(small_config.to_dict()), "collector_learner"
     config.checkpoint = True

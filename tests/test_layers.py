@@ -1,28 +1,34 @@
-"""The installed namespace and the layer rules of docs/architecture.md, checked on the source."""
+"""The installed namespace and the layer rules of docs/architecture.md, checked on the source: who
+imports whom, that no import circle exists, who imports Reverb and Ray, and the roles' one contract."""
 
 from __future__ import annotations
 
 import ast
+import inspect
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("envs", "configs", "learner", "collector", "buffer", "roles", "launch", "rundir")  # = deepcrl.*
 
 # Folder (or module) → deepcrl subpackages it must never import. Layers only look down:
-# envs → core (learner, buffer, collector, configs) → roles (*/process.py) → launch.
+# envs → core (learner, buffer, collector), configs → roles → launch; rundir beside them all.
 FORBIDDEN = {
-    "envs": ("collector", "learner", "buffer", "launch", "configs", "rundir"),
-    "rundir": ("envs", "collector", "learner", "buffer", "launch", "configs"),
-    "learner": ("launch",),
-    "collector": ("launch",),
-    "buffer": ("launch", "learner.process", "collector.process"),
-    "configs": ("launch", "learner.process", "collector.process"),
+    "envs": ("collector", "learner", "buffer", "launch", "configs", "rundir", "roles"),
+    "rundir": ("envs", "collector", "learner", "buffer", "launch", "configs", "roles"),
+    "learner": ("launch", "roles"),
+    "collector": ("launch", "roles"),
+    "buffer": ("launch", "roles"),
+    "configs": ("launch", "roles"),
+    "roles": ("launch",),
 }
 CORE_MODULES = ("learner/agent.py", "learner/networks.py", "learner/losses.py", "collector/rollout.py",
-                "collector/coverage.py", "buffer/relabel.py", "buffer/trajectory_buffer.py")  # fmt: skip
+                "collector/coverage.py", "collector/segments.py", "buffer/relabel.py",
+                "buffer/trajectory_buffer.py")  # fmt: skip
 
 
 def deepcrl_imports(path: Path) -> set[str]:
@@ -36,7 +42,7 @@ def deepcrl_imports(path: Path) -> set[str]:
             out.update(a.name for a in node.names if a.name.startswith("deepcrl"))
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             top = node.module.split(".")[0]
-            if top in {"envs", "configs", "learner", "collector", "buffer", "launch", "rundir"}:
+            if top in PACKAGES:
                 out.add("bare:" + node.module)  # a pre-namespace import: always an error
     return out
 
@@ -57,10 +63,7 @@ def test_layers_only_look_down(folder):
 
 
 def test_core_modules_import_no_role_and_no_launcher():
-    roles = (
-        "launch", "learner.process", "collector.process", "buffer.reverb_replay", "buffer.reverb_writer",
-        "buffer.reverb_sampler",
-    )  # fmt: skip
+    roles = ("launch", "roles", "buffer.reverb_replay", "buffer.reverb_writer", "buffer.reverb_sampler")
     bad = [f"{m} imports {i}" for m in CORE_MODULES for i in deepcrl_imports(ROOT / m)
            if any(i == f"deepcrl.{r}" or i.startswith(f"deepcrl.{r}.") for r in roles)]  # fmt: skip
     assert bad == []
@@ -68,10 +71,10 @@ def test_core_modules_import_no_role_and_no_launcher():
 
 def test_the_checker_catches_a_role_importing_launch(tmp_path):
     """The rule above can fail: a file that imports the launcher is reported."""
-    bad = tmp_path / "learner"
+    bad = tmp_path / "roles"
     bad.mkdir()
-    (bad / "process.py").write_text("def f():\n    from deepcrl.launch.cli import UsageError\n")
-    imports = deepcrl_imports(bad / "process.py")
+    (bad / "learner.py").write_text("def f():\n    from deepcrl.launch.cli import UsageError\n")
+    imports = deepcrl_imports(bad / "learner.py")
     assert "deepcrl.launch.cli" in imports
     (bad / "old.py").write_text("from envs import make_env\n")
     assert "bare:envs" in deepcrl_imports(bad / "old.py")
@@ -80,9 +83,9 @@ def test_the_checker_catches_a_role_importing_launch(tmp_path):
 def test_one_installed_namespace_from_outside_the_repo(tmp_path):
     code = (
         "import importlib, sys\n"
-        "import deepcrl.learner.agent, deepcrl.envs, deepcrl.launch.cli\n"
+        "import deepcrl.learner.agent, deepcrl.envs, deepcrl.launch.cli, deepcrl.roles.contract\n"
         "assert deepcrl.learner.agent.make_agent\n"
-        "for name in ('envs', 'configs', 'learner', 'collector', 'buffer', 'launch', 'rundir'):\n"
+        f"for name in {PACKAGES!r}:\n"
         "    try:\n"
         "        importlib.import_module(name)\n"
         "    except ModuleNotFoundError:\n"
@@ -91,3 +94,152 @@ def test_one_installed_namespace_from_outside_the_repo(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_every_folder_is_a_packaged_subpackage():
+    """A top-level folder of the project is installed as ``deepcrl.<folder>`` (pyproject.toml)."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert folders == set(PACKAGES)
+    assert {f"deepcrl.{f}" for f in PACKAGES} <= set(setup["packages"])
+    assert all(setup["package-dir"][f"deepcrl.{f}"] == f for f in PACKAGES)
+
+
+# ------------------------------------------------------------------------------------ imports
+def project_files() -> list[Path]:
+    return sorted(p for f in PACKAGES for p in (ROOT / f).rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(("deepcrl", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+
+
+def imported_tops(path: Path) -> set[str]:
+    """The top-level name of every module a file imports (at any depth, lazy imports included)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_only_the_reverb_modules_import_reverb_and_only_launch_imports_ray():
+    bad = []
+    for path in project_files():
+        rel, tops = path.relative_to(ROOT), imported_tops(path)
+        reverb_module = rel.parent.name == "buffer" and rel.name.startswith("reverb_")
+        bad += [f"{rel} imports {t}" for t in sorted(tops & {"reverb", "tensorflow"}) if not reverb_module]
+        if "ray" in tops and rel.parts[0] != "launch":
+            bad.append(f"{rel} imports ray")
+    assert bad == []
+
+
+def import_graph(files: list[Path]) -> dict[str, set[str]]:
+    """Module → the project's modules it imports (function-local imports included). ``from a import
+    b`` points to ``a.b`` where that is a module, else to ``a``."""
+    modules = {module_name(p): p for p in files}
+    graph = {}
+    for name, path in modules.items():
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                out.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                           for a in node.names)  # fmt: skip
+        graph[name] = (out & set(modules)) - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle of ``graph`` as [a, b, ..., a], or [] when it has none (depth-first search)."""
+    state: dict[str, str] = {}  # "open" while on the current path, then "done"
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_no_import_circle_among_the_project_modules():
+    graph = import_graph(project_files())
+    assert graph["deepcrl.launch.supervise"] >= {"deepcrl.launch.ray_roles", "deepcrl.roles.learner"}
+    assert find_cycle(graph) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"b"}}) == ["b", "c", "b"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+# ------------------------------------------------------------------------------------ the role contract
+def declared(*protocols: type) -> dict[str, inspect.Signature]:
+    """The methods the contract's protocols declare (their own and inherited), by name."""
+    out = {}
+    for proto in protocols:
+        for cls in reversed(proto.__mro__):
+            if typing.Protocol in cls.__mro__ and cls is not typing.Protocol:
+                out.update({n: inspect.signature(f) for n, f in vars(cls).items()
+                            if inspect.isfunction(f) and not n.startswith("_")})  # fmt: skip
+    return out
+
+
+def test_every_role_implements_the_contract():
+    from deepcrl.launch.ray_roles import named_role
+    from deepcrl.roles import contract
+    from deepcrl.roles.collector import Collector
+    from deepcrl.roles.learner import Learner
+    from deepcrl.roles.replay import ReplayService
+
+    pairs = [(Learner, contract.LearnerRole), (Collector, contract.CollectorRole),
+             (ReplayService, contract.ReplayRole)]  # fmt: skip
+    assert set(declared(contract.Role)) >= {"ready", "run", "stop", "progress", "checkpoint", "reconnect"}
+    missing = []
+    for cls, proto in pairs:
+        hosted = named_role(cls, "role_0")  # the class its Ray actor is made of
+        for name, want in declared(proto, contract.Hosted).items():
+            method = getattr(hosted, name, None)
+            if not callable(method):
+                missing.append(f"{cls.__name__}.{name}")
+            elif not set(want.parameters) <= set(inspect.signature(method).parameters):
+                missing.append(f"{cls.__name__}.{name}{inspect.signature(method)} (contract: {name}{want})")
+    assert missing == []
+
+
+def remote_methods(path: Path) -> list[str]:
+    """The method of every ``handle.method.remote(...)`` call in a file (any other ``.remote(`` call
+    is reported as its whole callee, which no contract declares)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "remote":
+            target = node.func.value
+            out.append(target.attr if isinstance(target, ast.Attribute) else ast.unparse(target))
+    return out
+
+
+def test_every_remote_call_of_the_supervisor_is_in_the_contract():
+    from deepcrl.roles import contract
+
+    protocols = [c for c in vars(contract).values() if isinstance(c, type) and typing.Protocol in c.__mro__]
+    names = set(declared(*protocols))
+    calls = remote_methods(ROOT / "launch/supervise.py") + remote_methods(ROOT / "launch/distributed.py")
+    assert {"start", "whoami", "run", "progress", "drain", "get_actor_params"} <= set(calls)
+    assert sorted(set(calls) - names) == []

@@ -359,7 +359,7 @@ def _bare_learner(run_dir: Path):
     """A learner with only what checkpointing touches (no env, agent or Reverb sampler)."""
     from ml_collections import ConfigDict
 
-    from deepcrl.learner.process import Learner
+    from deepcrl.roles.learner import Learner
 
     lr = Learner.__new__(Learner)
     lr.name, lr.dir, lr.config = "learner1_d4", run_dir / "learner1_d4", ConfigDict({"checkpoint": True})
@@ -414,7 +414,7 @@ def test_learner_without_a_checkpoint_starts_over_only_without_progress(tmp_path
 
 def _bare_collector(run_dir: Path):
     """A collector with only what its record and coverage touch (no env, agent or Reverb writer)."""
-    from deepcrl.collector.process import Collector
+    from deepcrl.roles.collector import Collector
 
     c = Collector.__new__(Collector)
     c.dir = run_dir / "collector"

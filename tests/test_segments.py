@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepcrl.collector.process import SegmentAssembler
+from deepcrl.collector.segments import SegmentAssembler
 
 pytestmark = pytest.mark.core
 

@@ -1,5 +1,8 @@
 """The collector role: act in N envs with its learner's latest policy, write segments to Reverb.
 
+A plain class implementing ``roles/contract.CollectorRole`` (``launch/ray_roles.py`` makes it a Ray
+actor).
+
 Acting runs on the collector's device; finished segments go to a background
 writer thread, so the acting loop only waits when the replay service pushes
 back (rate limiter) — and that wait is counted. Parameters are fetched every
@@ -16,11 +19,11 @@ parameter fetch (its learner is restarting) keeps the parameters it has.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -29,40 +32,22 @@ from ml_collections import ConfigDict
 
 from deepcrl.collector.coverage import coverage_metrics, grid_for, init_coverage, update_coverage
 from deepcrl.collector.rollout import unroll
+from deepcrl.collector.segments import SegmentAssembler
 from deepcrl.configs.resolve import agent_config, build_env, make_train_venv, replay_spec, validate
 from deepcrl.learner.agent import make_agent
-from deepcrl.rundir.checkpoints import replace_keeping_previous, write_json_atomic
-from deepcrl.rundir.liveness import Liveness
-from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics
-
-# (version the caller holds) -> (learner update count, actor params or None if unchanged)
-FetchParams = Callable[[int], tuple[int, object | None]]
-
-
-class SegmentAssembler:
-    """Cuts time-major unrolls [U, N, ...] into batch-major segments [N, L, ...] of fixed length L."""
-
-    def __init__(self, segment_length: int):
-        self.length = segment_length
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self._held = 0
-
-    def add(self, steps: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-        self._chunks.append(steps)
-        self._held += steps["episode_id"].shape[0]
-        out = []
-        while self._held >= self.length:
-            joined = {k: np.concatenate([c[k] for c in self._chunks]) for k in steps}
-            out.append(
-                {k: np.ascontiguousarray(np.swapaxes(v[: self.length], 0, 1)) for k, v in joined.items()}
-            )
-            rest = {k: v[self.length :] for k, v in joined.items()}
-            self._held -= self.length
-            self._chunks = [rest] if self._held else []
-        return out
+from deepcrl.roles.contract import FetchParams, RoleBase
+from deepcrl.rundir.checkpoints import (
+    replace_keeping_previous,
+    resolve,
+    restore_with_fallback,
+    write_json_atomic,
+)
+from deepcrl.rundir.metrics import MetricsLog
 
 
-class Collector:
+class Collector(RoleBase):
+    name = "collector"  # also its folder of the run directory
+
     def __init__(
         self,
         config: dict,
@@ -73,8 +58,9 @@ class Collector:
         sink=None,
         resume: bool = False,
     ):
-        from deepcrl.buffer.reverb_writer import AsyncSegmentWriter, SegmentWriter
+        from deepcrl.buffer.reverb_writer import AsyncSegmentWriter, SegmentWriter  # off the core's imports
 
+        super().__init__()  # liveness: env steps collected, read by the driver's watchdog via progress()
         self.config = config = ConfigDict(config)
         env = build_env(config)
         self.layout = layout = validate(config, env)
@@ -85,12 +71,11 @@ class Collector:
         # Reverb 0.14 logs a warning per item from ~50 unconfirmed items on; stay below that.
         sink = sink or SegmentWriter(address, self.spec, max_in_flight_items=32)
         self.writer = AsyncSegmentWriter(sink, queue_size=config.writer_queue)
-        self.dir = Path(run_dir) / "collector"
+        self.dir = Path(run_dir) / self.name
         k_init, self.key = jax.random.split(jax.random.PRNGKey(config.seed))
         # The untrained policy acts until the learner publishes its first parameters.
         self.version, self.actor = 0, agent.init(k_init).actor
         self._stop = threading.Event()
-        self.liveness = Liveness()  # env steps collected; read by the driver's watchdog via progress()
 
         self.grid = grid = grid_for(env)
         self.coverage = init_coverage(grid, env.spec.goal_size)
@@ -106,13 +91,11 @@ class Collector:
         self.max_steps_between_fetches = 0
         self.segments_written = 0  # segments handed to the writer, over every life of the collector
         self.env_steps, self.collections, self.fetch_failures = 0, 0, 0
-        self.resumed = False
-        self._new_address: str | None = None
         self._logged_at = -1
         if resume:
             self._restore()
         else:
-            truncate_metrics(self.dir, keep=lambda row: False)
+            self._start_over()
         self.log = MetricsLog(self.dir)
         self.liveness.count = self.env_steps  # a restored collector continues its count
 
@@ -124,19 +107,8 @@ class Collector:
         """Continue from the record (``checkpoint.json``), else the one before it (``.old``, with one
         ``warning:`` line); ``CheckpointError`` (one line) when neither loads, or when there is none
         although the metrics show progress (more than one row): never a silent fresh start."""
-        import json
-
-        from deepcrl.rundir.checkpoints import CheckpointError, resolve, restore_with_fallback
-
-        if resolve(self.record_path) is None:  # died before its first collection step: start over
-            rows = read_metrics(self.dir / "metrics.jsonl")
-            if len(rows) > 1:
-                raise CheckpointError(
-                    f"collector has {len(rows)} metric rows (up to {rows[-1].get('env_steps')} env steps) "
-                    f"but no record at {self.record_path} (nor .old); not starting it over"
-                )
-            truncate_metrics(self.dir, keep=lambda row: False)
-            return
+        if not self._found(self.record_path, "record", "env_steps"):
+            return  # died before its first collection step: starts over
 
         def load_record(path: Path) -> dict:
             record = json.loads(path.read_text())
@@ -159,10 +131,8 @@ class Collector:
         coverage = self.dir / "coverage.npz"
         if resolve(coverage) is not None:  # saved at the first log
             self.coverage = restore_with_fallback(coverage, load_coverage, what="collector coverage")
-        truncate_metrics(self.dir, keep=lambda row: row["env_steps"] <= self.env_steps)
-        rows = read_metrics(self.dir / "metrics.jsonl")
+        rows = self._rows_kept(lambda row: row["env_steps"] <= self.env_steps)  # the cursor: env steps
         self._logged_at = rows[-1]["env_steps"] if rows else -1
-        self.resumed = True
 
     def _save_record(self) -> None:
         write_json_atomic(
@@ -183,16 +153,16 @@ class Collector:
         np.savez(tmp, **{k: np.asarray(v) for k, v in jax.device_get(self.coverage).items()})
         replace_keeping_previous(tmp, self.dir / "coverage.npz")  # coverage.npz.old: the one before
 
-    def reconnect(self, address: str) -> None:
-        """Write to a replay server at a new address (it restarted elsewhere)."""
-        self._new_address = address
+    def checkpoint(self) -> str:
+        """The record: written after every collection step already, so there is nothing to do."""
+        return str(self.record_path)
 
-    def _switch_replay(self) -> None:
+    def _switch_replay(self, address: str) -> None:
         from deepcrl.buffer.reverb_writer import AsyncSegmentWriter, SegmentWriter
 
-        address, self._new_address = self._new_address, None
         self.writer.abandon()  # what it still held is lost, and counted as such by the driver
-        sink = SegmentWriter(address, self.spec, max_in_flight_items=32)
+        with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)
+            sink = SegmentWriter(address, self.spec, max_in_flight_items=32)
         self.writer = AsyncSegmentWriter(sink, queue_size=self.config.writer_queue)
 
     def set_fetch(self, fetch_params: FetchParams) -> None:
@@ -215,10 +185,6 @@ class Collector:
     def ready(self) -> dict:
         """Where this role runs (roles.json) and the env steps it starts from."""
         return {"pid": os.getpid(), "node": socket.gethostname(), "env_steps": self.env_steps}
-
-    def progress(self) -> dict:
-        """Env steps collected and how recently the acting loop was alive (the driver's watchdog)."""
-        return self.liveness.report()
 
     def policy_actions(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic actions of the parameters the collector acts with now."""
@@ -254,8 +220,9 @@ class Collector:
                 steps = jax.device_get(steps)
                 acting_s += time.time() - t0
                 for segment in assembler.add(steps):
-                    if self._new_address is not None:
-                        self._switch_replay()
+                    address = self._moved_to()
+                    if address is not None:
+                        self._switch_replay(address)
                     try:
                         with self.liveness.waiting("replay"):  # blocked by the tables' rate limiters
                             self.writer.put(segment)

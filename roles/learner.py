@@ -1,14 +1,15 @@
 """The learner role: sample segments from its Reverb table, relabel, update, evaluate, log.
 
-A plain class (Ray makes it an actor in ``launch/distributed.py``). It runs
-the very same relabeling and update functions as the fused ``single`` loop.
+A plain class implementing ``roles/contract.LearnerRole`` (``launch/ray_roles.py`` makes it a Ray
+actor). It runs the very same relabeling and update functions as the fused ``single`` loop.
 
 Crash safety: the learner checkpoints everything it needs to continue — train
 state (parameters, optimizer state, step count), RNG key, round and sample
-counters and its metrics cursor (rows written) — at every evaluation and every
-``checkpoint_every_s`` seconds. Constructed with ``resume=True`` (a restart
-after a crash, or ``run.py --resume``) it restores that checkpoint and drops the
-metric rows written after it, so its metrics continue without duplicates.
+counters and its metrics cursor (rows written) — at every evaluation, every
+``checkpoint_every_s`` seconds and at the round after a ``checkpoint()`` call.
+Constructed with ``resume=True`` (a restart after a crash, or ``run.py
+--resume``) it restores that checkpoint and drops the metric rows written after
+it, so its metrics continue without duplicates (``RoleBase``).
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from deepcrl.configs.resolve import (
     validate,
 )
 from deepcrl.learner.agent import make_agent
-from deepcrl.rundir.checkpoints import resolve, restore_train_state, save_train_state
-from deepcrl.rundir.liveness import Liveness
-from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
+from deepcrl.roles.contract import RoleBase
+from deepcrl.rundir.checkpoints import restore_train_state, save_train_state
+from deepcrl.rundir.metrics import MetricsLog, write_config
 
 
-class Learner:
+class Learner(RoleBase):
     def __init__(
         self,
         config: dict,
@@ -52,8 +53,9 @@ class Learner:
         resume: bool = False,
         env_steps_offset: int = 0,
     ):
-        from deepcrl.buffer.reverb_sampler import SegmentSampler
+        from deepcrl.buffer.reverb_sampler import SegmentSampler  # Reverb: kept off the core's imports
 
+        super().__init__()
         self.config = config = ConfigDict(config)
         self.name = name
         env = build_env(config)
@@ -71,18 +73,16 @@ class Learner:
         self.rows_written = 0  # the metrics cursor
         self.last_eval: dict = {}
         self._logged_rounds = -1
-        self.resumed = False
         self._samples_before = 0  # samples drawn and wait time of earlier lives of this learner
         self._wait_before = 0.0
         self._wall_before = 0.0
         if resume:
             self._restore()
         else:
-            truncate_metrics(self.dir, keep=lambda row: False)
+            self._start_over()
         self.log = MetricsLog(self.dir)
         self.segments_per_round = segments_per_round(config, layout)
         self.sampler = SegmentSampler(address, name, self.segments_per_round, self.spec)
-        self._new_address: str | None = None
         self.env_steps_offset = int(env_steps_offset)
         self._last_checkpoint = time.time()
         eval_venv = make_eval_venv(config, env, layout)  # config.eval_env, or env itself
@@ -102,9 +102,10 @@ class Learner:
         self._eval = jax.jit(eval_fn)
         self._stop = threading.Event()
         self._use_up_quota = False
+        self._save_soon = threading.Event()  # checkpoint() asked for one
         self._lock = threading.Lock()
         self._published = (int(self.train_state.step), jax.device_get(self.train_state.actor))
-        self.liveness = Liveness(int(self.train_state.step))  # updates made; the driver watches it
+        self.liveness.count = int(self.train_state.step)  # updates made; the driver watches it
 
     @property
     def checkpoint_path(self) -> Path:
@@ -128,33 +129,29 @@ class Learner:
         ``CheckpointError`` (one line) when none restores, or when there is none although the
         metrics show progress (rows after the untrained policy's): never a silent fresh start.
         """
-        from deepcrl.rundir.checkpoints import CheckpointError
-
-        if resolve(self.checkpoint_path) is None:  # died before its first checkpoint: start over
-            rows = read_metrics(self.dir / "metrics.jsonl")
-            if len(rows) > 1 and self.config.get("checkpoint", True):
-                raise CheckpointError(
-                    f"{self.name} has {len(rows)} metric rows (up to {rows[-1].get('updates')} updates) but "
-                    f"no checkpoint at {self.checkpoint_path} (nor .old); not starting it over"
-                )
-            truncate_metrics(self.dir, keep=lambda row: False)
-            return
+        expected = self.config.get("checkpoint", True)
+        if not self._found(self.checkpoint_path, "checkpoint", "updates", expected):
+            return  # died before its first checkpoint: starts over
         saved = restore_train_state(self.checkpoint_path, self._state(0.0))  # or CheckpointError
         self.train_state, self.key = saved["train_state"], saved["key"]
         self.rounds, self.rows_written = int(saved["rounds"]), int(saved["rows_written"])
         self._samples_before, self._wait_before = int(saved["samples_drawn"]), float(saved["sample_wait_s"])
         self._wall_before = float(saved["wall_time"])
-        kept = iter(range(self.rows_written))
-        truncate_metrics(self.dir, keep=lambda row: next(kept, None) is not None)
-        rows = read_metrics(self.dir / "metrics.jsonl")
+        kept = iter(range(self.rows_written))  # the cursor: the first rows_written rows
+        rows = self._rows_kept(lambda row: next(kept, None) is not None)
         if rows:
             self.last_eval, self._logged_rounds = rows[-1], int(rows[-1].get("rounds", -1))
-        self.resumed = True
 
     def save_checkpoint(self, wall_time: float) -> None:
         if self.config.checkpoint:
             save_train_state(self.checkpoint_path, self._state(wall_time))
         self._last_checkpoint = time.time()
+
+    def checkpoint(self) -> str:
+        """Have the training loop save at its next round (besides every evaluation, every
+        ``checkpoint_every_s`` and the end); where restarts read it."""
+        self._save_soon.set()
+        return str(self.checkpoint_path)
 
     @property
     def samples_drawn(self) -> int:
@@ -167,14 +164,6 @@ class Learner:
     def ready(self) -> dict:
         """Where this role runs (roles.json) and from which update it starts."""
         return {"pid": os.getpid(), "node": socket.gethostname(), "updates": int(self.train_state.step)}
-
-    def progress(self) -> dict:
-        """Updates made and how recently the training loop was alive (the driver's watchdog)."""
-        return self.liveness.report()
-
-    def reconnect(self, address: str) -> None:
-        """Sample from a replay server at a new address (it restarted elsewhere)."""
-        self._new_address = address
 
     def set_env_steps_offset(self, offset: int) -> None:
         """The collector's env-step count minus its table's inserts (in steps), from the driver.
@@ -210,7 +199,8 @@ class Learner:
         from deepcrl.buffer.reverb_replay import table_info
 
         try:
-            inserts = table_info(self.address, timeout_s=10)[self.name]["num_inserts"]
+            with self.liveness.waiting("replay"):  # a frozen replay is watched on its own (up to 10 s)
+                inserts = table_info(self.address, timeout_s=10)[self.name]["num_inserts"]
         except Exception:  # the replay is down or restarting: the last count we saw
             return getattr(self, "_collector_env_steps", 0)
         self._collector_env_steps = inserts * self.layout.segment_length + self.env_steps_offset
@@ -246,19 +236,21 @@ class Learner:
         self._logged_rounds = self.rounds
         return self.last_eval
 
-    def _switch_replay(self) -> None:
+    def _switch_replay(self, address: str) -> None:
         from deepcrl.buffer.reverb_sampler import SegmentSampler
 
-        address, self._new_address = self._new_address, None
         self.sampler.close()
         drawn, waited = self.sampler.items_sampled, self.sampler.wait_s
         self.address = address
-        self.sampler = SegmentSampler(address, self.name, self.segments_per_round, self.spec)
+        with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)
+            self.sampler = SegmentSampler(address, self.name, self.segments_per_round, self.spec)
         self._samples_before += drawn
         self._wait_before += waited
 
-    def run(self, eval_every_rounds: int) -> dict:
-        """Train until ``stop()``; evaluate every ``eval_every_rounds`` rounds and at the end."""
+    def run(self, eval_every_rounds: int | None = None) -> dict:
+        """Train until ``stop()``; evaluate every ``eval_every_rounds`` rounds (default: once per
+        epoch of ``single``, which makes as many updates per epoch) and at the end."""
+        eval_every_rounds = eval_every_rounds or max(1, self.layout.collections_per_epoch)
         start = time.time()
         metrics: dict = {}
         if not self.resumed:  # a resumed learner logged this row in its earlier life
@@ -267,8 +259,9 @@ class Learner:
         every_s = float(self.config.get("checkpoint_every_s", 0.0) or 0.0)
         try:
             while not self._stop.is_set() or self._use_up_quota:
-                if self._new_address is not None:
-                    self._switch_replay()
+                address = self._moved_to()
+                if address is not None:
+                    self._switch_replay(address)
                 try:
                     batch = self.sampler.sample(timeout_s=0.5)
                 except TimeoutError:  # table below min size, rate-limited or replay down: check for stop
@@ -286,11 +279,13 @@ class Learner:
                         self.rounds * self.config.num_minibatches,
                         jax.device_get(self.train_state.actor),
                     )
-                if self.rounds % eval_every_rounds == 0:
+                evaluate = self.rounds % eval_every_rounds == 0
+                if evaluate:
                     self._evaluate_and_log({"wall_time": wall(), **jax.device_get(metrics)})
+                due = every_s and time.time() - self._last_checkpoint >= every_s
+                if evaluate or due or self._save_soon.is_set():
+                    self._save_soon.clear()
                     self.save_checkpoint(time.time() - start)  # a killed learner resumes from here
-                elif every_s and time.time() - self._last_checkpoint >= every_s:
-                    self.save_checkpoint(time.time() - start)
             return self.finish(wall(), metrics)
         finally:
             self.sampler.close()

@@ -1,0 +1,87 @@
+"""The replay role: the Reverb server of a distributed run; its address goes to the collector and learners.
+
+A plain class implementing ``roles/contract.ReplayRole`` (``launch/ray_roles.py`` makes it a Ray actor);
+every Reverb call is in ``buffer/reverb_replay.py``. Restarted on the port it had, it restores its latest
+checkpoint (Reverb's own, in ``RUN/replay/``) and the clients' gRPC channels reconnect by themselves.
+``drain(table)`` samples and discards from a table whose learner is down, so the table's rate limiter
+keeps admitting the collector's inserts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+from deepcrl.buffer import reverb_replay
+from deepcrl.roles.contract import RoleBase
+
+
+class ReplayService(RoleBase):
+    name = "replay"
+
+    def __init__(self, spec: reverb_replay.ReplaySpec, checkpoint_dir: str | None, port: int | None = None):
+        super().__init__()  # liveness: inserts + samples served, read from its own server
+        self.spec = spec
+        self.server, self._local_address = reverb_replay.start_server(
+            spec, port=port, checkpoint_dir=checkpoint_dir
+        )
+        self._stopped = threading.Event()
+        self._drains: dict[str, threading.Event] = {}
+        self.drained: dict[str, int] = {}
+        self.liveness.beat()  # the server is up, so it is running
+
+    def ready(self) -> dict:
+        """Where it listens (the node's address is the host's business: ``launch/ray_roles.whoami``) and
+        the items its tables hold (restored from a checkpoint, or none)."""
+        tables = reverb_replay.table_info(self._local_address, timeout_s=60)
+        items = sum(t["size"] for t in tables.values())
+        return {"pid": os.getpid(), "node": socket.gethostname(), "port": self.server.port, "items": items}
+
+    def run(self) -> None:
+        """Blocks until ``stop``: the driver learns of this role's death when the call fails."""
+        self._stopped.wait()
+
+    def info(self) -> dict[str, dict]:
+        return reverb_replay.table_info(self._local_address)
+
+    def checkpoint(self) -> str:
+        with self.liveness.waiting("its own checkpoint"):  # a large table takes a while to write
+            return reverb_replay.checkpoint(self._local_address)
+
+    def progress(self) -> dict:
+        """Inserts and samples served by every table; a server that does not answer is not alive."""
+        try:
+            tables = reverb_replay.table_info(self._local_address, timeout_s=5)
+        except Exception:  # silent since the last answer: the watchdog decides
+            return self.liveness.report()
+        self.liveness.observe(sum(t["num_inserts"] + t["num_samples"] for t in tables.values()))
+        return self.liveness.report()
+
+    def drain(self, table: str) -> None:
+        """Start sampling-and-discarding ``table`` (its learner is down)."""
+        if table in self._drains and not self._drains[table].is_set():
+            return
+        stop = self._drains[table] = threading.Event()
+        take_one = reverb_replay.drain_sampler(self._local_address, table)
+
+        def loop() -> None:
+            while not stop.is_set():
+                take_one()  # blocks while the rate limiter holds it back
+                self.drained[table] = self.drained.get(table, 0) + 1
+
+        threading.Thread(target=loop, name=f"drain-{table}", daemon=True).start()
+
+    def drained_counts(self) -> dict[str, int]:
+        return dict(self.drained)
+
+    def stop_drain(self, table: str) -> None:
+        """Stop draining ``table`` (its learner samples again); a blocked drain takes one more item."""
+        if table in self._drains:
+            self._drains[table].set()
+
+    def stop(self) -> None:
+        for ev in self._drains.values():
+            ev.set()
+        self._stopped.set()
+        self.server.stop()
