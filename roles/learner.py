@@ -64,7 +64,6 @@ class Learner(RoleBase):
         self.address = address
         self.agent = agent = make_agent(agent_config(config, env))
         self.dir = Path(run_dir) / name
-        write_config(self.dir, config)
         self.key, k_init = jax.random.split(
             jax.random.PRNGKey(config.seed + zlib.crc32(name.encode()) % 100_000)
         )
@@ -77,9 +76,10 @@ class Learner(RoleBase):
         self._wait_before = 0.0
         self._wall_before = 0.0
         if resume:
-            self._restore()
+            self._restore()  # a CheckpointError here leaves its folder as it was
         else:
             self._start_over()
+        write_config(self.dir, config)
         self.log = MetricsLog(self.dir)
         self.segments_per_round = segments_per_round(config, layout)
         self.sampler = SegmentSampler(address, name, self.segments_per_round, self.spec)
