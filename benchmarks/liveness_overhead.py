@@ -4,9 +4,11 @@
 
 Runs ``actor_learner`` on point_mass to its end, interleaving ``role_progress_every_s`` = 0 (no
 watchdog: no progress calls), 2 (the default) and 0.2 (ten times as often, to make a cost visible),
-``--rounds`` times each. Per run: wall time, CPU seconds of the whole process tree (driver, Ray,
-every role; ``RUSAGE_CHILDREN`` of this process after the run, which counts every reaped
-descendant), CPU ms per 1,000 env steps and per 1,000 updates, and the collector's env steps/s.
+``--rounds`` times each. Per run: wall time; CPU seconds of the collector's and the learner's
+processes (their PIDs from ``RUN/roles.json``, ``/proc/PID/stat`` read every 0.2 s while they live:
+the last 0.2 s of each is missed, alike in every setting), the collector's CPU ms per 1,000 env
+steps, the learner's per 1,000 updates, the driver's CPU (which makes the polls), and the
+collector's env steps/s.
 Prints one markdown table, the median per setting and each setting's ratio to 0.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -24,11 +26,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = (0.0, 2.0, 0.2)
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_children() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds (user + system) of a live process, None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _roles(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "roles.json").read_text())["roles"]
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def run_once(every: float, total: int, tmp: Path) -> dict:
@@ -39,17 +53,31 @@ def run_once(every: float, total: int, tmp: Path) -> dict:
         "--actor_width", "32", "--num_evals", "3", "--set", "num_minibatches=4", "--noprogress",
         "--total_env_steps", str(total), "--set", f"role_progress_every_s={every}", "--run_dir", str(run_dir),
     ]  # fmt: skip
-    cpu0, t0 = _cpu_children(), time.time()
-    res = subprocess.run(args, capture_output=True, text=True)
-    wall, cpu = time.time() - t0, _cpu_children() - cpu0
-    if res.returncode != 0:
-        raise SystemExit(f"run failed (rc {res.returncode}):\n{res.stderr[-3000:]}")
+    t0 = time.time()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cpu: dict[str, float] = {}  # (role, pid) -> last CPU seconds seen
+    while proc.poll() is None:
+        for name, role in _roles(run_dir).items():
+            seen = _cpu_of(role["pid"]) if role.get("pid") else None
+            if seen is not None:
+                cpu[(name, role["pid"])] = seen
+        seen = _cpu_of(proc.pid)
+        if seen is not None:
+            cpu[("driver", proc.pid)] = seen
+        time.sleep(0.2)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"run failed (rc {proc.returncode}):\n{proc.stderr.read()[-3000:]}")
+    by_role = {n: sum(v for (r, _), v in cpu.items() if r == n) for n in ("collector", "collector_learner", "driver")}
     summary = json.loads((run_dir / "summary.json").read_text())
     steps, updates = summary["collector"]["env_steps"], summary["learners"][0]["updates"]
     rows = [json.loads(line) for line in (run_dir / "collector" / "metrics.jsonl").read_text().splitlines()]
     return {
-        "every": every, "wall_s": wall, "cpu_s": cpu, "env_steps": steps, "updates": updates,
-        "cpu_ms_per_1k_steps": 1e6 * cpu / steps / 1000, "cpu_ms_per_1k_updates": 1e6 * cpu / updates / 1000,
+        "every": every, "wall_s": wall, "env_steps": steps, "updates": updates,
+        "collector_cpu_s": by_role["collector"], "learner_cpu_s": by_role["collector_learner"],
+        "driver_cpu_s": by_role["driver"],
+        "collector_cpu_ms_per_1k_steps": 1e6 * by_role["collector"] / steps,
+        "learner_cpu_ms_per_1k_updates": 1e6 * by_role["collector_learner"] / updates,
         "collector_steps_per_s": rows[-1]["env_steps_per_s"],
     }  # fmt: skip
 
@@ -65,16 +93,20 @@ def main() -> None:
             for every in SETTINGS:  # interleaved: a noisy minute hits every setting alike
                 results.append(run_once(every, a.total_env_steps, Path(tmp)))
                 print(json.dumps({"round": r, **results[-1]}), flush=True)
-    keys = ("wall_s", "cpu_s", "cpu_ms_per_1k_steps", "cpu_ms_per_1k_updates", "collector_steps_per_s")
+    keys = ("wall_s", "collector_cpu_ms_per_1k_steps", "learner_cpu_ms_per_1k_updates", "driver_cpu_s",
+            "collector_steps_per_s")  # fmt: skip
     median = {e: {k: statistics.median(x[k] for x in results if x["every"] == e) for k in keys} for e in SETTINGS}
-    print("\n| role_progress_every_s | wall (s) | CPU (s) | CPU ms / 1k env steps | CPU ms / 1k updates "
-          "| collector env steps/s | CPU vs no watchdog |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    base = median[0.0]
+    print("\n| role_progress_every_s | wall (s) | collector CPU ms / 1k env steps | learner CPU ms / update "
+          "| driver CPU (s) | collector env steps/s |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     for e in SETTINGS:
         m = median[e]
-        ratio = m["cpu_s"] / median[0.0]["cpu_s"]
-        print(f"| {e:g} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | {m['cpu_ms_per_1k_steps']:.1f} "
-              f"| {m['cpu_ms_per_1k_updates']:.1f} | {m['collector_steps_per_s']:.0f} | {ratio:.3f} |")  # fmt: skip
+        c = m["collector_cpu_ms_per_1k_steps"] / base["collector_cpu_ms_per_1k_steps"]
+        u = m["learner_cpu_ms_per_1k_updates"] / base["learner_cpu_ms_per_1k_updates"]
+        print(f"| {e:g} | {m['wall_s']:.1f} | {m['collector_cpu_ms_per_1k_steps']:.0f} ({c:.3f}x) "
+              f"| {m['learner_cpu_ms_per_1k_updates'] / 1000:.1f} ({u:.3f}x) | {m['driver_cpu_s']:.1f} "
+              f"| {m['collector_steps_per_s']:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
