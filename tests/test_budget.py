@@ -18,8 +18,6 @@ from deepcrl.configs.resolve import ConfigError, agent_config, build_env, valida
 from deepcrl.learner.agent import AgentConfig, make_agent
 from deepcrl.learner.networks import TrunkConfig, count_params
 
-pytestmark = pytest.mark.core  # no Reverb, TensorFlow or Ray anywhere below
-
 
 def _config(**fields):
     c = get_config()
@@ -32,6 +30,7 @@ def _leaf_bytes(tree) -> int:
     return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
 
 
+@pytest.mark.core  # no Reverb, TensorFlow or Ray
 @pytest.mark.parametrize(
     "fields",
     [
@@ -61,6 +60,7 @@ def _xla_temp(cfg: AgentConfig, batch: int) -> int:
     return compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.core  # no Reverb, TensorFlow or Ray
 @pytest.mark.parametrize(
     "actor, critic, batch",
     [
@@ -82,6 +82,7 @@ def test_update_estimate_bounds_xla_temporaries(actor, critic, batch):
     assert xla <= est <= 2.5 * xla, (est / 2**20, xla / 2**20)
 
 
+@pytest.mark.core  # no Reverb, TensorFlow or Ray
 def test_single_estimate_bounds_the_compiled_epoch():
     """The device items of `single` hold the epoch program's arguments and temporaries (XLA's count;
     the estimate was 1.26x that when written)."""
@@ -99,6 +100,7 @@ def test_single_estimate_bounds_the_compiled_epoch():
     assert xla <= sum(device.values()) <= 3 * xla, (sum(device.values()), xla)
 
 
+@pytest.mark.core  # no Reverb, TensorFlow or Ray
 def test_overflowing_update_count_is_rejected():
     config = _config(total_env_steps=2_000_000_000, num_envs=1, batch_size=64, num_minibatches=100)
     layout = validate(config, build_env(config))
@@ -106,6 +108,7 @@ def test_overflowing_update_count_is_rejected():
         budget.check_counts(config, layout)
 
 
+@pytest.mark.core  # no Reverb, TensorFlow or Ray
 def test_memory_check_false_records_without_comparing():
     config = _config(num_envs=100_000, replay_steps_per_env=1_000_000)
     env = build_env(config)
@@ -117,6 +120,7 @@ def test_memory_check_false_records_without_comparing():
     assert est["checked"].startswith("no") and est["host_bytes"] > est["host_limit_bytes"] > 0
 
 
+@pytest.mark.core  # no Reverb, TensorFlow or Ray
 def test_check_nodes_compares_the_largest_role_with_the_largest_node():
     config = _config(topology="decoupling", env="point_mass_walls", ray_address="10.0.0.5:6379")
     env = build_env(config)

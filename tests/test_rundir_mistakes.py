@@ -111,12 +111,10 @@ def _copy(run_dir: Path, tmp_path: Path, killed: bool = False) -> Path:
 # ----------------------------------------------------------------------------- --resume of no run
 
 
-@pytest.mark.core
 def test_resume_without_run_dir_is_an_error():
     _one_error(run_cli("--resume", "--noprogress", timeout=120), "--resume needs --run_dir")
 
 
-@pytest.mark.core
 def test_resume_of_a_missing_or_empty_run_dir_writes_nothing(tmp_path):
     before = _tree(tmp_path)
     _one_error(run_cli("--resume", "--run_dir", str(tmp_path / "nope"), timeout=120), "does not exist")
@@ -127,7 +125,6 @@ def test_resume_of_a_missing_or_empty_run_dir_writes_nothing(tmp_path):
     assert _tree(tmp_path) == before
 
 
-@pytest.mark.core
 def test_resume_without_config_json_does_not_append_rows_of_another_config(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path, killed=True)
     (run / "config.json").unlink()
@@ -136,7 +133,6 @@ def test_resume_without_config_json_does_not_append_rows_of_another_config(finis
     assert _tree(run) == before
 
 
-@pytest.mark.core
 def test_resume_with_a_config_json_that_does_not_parse(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path, killed=True)
     (run / "config.json").write_text('{"env": "point_mass", ')
@@ -146,7 +142,6 @@ def test_resume_with_a_config_json_that_does_not_parse(finished_run, tmp_path):
     assert _tree(run) == before
 
 
-@pytest.mark.core
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path)
     before = _tree(run)
@@ -157,7 +152,6 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run, tmp_
     assert _tree(run) == before
 
 
-@pytest.mark.core
 def test_resume_of_a_finished_distributed_run(tmp_path):
     """Distributed: summary.json with the collector at the total; a Ctrl-C'd run's is short of it."""
     run = tmp_path / "run"
@@ -181,7 +175,6 @@ def test_resume_of_a_finished_distributed_run(tmp_path):
 # ----------------------------------------------------------------------------- unusable --run_dir
 
 
-@pytest.mark.core
 @pytest.mark.parametrize("resume", [False, True])
 def test_run_dir_that_is_a_file_or_under_a_file(tmp_path, resume):
     afile = tmp_path / "afile"
@@ -194,7 +187,6 @@ def test_run_dir_that_is_a_file_or_under_a_file(tmp_path, resume):
     assert _tree(tmp_path) == before
 
 
-@pytest.mark.core
 def test_unwritable_run_dir_is_reported_without_creating_anything(tmp_path, monkeypatch):
     """Permissions through os.access (as root chmod blocks nothing, so the check is what is tested)."""
     from deepcrl.launch.cli import UsageError, check_writable_dir
@@ -224,7 +216,6 @@ def test_study_dir_that_is_a_file(tmp_path):
 # ----------------------------------------------------------------------------- render of no run
 
 
-@pytest.mark.core
 def test_render_of_a_run_dir_without_a_run(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "no_ckpt").mkdir()
@@ -239,7 +230,6 @@ def test_render_of_a_run_dir_without_a_run(tmp_path):
     assert _tree(tmp_path) == before  # no render.mp4 of a random policy
 
 
-@pytest.mark.core
 def test_render_when_no_checkpoint_restores(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path)
     for name in ("final", "latest", "latest.old"):
@@ -269,7 +259,6 @@ def test_load_policy_falls_back_from_a_damaged_checkpoint(finished_run, tmp_path
 # ----------------------------------------------------------------------------- damaged checkpoints (CLI)
 
 
-@pytest.mark.core
 def test_damaged_latest_checkpoint_resumes_from_the_previous_one(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path, killed=True)
     ckpts = run / "checkpoints"
@@ -294,7 +283,6 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(finished_run, t
     assert sorted(p.name for p in ckpts.iterdir()) == ["final", "latest", "latest.old"]
 
 
-@pytest.mark.core
 def test_no_checkpoint_restores_exits_2_naming_both(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path, killed=True)
     ckpts = run / "checkpoints"
@@ -307,7 +295,6 @@ def test_no_checkpoint_restores_exits_2_naming_both(finished_run, tmp_path):
     assert _tree(run) == before
 
 
-@pytest.mark.core
 def test_missing_checkpoint_of_a_run_with_progress_is_not_started_over(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path, killed=True)
     shutil.rmtree(run / "checkpoints")
@@ -317,7 +304,6 @@ def test_missing_checkpoint_of_a_run_with_progress_is_not_started_over(finished_
     assert _tree(run) == before
 
 
-@pytest.mark.core
 def test_run_killed_before_its_first_checkpoint_starts_over(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path, killed=True)
     shutil.rmtree(run / "checkpoints")
@@ -329,7 +315,6 @@ def test_run_killed_before_its_first_checkpoint_starts_over(finished_run, tmp_pa
     assert [r["epoch"] for r in _rows(run / "metrics.jsonl")] == [0, 1, 2, 3]
 
 
-@pytest.mark.core
 def test_k_seeds_keep_the_previous_checkpoint_and_fall_back_to_it(tmp_path):
     run = tmp_path / "run"
     res = run_cli("--run_dir", str(run), *TINY, "--num_seeds", "2")
