@@ -103,13 +103,24 @@ def test_ring_buffer_keeps_newest_steps_in_order_and_windows_are_contiguous():
     np.testing.assert_array_equal(np.diff(np.asarray(segs["state"][..., 0]), axis=1), 1.0)
 
 
-def test_minibatch_shapes():
-    ids = np.zeros((10, 30), np.int64)
+def test_minibatches_pair_each_state_with_a_later_step_of_its_own_episode():
+    """What the trainer gets: every goal is a strictly later step (k >= 1) of the same episode, in-segment."""
+    rng = np.random.default_rng(3)
+    num, length = 10, 30
+    runs = np.cumsum(rng.random((num, length)) < 0.15, axis=1)  # several episodes per segment
+    ids = runs + 100 * np.arange(num)[:, None]  # an episode id names its segment too
     mbs = relabeled_minibatches(
-        jax.random.PRNGKey(0), _segments(ids), (0, 1), 0.99, num_minibatches=4, batch_size=16
+        jax.random.PRNGKey(0), _segments(ids), (0, 1), 0.9, num_minibatches=4, batch_size=16
     )
     assert (
         mbs["state"].shape == (4, 16, 3)
         and mbs["goal"].shape == (4, 16, 2)
         and mbs["action"].shape == (4, 16, 1)
+        and mbs["offset"].shape == (4, 16)
     )
+    state, goal = np.asarray(mbs["state"]).reshape(-1, 3), np.asarray(mbs["goal"]).reshape(-1, 2)
+    offset = np.asarray(mbs["offset"]).reshape(-1)
+    np.testing.assert_array_equal(goal[:, 0], state[:, 0])  # same episode (so the same segment)
+    assert np.all(goal[:, 1] > state[:, 1]) and np.all(goal[:, 1] < length)  # later, within the segment
+    np.testing.assert_array_equal(goal[:, 1] - state[:, 1], offset)  # k is the offset reported
+    assert len({tuple(r) for r in state[:, :2]}) == len(state)  # 64 distinct transitions, no repeats

@@ -4,10 +4,50 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import struct
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_cli
 from PIL import Image
+from restore_spy import (
+    assert_trees_bitwise_equal,
+    complete_lines,
+    load_recorded,
+    run_cli_recording_restore,
+)
+
+
+def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
+    """``{(tag, step): value}`` of every scalar in a folder's event files, read back from the bytes.
+
+    An event file is a TFRecord stream (u64 length, u32 CRC, payload, u32 CRC) of ``Event`` protos;
+    tensorboardX (a core dependency) ships the proto, so this runs without TensorFlow or TensorBoard.
+    """
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                scalars[(value.tag, event.step)] = value.simple_value
+    return scalars
+
+
+def _agent_of(run_dir: Path):
+    from ml_collections import ConfigDict
+
+    from deepcrl.configs.resolve import agent_config, build_env
+    from deepcrl.learner.agent import make_agent
+
+    config = ConfigDict(json.loads((run_dir / "config.json").read_text()))
+    return make_agent(agent_config(config, build_env(config)))
 
 
 @pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
@@ -28,16 +68,32 @@ def test_single_smoke_run_writes_every_artifact(tmp_path):
     assert rows[-1]["updates"] > 0 and 0.0 <= rows[-1]["eval/success"] <= 1.0
     csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(rows) and "eval/success" in csv_lines[0]
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    assert (run_dir / "checkpoints" / "final").is_dir() and any((run_dir / "checkpoints" / "final").iterdir())
+    # TensorBoard holds every float of every row, at its env step, as float32: nothing else.
+    scalars = tensorboard_scalars(run_dir / "tensorboard")
+    logged = {(k, r["env_steps"]): v for r in rows for k, v in r.items() if isinstance(v, float)}
+    last = rows[-1]["env_steps"]
+    assert {("eval/success", last), ("critic/loss", last)} <= logged.keys()
+    assert scalars.keys() == logged.keys()
+    bad = [(k, v, scalars[k]) for k, v in logged.items() if scalars[k] != np.float32(v)]
+    assert not bad, bad[:5]
+    # The checkpoint holds the agent that made the last row; complete.json is that row.
+    import jax
+
+    from deepcrl.rundir.checkpoints import restore_train_state
+
+    agent = _agent_of(run_dir)
+    fresh = agent.init(jax.random.PRNGKey(0))
+    final = restore_train_state(run_dir / "checkpoints" / "final", fresh)
+    latest = restore_train_state(run_dir / "checkpoints" / "latest", fresh)  # the resume state's agent
+    assert int(final.step) == rows[-1]["updates"] > 0
+    assert_trees_bitwise_equal(final, latest)
+    assert json.loads((run_dir / "complete.json").read_text()) == rows[-1]
     with Image.open(run_dir / "success.png") as im:
         assert im.size[0] > 100 and im.size[1] > 100
 
 
 def test_checkpoint_restores_the_policy(tmp_path):
-    """The checkpoint of a smoke run loads back into a working deterministic policy."""
-    import numpy as np
-
+    """The checkpoint of a smoke run loads back into the deterministic policy it trained."""
     from deepcrl.launch.policy import load_policy
 
     run_dir = tmp_path / "run"
@@ -48,8 +104,22 @@ def test_checkpoint_restores_the_policy(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     env_name, _, act = load_policy(run_dir)
     assert env_name == "point_mass"
-    actions = np.asarray(act(np.zeros((3, 4), np.float32)))
-    assert actions.shape == (3, 2) and np.all(np.abs(actions) <= 1.0)
+    obs = np.random.default_rng(0).uniform(-1, 1, (16, 4)).astype(np.float32)
+    actions = np.asarray(act(obs))
+    assert actions.shape == (16, 2) and np.all(np.abs(actions) <= 1.0)
+    # The trained parameters, not freshly initialised ones (what a restore that did nothing would give).
+    import jax
+
+    from deepcrl.rundir.checkpoints import restore_train_state
+
+    agent = _agent_of(run_dir)
+    act_with = jax.jit(lambda actor, o: agent.act(actor, o, deterministic=True))
+    saved = restore_train_state(run_dir / "checkpoints" / "final", agent.init(jax.random.PRNGKey(0)))
+    assert int(saved.step) > 0
+    np.testing.assert_allclose(actions, act_with(saved.actor, obs), rtol=1e-6, atol=1e-7)
+    for seed in (0, 1):
+        fresh = np.asarray(act_with(agent.init(jax.random.PRNGKey(seed)).actor, obs))
+        assert np.abs(actions - fresh).max() > 1e-3, seed
 
 
 @pytest.mark.parametrize(
@@ -86,6 +156,8 @@ def test_killed_single_run_resumes_from_its_latest_checkpoint(tmp_path):
 
     from conftest import ROOT
 
+    from deepcrl.rundir.checkpoints import restore_train_state
+
     run_dir = tmp_path / "run"
     args = [
         "--run_dir", str(run_dir), "--total_env_steps", "60000", "--num_envs", "16", "--num_eval_envs", "8",
@@ -100,15 +172,33 @@ def test_killed_single_run_resumes_from_its_latest_checkpoint(tmp_path):
     proc.wait()
     assert not (run_dir / "complete.json").exists()
     written = metrics.read_text()
+    at_kill = tmp_path / "at_kill"
+    shutil.copytree(run_dir, at_kill)
     for change in (["--set", "num_seeds=2"], ["--critic_depth", "8"]):  # the checkpoints would not fit
         res = run_cli(*args, *change, "--resume")
         assert res.returncode == 2 and "--resume cannot change" in res.stderr, res.stderr[-2000:]
         assert "Traceback" not in res.stderr and metrics.read_text() == written
-    res = run_cli(*args, "--resume")
+    res = run_cli_recording_restore(*args, "--resume", path=tmp_path / "restored.pkl")
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     epochs = [r["epoch"] for r in rows]
     assert epochs == list(range(7)), epochs  # no epoch lost or duplicated
-    updates = [r["updates"] for r in rows]
-    assert updates == sorted(updates) and updates[-1] == 6 * updates[1]  # training continued, not restarted
+    # Not a silent restart: the rows from before the kill are kept byte for byte (metrics.jsonl; the
+    # resumed MetricsLog starts metrics.csv over with its first row's columns, so the csv is not) ...
+    before = complete_lines((at_kill / "metrics.jsonl").read_text())
+    assert before.count("\n") >= 3  # epochs 0-2
+    assert metrics.read_text().startswith(before)
+    # ... the resumed run trains from the saved train state, bit for bit ...
+    restored = load_recorded(tmp_path / "restored.pkl")
+    saved = restore_train_state(at_kill / "checkpoints" / "latest", restored)
+    assert_trees_bitwise_equal(restored, saved)
+    # ... and its counters carry on from it.
+    per_epoch = rows[1]["updates"]
+    assert [r["updates"] for r in rows] == [e * per_epoch for e in range(7)]
+    saved_epoch = int(saved.step) // per_epoch
+    assert int(saved.step) == saved_epoch * per_epoch and 2 <= saved_epoch < 6
+    # env_steps too; the resumed run refills its replay buffer first, and those steps count.
+    prefill, per_epoch_steps = rows[0]["env_steps"], rows[1]["env_steps"] - rows[0]["env_steps"]
+    refills = lambda e: prefill if e > saved_epoch else 0  # noqa: E731
+    assert [r["env_steps"] for r in rows] == [prefill + e * per_epoch_steps + refills(e) for e in range(7)]
     assert json.loads((run_dir / "complete.json").read_text())["epoch"] == 6

@@ -2,21 +2,31 @@
 
 One K=3 run is killed (kill -9) after its first trained epoch and resumed; its
 files then serve every check. Separate one-seed runs with ``seed + s`` are the
-references for its seeds s = 0, 1, 2.
+references for its seeds s = 0, 1, 2. A copy of the run directory as the kill
+left it lies next to it (``at_kill/``), with the train state the resumed run
+trained from (``restored.pkl``, see tests/restore_spy.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+from restore_spy import (
+    assert_trees_bitwise_equal,
+    complete_lines,
+    load_recorded,
+    run_cli_recording_restore,
+)
 
 ARGS = [
     "--total_env_steps", "44000", "--num_envs", "8", "--num_eval_envs", "4", "--batch_size", "32",
@@ -47,7 +57,8 @@ def k_seeds(tmp_path_factory):
     os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
     proc.wait()
     assert not (run_dir / "complete.json").exists(), "the run ended before it could be killed"
-    res = run_cli(*args, "--resume")
+    shutil.copytree(run_dir, run_dir.parent / "at_kill")
+    res = run_cli_recording_restore(*args, "--resume", path=run_dir.parent / "restored.pkl")
     assert res.returncode == 0, res.stderr[-3000:]
     return run_dir
 
@@ -62,9 +73,10 @@ def test_k_seeds_write_per_seed_rows_and_their_mean(k_seeds):
         assert updates[-1] == 4 * updates[1] > 0  # training continued, not restarted
     for m, *per_seed in zip(mean, *seeds, strict=True):
         assert m["num_seeds"] == K and {r["env_steps"] for r in per_seed} == {m["env_steps"]}
-        for k in ("eval/final_distance", "coverage/goal_spread", "critic/loss"):
-            if k in m:
-                assert m[k] == pytest.approx(sum(r[k] for r in per_seed) / K, rel=1e-6)
+        keys = ["eval/final_distance", "coverage/goal_spread"] + (["critic/loss"] if m["epoch"] else [])
+        for k in keys:  # epoch 0 (the untrained policy) has no training metrics
+            assert k in m and all(k in r for r in per_seed), (m["epoch"], k)
+            assert m[k] == pytest.approx(sum(r[k] for r in per_seed) / K, rel=1e-6)
     curves = {tuple(r["eval/final_distance"] for r in rows) for rows in seeds}
     assert len(curves) == K, "two seeds evaluated identically"
     for s in range(K):
@@ -74,6 +86,36 @@ def test_k_seeds_write_per_seed_rows_and_their_mean(k_seeds):
         assert (k_seeds / f"seed_{s}" / "metrics.csv").exists()
     assert json.loads((k_seeds / "complete.json").read_text())["num_seeds"] == K
     assert (k_seeds / "success.png").exists()
+
+
+@pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
+def test_k_seeds_resume_continues_from_the_saved_state(k_seeds):
+    """Not a silent restart: rows written before the kill stay byte for byte, the K stacked train states
+    the resumed run trains from are bitwise the saved ones, and the counters carry on from them."""
+    import jax
+
+    from deepcrl.rundir.checkpoints import restore_train_state
+
+    at_kill = k_seeds.parent / "at_kill"
+    for folder in [Path("."), *(Path(f"seed_{s}") for s in range(K))]:
+        before = complete_lines((at_kill / folder / "metrics.jsonl").read_text())
+        assert before.count("\n") >= 2, folder  # epochs 0 and 1 at least (seed rows precede the mean's)
+        assert (k_seeds / folder / "metrics.jsonl").read_text().startswith(before), folder
+    restored = load_recorded(k_seeds.parent / "restored.pkl")
+    saved = restore_train_state(at_kill / "checkpoints_all_seeds" / "latest", restored)
+    assert_trees_bitwise_equal(restored, saved)
+    steps = np.asarray(jax.device_get(saved.step))
+    assert steps.shape == (K,) and len(set(steps.tolist())) == 1 and steps[0] > 0
+    for s in range(K):
+        rows = _rows(k_seeds / f"seed_{s}" / "metrics.jsonl")
+        per_epoch = rows[1]["updates"]
+        assert [r["updates"] for r in rows] == [e * per_epoch for e in range(5)]
+        saved_epoch = steps[0] // per_epoch
+        assert 1 <= saved_epoch < 4  # killed after epoch 1, before the end
+        # The resumed run refills its replay buffer first (prefill), and those env steps count.
+        prefill, per_epoch_steps = rows[0]["env_steps"], rows[1]["env_steps"] - rows[0]["env_steps"]
+        expected = [prefill + e * per_epoch_steps + (prefill if e > saved_epoch else 0) for e in range(5)]
+        assert [r["env_steps"] for r in rows] == expected
 
 
 @pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
@@ -88,9 +130,7 @@ def test_seeds_train_different_agents_with_per_seed_checkpoints(k_seeds):
     config = ConfigDict(json.loads((k_seeds / "seed_0" / "config.json").read_text()))
     agent = make_agent(agent_config(config, build_env(config)))
     target = agent.init(jax.random.PRNGKey(0))
-    states = [
-        restore_train_state(k_seeds / f"seed_{s}" / "checkpoints" / "final", target) for s in range(K)
-    ]
+    states = [restore_train_state(k_seeds / f"seed_{s}" / "checkpoints" / "final", target) for s in range(K)]
     assert len({int(st.step) for st in states}) == 1 and int(states[0].step) > 0
     actors = [np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(st.actor)]) for st in states]
     for i in range(K):

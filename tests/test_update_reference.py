@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxpr_check import bf16_dot_generals
 
 from deepcrl.learner.agent import AgentConfig, make_agent
 from deepcrl.learner.networks import TrunkConfig
@@ -117,10 +118,23 @@ def test_bf16_matmuls_stay_close_to_float32(fast_update):
         assert y.dtype == x.dtype and x.dtype in (jnp.float32, jnp.int32)
         np.testing.assert_array_equal(x, y)  # same float32 initial parameters
     batch, key = _batch(), jax.random.PRNGKey(3)
+    # The matmuls really run in bfloat16: every Dense of the three trunks (66 of the update's 69
+    # dot_generals; the other 3 are the float32 energy matrix φ·ψᵀ and its two gradients).
+    bf_dots, all_dots = bf16_dot_generals(bf_agent.update, ts, batch, key)
+    assert bf_dots >= all_dots - 3 and bf_dots > 0, (bf_dots, all_dots)
+    assert bf16_dot_generals(f32_agent.update, ts, batch, key)[0] == 0
     new32, m32 = fast_update(ts, batch, key)
     new16, m16 = jax.jit(bf_agent.update)(ts, batch, key)
-    for name in ("critic/loss", "actor/loss", "alpha/loss", "actor/entropy", "critic/grad_norm", "actor/grad_norm"):
+    for name in (
+        "critic/loss",
+        "actor/loss",
+        "alpha/loss",
+        "actor/entropy",
+        "critic/grad_norm",
+        "actor/grad_norm",
+    ):
         np.testing.assert_allclose(m16[name], m32[name], rtol=3e-2, atol=1e-2, err_msg=name)
+        assert m16[name] != m32[name], name  # close, but not float32's own result
     # Gradients: Adam's first moment after one step is (1 − β₁)·grad, so compare μ directly.
     for role in ("actor_opt", "critic_opt"):
         g32 = jax.tree_util.tree_leaves(getattr(new32, role)[0].mu)

@@ -1,0 +1,107 @@
+"""Config switches reach the program a real ``single`` run compiles, not only the unit they name.
+
+``eval_env``, ``reset_to_first_start``, ``remat`` and ``compute_dtype`` each have a unit test of
+their own (tests/test_paper_fidelity.py, tests/test_networks.py, tests/test_update_reference.py);
+here each goes through ``make_single_trainer(config)``, the function ``launch/run.py`` trains with,
+so a config field dropped on the way (resolve.py, the trainer) fails a test. Nothing here trains:
+the checks trace, lower, or run init / prefill / one evaluation, on small settings.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jaxpr_check import bf16_dot_generals, checkpoint_policies
+
+from deepcrl.configs.defaults import get_config
+from deepcrl.envs import make_env
+from deepcrl.launch.single import make_single_trainer
+from deepcrl.learner.networks import SAVE_MATMULS
+
+pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
+
+
+def small_config(**fields):
+    """Defaults shrunk to a few envs and narrow nets (as tests/test_seeds.py's runs), then ``fields``."""
+    config = get_config()
+    config.update(
+        dict(num_envs=8, num_eval_envs=4, batch_size=32, critic_width=16, actor_width=16, num_minibatches=2)
+    )
+    config.update(dict(unroll_length=25, min_replay_steps_per_env=50, total_env_steps=5000, checkpoint=False))
+    config.update(fields)
+    return config
+
+
+@pytest.mark.parametrize("remat, dtype", [(True, "bfloat16"), (False, "float32")])
+def test_remat_and_bf16_reach_the_trained_program(remat, dtype):
+    """The epoch a run compiles recomputes whole blocks and multiplies in bfloat16 exactly when asked."""
+    trainer = make_single_trainer(small_config(remat=remat, compute_dtype=dtype))
+    carry = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))  # shapes only: nothing runs
+    policies = set(checkpoint_policies(trainer.train_epoch, carry))
+    assert policies == ({None} if remat else {SAVE_MATMULS}), policies  # scanned blocks: SAVE_MATMULS off
+    bf16, dots = bf16_dot_generals(trainer.train_epoch, carry)
+    if dtype == "bfloat16":
+        # Acting (the actor) and the update (actor, φ, ψ): all but the float32 energy matrices.
+        assert bf16 >= dots - 5 and bf16 > 0, (bf16, dots)
+        hlo = trainer.train_epoch.lower(carry).as_text()  # what XLA is handed
+        assert "xbf16>" in hlo and "dot_general" in hlo
+    else:
+        assert bf16 == 0, (bf16, dots)
+
+
+def test_eval_env_is_what_a_run_evaluates_on():
+    """Train on the u4 point-mass maze, evaluate on its far-goal layout: every goal a run's evaluation
+    draws lies in one of the eval layout's goal cells.
+
+    With the actor zeroed the action is 0 and the mass never leaves its start, so one eval env's
+    final distance is its start-to-goal distance (the goal sits at a cell centre, the start within
+    0.05 cell of its own): 2, 3, 3.2 or 3.6 cells for the far goal cells.
+    """
+    config = small_config(env="point_mass_u4_maze", eval_env="point_mass_u4_maze_eval", num_eval_envs=1)
+    trainer = make_single_trainer(config)
+    carry = trainer.init(jax.random.PRNGKey(0))
+    still = jax.tree_util.tree_map(jnp.zeros_like, carry.train_state.actor)
+    carry = carry.replace(train_state=carry.train_state.replace(actor=still))
+    distances = np.array(
+        [float(trainer.evaluate(carry, jax.random.PRNGKey(k))["final_distance"]) for k in range(40)]
+    )
+    maze = make_env(config.eval_env).maze
+    far = np.linalg.norm(maze.goal_centers - maze.start_xy, axis=1)  # 8, 12, 12.6, 14.4 m
+    jitter = 0.05 * np.sqrt(2) * maze.cell_size  # the start's reset noise
+    nearest = np.abs(distances[:, None] - far[None, :]).min(axis=1)
+    assert (nearest <= jitter + 1e-4).all(), distances[nearest > jitter + 1e-4]
+    assert len({int(np.argmin(np.abs(d - far))) for d in distances}) == len(far)  # all four drawn
+    # Evaluating on the training layout instead would pass with probability below 0.6^40 < 1e-8:
+    # half of its goal cells lie at distances no far goal cell has (1, 1.4, 2.2 and 2.8 cells).
+    train = make_env(config.env).maze
+    train_far = np.linalg.norm(train.goal_centers - train.start_xy, axis=1)
+    unlike = np.abs(train_far[:, None] - far[None, :]).min(axis=1) > 2 * jitter + 1e-4
+    assert unlike.mean() >= 0.4, train_far
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_reset_to_first_start_reaches_the_training_envs(first):
+    """In a run's own training envs (after its prefill, 5 episodes), every episode starts where the first
+    did, with its goal, when asked; fresh starts and goals otherwise."""
+    config = small_config(reset_to_first_start=first, episode_length=10)
+    trainer = make_single_trainer(config)
+    carry = trainer.init(jax.random.PRNGKey(0))
+    goal0 = np.asarray(carry.env_state.info["goal"])
+    start0 = np.asarray(carry.env_state.obs[:, : trainer.agent.config.state_size])
+    carry = trainer.prefill(carry)  # 2 unrolls of 25 steps of the run's training envs
+    assert (np.asarray(carry.env_state.info["episode_id"]) == 5).all()
+    goal5 = np.asarray(carry.env_state.info["goal"])
+    size = int(carry.buffer.size)
+    states = np.asarray(carry.buffer.data["state"])[:size]  # [T, N, S] in the order collected
+    ids = np.asarray(carry.buffer.data["episode_id"])[:size]
+    firsts = states[1:][ids[1:] != ids[:-1]].reshape(-1, config.num_envs, states.shape[-1])  # [4, N, S]
+    assert firsts.shape[0] == 4
+    if first:
+        np.testing.assert_array_equal(goal5, goal0)
+        np.testing.assert_array_equal(firsts, np.broadcast_to(start0, firsts.shape))
+    else:
+        assert not np.isclose(goal5, goal0).all(axis=1).any()
+        assert not np.isclose(firsts, start0).all(axis=2).any()
+    assert len(np.unique(goal0, axis=0)) == config.num_envs  # and each env its own
