@@ -71,7 +71,7 @@ def _xla_temp(cfg: AgentConfig, batch: int) -> int:
     ],
 )
 def test_update_estimate_bounds_xla_temporaries(actor, critic, batch):
-    """Over XLA's own count of one compiled update, never under, and by less than 2.5x.
+    """Over XLA's own count of one compiled update, never under, and by less than 3.5x.
 
     Measured when written (CPU, JAX 0.4.34): 1.34, 1.47, 1.23, 1.45 for these shapes; 1.1-1.85 over depth 4-256,
     width 64-256, batch 256-2048, remat and unrolled blocks (docstring of configs/budget.py).
@@ -79,7 +79,7 @@ def test_update_estimate_bounds_xla_temporaries(actor, critic, batch):
     cfg = AgentConfig(29, 2, 8, actor=actor, critic=critic, repr_dim=64)  # Ant's sizes
     xla = _xla_temp(cfg, batch)
     est = budget.update_bytes(cfg, batch)
-    assert xla <= est <= 2.5 * xla, (est / 2**20, xla / 2**20)
+    assert xla <= est <= 3.5 * xla, (est / 2**20, xla / 2**20)  # x1.5 XLA_HEADROOM since
 
 
 @pytest.mark.core  # no Reverb, TensorFlow or Ray

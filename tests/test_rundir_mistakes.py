@@ -463,7 +463,8 @@ def test_collector_without_a_record_starts_over_only_without_progress(tmp_path):
     assert not c.resumed and not (c.dir / "metrics.jsonl").exists()
 
 
-@pytest.mark.core
+# Not core: a checkpoint without a manifest was written by the pinned stack (before manifests); how
+# Orbax fails on its damaged files differs across Orbax versions (today's restored one silently).
 def test_orbax_checkpoint_without_manifest_falls_back_on_orbax_errors(tmp_path, capfd):
     """Checkpoints written before the manifest existed: Orbax's own error is the reason."""
     from deepcrl.rundir.checkpoints import MANIFEST, previous, restore_train_state, save_train_state

@@ -143,7 +143,7 @@ def test_seeds_train_different_agents_with_per_seed_checkpoints(k_seeds):
 def test_each_seed_equals_a_separate_one_seed_run(k_seeds, tmp_path, s):
     """Same keys, same function: equal to float32 rounding after one epoch (not bitwise: batched kernels).
 
-    Every continuous metric agrees to 1e-4. critic/accuracy counts argmax hits over logits that are
+    Every continuous metric agrees to 2e-4 (up to 1.1e-4 apart seen on JAX 0.12). critic/accuracy counts argmax hits over logits that are
     still nearly uniform this early (≈ 0.1 against chance 0.03), so the rounding differences of
     batched kernels flip a few near-ties (1 to 11 of 3,520 seen on JAX 0.12): compared within 1 %.
     """
@@ -158,7 +158,7 @@ def test_each_seed_equals_a_separate_one_seed_run(k_seeds, tmp_path, s):
         keys = [k for k in a if k.startswith(COMPARED)]
         assert len(keys) > 5
         tol = {k: 1e-2 if k.endswith("accuracy") else 1e-5 for k in keys}
-        bad = [(k, a[k], b[k]) for k in keys if b[k] != pytest.approx(a[k], rel=1e-4, abs=tol[k])]
+        bad = [(k, a[k], b[k]) for k in keys if b[k] != pytest.approx(a[k], rel=2e-4, abs=tol[k])]
         assert not bad, bad
 
 
