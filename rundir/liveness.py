@@ -37,9 +37,9 @@ def stall_limit_s(fixed_s: float, longest_pause_s: float) -> float:
 class Liveness:
     """A role's work count and the last moment its loop was alive (thread-safe, O(1) per call)."""
 
-    def __init__(self, count: int = 0) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.count = int(count)  # a restarted role continues its count (updates, env steps)
+        self.count = 0  # a restored role sets where it continues (updates, env steps) before its loop
         self.phase = "starting"  # until the first beat of the role's loop (first compile included)
         self._beat = time.monotonic()
         self._longest_pause = 0.0
