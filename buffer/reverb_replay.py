@@ -21,15 +21,20 @@ with it TensorFlow); nothing else in the project needs TensorFlow.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import reverb
 import tensorflow as tf
 from reverb import pybind as reverb_pybind
+
+from deepcrl.buffer.replay_spec import ReplaySpec, TableSpec, make_spec  # noqa: F401  (the contract, re-exported)
 
 # Field order of the flattened item columns. dm-tree flattens dicts in sorted key order, so the writer's
 # `create_item(trajectory=dict)` lays the columns out in this order; the sampler relies on it.
@@ -45,108 +50,8 @@ NUM_INFO = 5
 
 
 # --------------------------------------------------------------------------------------------------------
-# Configuration
+# Rate limiters and tables (the specs themselves: replay_spec.py)
 # --------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class TableSpec:
-    """One table (one per learner) and its rate limiter.
-
-    samples_per_insert: None -> no ratio is enforced (Reverb `MinSize`: sampling only waits for
-      `min_size_steps`). A float -> Reverb `SampleToInsertRatio`, counted in *segments*: how many sampled
-      segments (items) per inserted segment. E.g. a learner drawing 800 batches of 256 segments per
-      collector write of 512 segments wants 800 * 256 / 512 = 400.
-    error_buffer: allowed deviation from the ratio, in samples (Reverb's unit). None -> the Acme-style
-      default max(0.1 * spi * min_size_items, 2 * max(1, spi)). Set it to at least spi * N (the segments of
-      one collector write) so a whole segment batch can land without stalling halfway.
-    """
-
-    name: str
-    samples_per_insert: float | None = None
-    error_buffer: float | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplaySpec:
-    """Everything both sides of the replay must agree on; sizes are given in env *steps*.
-
-    capacity_steps: steps each table holds; the table's item capacity is capacity_steps // segment_length.
-      Tables share chunks and all evict FIFO, so the server holds about capacity_steps steps in total
-      (not per table).
-    min_size_steps: sampling from a table waits until it holds this many steps (rounded up to segments).
-    """
-
-    tables: tuple[TableSpec, ...]
-    capacity_steps: int
-    segment_length: int
-    state_size: int
-    action_size: int
-    min_size_steps: int = 1
-
-    def __post_init__(self) -> None:
-        if not self.tables:
-            raise ValueError("ReplaySpec needs at least one table")
-        names = [t.name for t in self.tables]
-        if len(set(names)) != len(names):
-            raise ValueError(f"duplicate table names: {names}")
-        if self.segment_length < 1 or self.state_size < 1 or self.action_size < 1:
-            raise ValueError("segment_length, state_size and action_size must be positive")
-        if self.capacity_steps < self.segment_length:
-            raise ValueError(
-                f"capacity_steps ({self.capacity_steps}) must hold at least one segment "
-                f"({self.segment_length} steps)"
-            )
-        if self.min_size_items > self.capacity_items:
-            raise ValueError("min_size_steps exceeds capacity_steps: sampling would never start")
-
-    @property
-    def table_names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.tables)
-
-    @property
-    def capacity_items(self) -> int:
-        return self.capacity_steps // self.segment_length
-
-    @property
-    def min_size_items(self) -> int:
-        return max(1, math.ceil(self.min_size_steps / self.segment_length))
-
-    def item_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Shape of one item (one env's segment) per field."""
-        L = self.segment_length
-        return {"action": (L, self.action_size), "episode_id": (L,), "state": (L, self.state_size)}
-
-    def bytes_per_step(self) -> int:
-        return 4 * (self.state_size + self.action_size + 1)
-
-    def table(self, name: str) -> TableSpec:
-        for t in self.tables:
-            if t.name == name:
-                return t
-        raise KeyError(f"no table {name!r} in spec (tables: {self.table_names})")
-
-
-def make_spec(
-    table_names: Sequence[str],
-    *,
-    capacity_steps: int,
-    segment_length: int,
-    state_size: int,
-    action_size: int,
-    min_size_steps: int = 1,
-    samples_per_insert: float | None = None,
-    error_buffer: float | None = None,
-) -> ReplaySpec:
-    """Convenience: a spec whose tables all share one rate-limiter setting."""
-    return ReplaySpec(
-        tables=tuple(TableSpec(n, samples_per_insert, error_buffer) for n in table_names),
-        capacity_steps=capacity_steps,
-        segment_length=segment_length,
-        state_size=state_size,
-        action_size=action_size,
-        min_size_steps=min_size_steps,
-    )
 
 
 def _rate_limiter(spec: ReplaySpec, table: TableSpec) -> reverb.rate_limiters.RateLimiter:
@@ -200,11 +105,30 @@ def start_server(
     restores the latest one (tables, items, rate-limiter counters). The server listens on all interfaces;
     `host` only shapes the returned address (give the node's IP when learners run on other machines).
     """
-    checkpointer = None
-    if checkpoint_dir is not None:
-        checkpointer = reverb.checkpointers.DefaultCheckpointer(path=str(checkpoint_dir))
-    server = reverb.Server(tables=make_tables(spec), port=port, checkpointer=checkpointer)
+    if checkpoint_dir is None:
+        server = reverb.Server(tables=make_tables(spec), port=port)
+        return server, f"{host}:{server.port}"
+    checkpointer = reverb.checkpointers.DefaultCheckpointer(path=str(checkpoint_dir))
+    # Reverb's C++ start-up notes (checkpointer, restore, port) go to a log beside the checkpoints,
+    # not to the run's console; a failure still raises here with its message.
+    with _stderr_to(Path(checkpoint_dir) / "server.log"):
+        server = reverb.Server(tables=make_tables(spec), port=port, checkpointer=checkpointer)
     return server, f"{host}:{server.port}"
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """This process's file descriptor 2 (C++ code writes there directly) appended to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def table_info(address: str, timeout_s: int | None = None) -> dict[str, dict[str, Any]]:

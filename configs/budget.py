@@ -1,6 +1,6 @@
 """Memory a run will hold, estimated from its config before anything is allocated.
 
-``estimate(config, env, layout)`` counts, per role and per item, the bytes a run
+``estimate(experiment)`` counts, per role and per item, the bytes a run
 keeps: the replay (on-device ring buffer of ``single``, or the Reverb tables),
 parameters with Adam's two moments, one SGD update's temporaries (gradients,
 the activations kept for the backward pass at the batch and depth asked, with
@@ -48,17 +48,15 @@ lets one try.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
 from deepcrl.buffer.relabel import segments_needed
-from deepcrl.configs.resolve import ConfigError, Layout, agent_config, build_eval_env
+from deepcrl.configs.experiment import Experiment
+from deepcrl.configs.machine import accelerator_limit, gpu_total, host_available
+from deepcrl.configs.validation import ConfigError, Layout
 from deepcrl.envs.base import GoalEnv
 from deepcrl.learner.agent import AgentConfig
 from deepcrl.learner.networks import TrunkConfig
@@ -164,12 +162,12 @@ def _batches_bytes(config: ConfigDict, env: GoalEnv, layout: Layout) -> tuple[in
     return segments, relabeled
 
 
-def _env_bytes(config: ConfigDict, env: GoalEnv, layout: Layout) -> tuple[int, int]:
+def _env_bytes(config: ConfigDict, env: GoalEnv, eval_env: GoalEnv, layout: Layout) -> tuple[int, int]:
     """(training envs with one unroll's records, evaluation envs with one episode's metrics)."""
     s, a = env.spec.state_size, env.action_size
     n, unroll, n_eval = int(config.num_envs), int(config.unroll_length), int(config.num_eval_envs)
     train = ENV_COPIES * n * env_state_bytes(env) + F32 * unroll * n * (2 * (s + a + 1) + EVAL_METRICS)
-    evaluation = ENV_COPIES * n_eval * env_state_bytes(build_eval_env(config, env))
+    evaluation = ENV_COPIES * n_eval * env_state_bytes(eval_env)
     return train, evaluation + F32 * layout.episode_length * n_eval * EVAL_METRICS
 
 
@@ -189,16 +187,17 @@ def _role(host: dict, device: dict, on_device: bool) -> dict:
     return {"host": merged, "device": {}}
 
 
-def estimate(config: ConfigDict, env: GoalEnv, layout: Layout, accelerator: bool = False) -> dict:
+def estimate(exp: Experiment, accelerator: bool = False) -> dict:
     """Bytes per role and per item (JSON-ready). ``accelerator``: ``single`` runs on a GPU/TPU."""
+    config, env, layout = exp.config, exp.env(), exp.layout
     per_step = F32 * (env.spec.state_size + env.action_size + 1)
     replay = int(config.replay_steps_per_env) * int(config.num_envs) * per_step
     segments, relabeled = _batches_bytes(config, env, layout)
-    train_envs, eval_envs = _env_bytes(config, env, layout)
+    train_envs, eval_envs = _env_bytes(config, env, exp.eval_env(), layout)
     roles: dict[str, dict] = {}
     if config.topology == "single":
         k = int(config.get("num_seeds", 1))
-        cfg = agent_config(config, env)
+        cfg = exp.agent
         ts = train_state_bytes(cfg)
         device = {
             "replay": k * replay,
@@ -209,14 +208,12 @@ def estimate(config: ConfigDict, env: GoalEnv, layout: Layout, accelerator: bool
         }
         roles["single"] = _role({"runtime": RUNTIME, "checkpoint": k * ts}, device, accelerator)
     else:
-        from deepcrl.configs.topologies import resolve_roles
-
-        collector, learners = resolve_roles(config)
+        learners = exp.learners
         items = math.ceil(int(config.replay_steps_per_env) * int(config.num_envs) / layout.segment_length)
         roles["replay"] = _role(
             {"replay": replay + items * len(learners) * REVERB_ITEM, "runtime": RUNTIME}, {}, False
         )
-        ccfg = agent_config(collector.apply_to(config), env)
+        ccfg = exp.agents[exp.collector.name]
         writes = (int(config.writer_queue) + 1) * int(config.num_envs) * int(config.unroll_length) * per_step
         roles["collector"] = _role(
             {"runtime": RUNTIME, "batches": writes, "train_state": actor_bytes(ccfg)},
@@ -224,7 +221,7 @@ def estimate(config: ConfigDict, env: GoalEnv, layout: Layout, accelerator: bool
             float(config.gpus_per_collector) > 0,
         )
         for role in learners:
-            cfg = agent_config(role.apply_to(config), env)
+            cfg = exp.agents[role.name]
             ts = train_state_bytes(cfg)
             roles[role.name] = _role(
                 {
@@ -275,75 +272,6 @@ def check_counts(config: ConfigDict, layout: Layout) -> None:
             f"num_minibatches {config.num_minibatches}), past the limit {INT32_MAX:,} of the int32 update "
             "counter (TrainState.step); lower --num_minibatches or --total_env_steps"
         )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Memory available
-# ---------------------------------------------------------------------------------------------------
-
-
-def _read_int(path: str, key: str | None = None) -> int | None:
-    """The integer a file holds (``memory.max``), or the value of ``key`` in a ``key value`` file."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return None
-    if key is not None:
-        lines = (line.split() for line in text.splitlines())
-        text = next((v[1] for v in lines if len(v) == 2 and v[0] == key), "")
-    word = (text.split() or [""])[0]
-    return int(word) if word.isdigit() else None
-
-
-def host_available() -> tuple[int, str]:
-    """(bytes of RAM this process may still use, where that number came from)."""
-    avail, source = None, "MemAvailable"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    if avail is None:
-        avail, source = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free pages"
-    for folder, limit, usage, cache in (
-        ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),  # cgroup v2
-        ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
-    ):
-        cap, used = _read_int(f"{folder}/{limit}"), _read_int(f"{folder}/{usage}")
-        if cap is None or used is None or cap >= 2**60:  # no limit set
-            continue
-        free = cap - used + (_read_int(f"{folder}/memory.stat", cache) or 0)  # page cache is reclaimable
-        if free < avail:
-            avail, source = max(free, 0), "cgroup limit minus usage"
-    return avail, source
-
-
-def accelerator_limit() -> int | None:
-    """XLA's ``bytes_limit`` on this process's first device; None on CPU (the host's RAM is the limit)."""
-    dev = jax.local_devices()[0]
-    if dev.platform == "cpu":
-        return None
-    try:
-        stats = dev.memory_stats() or {}
-    except Exception:  # noqa: BLE001 - not every backend implements it
-        return None
-    return int(stats["bytes_limit"]) if "bytes_limit" in stats else None
-
-
-def gpu_total() -> int | None:
-    """Memory of the first GPU from ``nvidia-smi`` (no JAX backend started in this process), or None."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
-        return int(float(out.split()[0])) * 2**20
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -420,15 +348,16 @@ def _sum_items(roles: dict, where: str) -> dict:
     return out
 
 
-def check(config: ConfigDict, env: GoalEnv, layout: Layout) -> dict:
+def check(exp: Experiment) -> dict:
     """Counts and memory of the run against this machine; ConfigError (one line) if it cannot fit.
 
     Returns the estimate with the limits it was checked against (what ``config.json`` records).
     """
-    check_counts(config, layout)
-    single = config.topology == "single"
+    config, env = exp.config, exp.env()
+    check_counts(config, exp.layout)
+    single = not exp.distributed
     device_limit = accelerator_limit() if single else None
-    est = estimate(config, env, layout, accelerator=device_limit is not None)
+    est = estimate(exp, accelerator=device_limit is not None)
     host, source = host_available()
     est.update(host_limit_bytes=host, host_limit_source=source, device_limit_bytes=device_limit)
     if not bool(config.get("memory_check", True)):

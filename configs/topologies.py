@@ -14,13 +14,13 @@ import math
 from ml_collections import ConfigDict
 
 from deepcrl.configs.defaults import TOPOLOGIES
-from deepcrl.configs.resolve import ConfigError
+from deepcrl.configs.validation import ConfigError
 
 DISTRIBUTED = tuple(t for t in TOPOLOGIES if t != "single")
 
 
 @dataclasses.dataclass(frozen=True)
-class Role:
+class RoleSpec:
     """One learner (or the collector's policy): its name is also its Reverb table."""
 
     name: str
@@ -65,7 +65,7 @@ def validate_numbers(config: ConfigDict) -> None:
     """Every numeric field of the distributed config: finite and in range, else one-line ConfigError.
 
     Whether the GPUs asked for exist is checked against the cluster before launch
-    (``launch/distributed.check_resources``).
+    (``launch/cluster.check_resources``).
     """
     for name, low, inclusive in _NUMBERS:
         if name not in config:
@@ -86,7 +86,7 @@ def validate_numbers(config: ConfigDict) -> None:
             raise ConfigError(f"{name} above 1 must be a whole number of GPUs, got {gpus:g}")
 
 
-def resolve_roles(config: ConfigDict) -> tuple[Role, list[Role]]:
+def resolve_roles(config: ConfigDict) -> tuple[RoleSpec, list[RoleSpec]]:
     """(the collector's policy role, all learner roles — the driving learner first)."""
     topology = config.topology
     if topology not in DISTRIBUTED:
@@ -124,7 +124,7 @@ def resolve_roles(config: ConfigDict) -> tuple[Role, list[Role]]:
         if w <= 0:
             raise ConfigError(f"every role width must be positive, got {w}")
 
-    collector = Role(
+    collector = RoleSpec(
         "collector_learner",
         actor_depth=collector_depths[0],
         critic_depth=collector_depths[1],
@@ -136,7 +136,7 @@ def resolve_roles(config: ConfigDict) -> tuple[Role, list[Role]]:
     for i, depth in enumerate(learner_depths):
         w = widths[i if len(widths) > 1 else 0] if widths else None
         learners.append(
-            Role(
+            RoleSpec(
                 f"learner{i + 1}_d{depth}",
                 actor_depth=depth,
                 critic_depth=depth,

@@ -14,6 +14,11 @@ class UsageError(Exception):
     """Bad input from the user: printed as one ``error:`` line, exit code 2."""
 
 
+class RoleFailed(RuntimeError):
+    """A role (collector, learner, replay) of a distributed run died for good; the message names it
+    and its error. Printed as one ``error:`` line, exit code 1."""
+
+
 def run_main(main: Callable[[list[str]], int]) -> None:
     """``app.run`` with quiet logging and ``UsageError`` turned into ``error: ...`` / exit 2."""
 

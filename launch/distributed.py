@@ -20,72 +20,20 @@ Ctrl-C stops every role cleanly, keeping their final checkpoints, and
 from __future__ import annotations
 
 import json
-import os
-import socket
-import sys
 import time
 from pathlib import Path
 
 import ray
-from ml_collections import ConfigDict
 
 from deepcrl.configs.budget import check_nodes
-from deepcrl.configs.resolve import ConfigError, build_env, replay_spec, validate
-from deepcrl.configs.topologies import Role, resolve_roles
+from deepcrl.configs.experiment import Experiment
+from deepcrl.configs.validation import ConfigError
+from deepcrl.launch.cli import RoleFailed
+from deepcrl.launch.cluster import check_resources, connect
 from deepcrl.launch.progress import RoleWatcher
-from deepcrl.launch.supervise import RoleFailed, Supervisor
+from deepcrl.launch.supervise import Supervisor
 from deepcrl.rundir.metrics import publish_to_wandb, read_metrics, write_config
 from deepcrl.rundir.plots import plot_success
-
-
-def connect_ray(address: str):
-    """Start an embedded local Ray, or join ``address``; unreachable → ConfigError."""
-    if ray.is_initialized():
-        return ray
-    if not sys.stderr.isatty():
-        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no colour codes around role prefixes in log files
-    env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
-    if address:
-        host = address.replace("ray://", "").rsplit(":", 1)
-        if len(host) != 2 or not host[1].isdigit():
-            raise ConfigError(f"ray_address must look like HOST:PORT (e.g. 127.0.0.1:6379), got {address!r}")
-        try:  # fail fast with one line instead of Ray's long retry loop
-            socket.create_connection((host[0], int(host[1])), timeout=5).close()
-        except OSError as e:
-            raise ConfigError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
-        try:
-            ray.init(address=address, runtime_env=env, log_to_driver=True, logging_level="ERROR")
-        except ConnectionError as e:
-            raise ConfigError(
-                f"cannot join the Ray cluster at {address} ({str(e).strip()}); if the cluster uses token "
-                "authentication, give this process the same RAY_AUTH_MODE / token settings"
-            ) from None
-    else:
-        ray.init(
-            address="local",  # never join a stale `ray start` cluster recorded in /tmp/ray
-            num_cpus=max(os.cpu_count() or 1, 8),  # roles are I/O- and XLA-bound; let them all start
-            include_dashboard=False,
-            runtime_env=env,
-            logging_level="ERROR",
-        )
-    return ray
-
-
-def check_resources(cluster: dict, config: ConfigDict, num_learners: int) -> None:
-    """Fail before creating any actor if the topology cannot be placed on the cluster."""
-    cpus_per_role = float(config.get("cpus_per_role", 1.0))
-    gpus_l, gpus_c = float(config.gpus_per_learner), float(config.gpus_per_collector)
-    roles = num_learners + 2  # + collector + replay
-    need_cpu = cpus_per_role * roles
-    need_gpu = gpus_l * num_learners + gpus_c
-    have_cpu, have_gpu = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
-    if need_cpu > have_cpu + 1e-9 or need_gpu > have_gpu + 1e-9:
-        raise ConfigError(
-            f"topology {config.topology} needs {need_cpu:g} CPUs ({roles} roles x cpus_per_role {cpus_per_role:g}) "
-            f"and {need_gpu:g} GPUs ({num_learners} learners x gpus_per_learner {gpus_l:g} + gpus_per_collector "
-            f"{gpus_c:g}), but the Ray cluster has {have_cpu:g} CPUs and {have_gpu:g} GPUs; lower "
-            "--cpus_per_role / --gpus_per_learner / --gpus_per_collector or use a bigger cluster"
-        )
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -95,14 +43,27 @@ def summary_table(rows: list[dict]) -> str:
         "updates",
         "samples_drawn",
         "env_steps",
-        "final_time_at_goal",
-        "final_success",
+        "eval/time_at_goal",
+        "eval/time_at_goal_frac",
+        "eval/success",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def describe(experiment: Experiment) -> str:
+    """One line saying what is about to run, and where."""
+    c = experiment.config
+    learners = [f"{r.name} (depth {r.critic_depth}{', drives the collector' if r.drives_collector else ''})"
+                for r in experiment.learners]  # fmt: skip
+    where = f"the Ray cluster at {c.ray_address}" if c.ray_address else "an embedded local Ray"
+    return (
+        f"{c.topology} on {c.env}: a collector, a Reverb replay and learners {', '.join(learners)}; "
+        f"{experiment.layout.total_env_steps:,} env steps on {where}"
+    )
 
 
 def roles_table(roles: dict, collector: dict | None) -> str:
@@ -120,31 +81,29 @@ def roles_table(roles: dict, collector: dict | None) -> str:
     return "\n".join(lines)
 
 
-def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
+def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
     """Run a distributed topology to the end; returns the driving learner's summary row.
 
     With ``resume`` every role continues from its checkpoint in ``run_dir`` (the
     replay from its latest Reverb checkpoint): a run whose driver died goes on.
     """
-    env = build_env(config)
-    layout = validate(config, env)
-    collector_role, learners = resolve_roles(config)
-    names = [r.name for r in learners]
-    spec = replay_spec(config, env, layout, names)
-    connect_ray(config.ray_address)
+    config, learners, names = experiment.config, experiment.learners, experiment.learner_names
+    print(describe(experiment), flush=True)
+    connect(config.ray_address)
     try:
-        check_resources(ray.cluster_resources(), config, len(learners))
+        check_resources(ray.cluster_resources(), experiment)
         if config.ray_address:  # roles run on the cluster's nodes: the largest must fit on one
-            check_nodes(config.get("memory_estimate"), ray.nodes())
+            check_nodes(experiment.memory, ray.nodes())
     except ConfigError:
         if not config.ray_address:
             ray.shutdown()
         raise
     run_dir = Path(run_dir).absolute()
-    write_config(run_dir, config)
+    write_config(run_dir, experiment.record())
     started = time.time()
-    sup = Supervisor(ray, config, run_dir, spec, collector_role, learners, resume=resume)
-    watcher = RoleWatcher(run_dir, ["collector", *names], layout.total_env_steps) if progress else None
+    sup = Supervisor(ray, experiment, run_dir, resume=resume)
+    total = experiment.layout.total_env_steps
+    watcher = RoleWatcher(run_dir, ["collector", *names], total) if progress else None
     try:
         results, replay_info = sup.run()
     finally:
@@ -183,10 +142,9 @@ def run_distributed(config: ConfigDict, run_dir: Path, resume: bool = False, pro
     plot_success(curves, run_dir / "success.png", title=f"{config.topology} — {config.env}")
     publish_to_wandb(run_dir, "driver", {"wall_time_s": summary["wall_time_s"], **(rows[0] if rows else {})})
     print(table)
-    print(roles)
-    keys = {"eval/success": "final_success", "eval/time_at_goal": "final_time_at_goal"}
-    keys["eval/time_at_goal_frac"] = "final_time_at_goal_frac"
-    return {k: rows[0].get(v) for k, v in keys.items()} if rows else {}
+    troubled = [n for n, r in sup.roles.roles.items() if r["restarts"] or r["status"] not in ("finished", "stopped")]
+    print(roles if troubled else f"all {len(sup.roles.roles)} roles ran without a restart (roles.json, summary.md)")
+    return rows[0] if rows else {}  # the driving learner's (its name and depth included)
 
 
-__all__ = ["run_distributed", "RoleFailed", "Role", "connect_ray", "check_resources"]
+__all__ = ["run_distributed", "RoleFailed"]

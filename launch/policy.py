@@ -10,6 +10,9 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from deepcrl.configs.experiment import resolve
+from deepcrl.configs.validation import ConfigError
+from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import CheckpointError, latest_checkpoint, previous, restore_train_state
 
 
@@ -21,9 +24,6 @@ def load_policy(run_dir: Path) -> tuple[str, dict, Callable[[np.ndarray], np.nda
     line) when ``run_dir`` holds no run (no directory, no ``config.json``), no checkpoint, or none
     that restores: never a policy that was not trained.
     """
-    from deepcrl.configs.resolve import agent_config, build_env
-    from deepcrl.learner.agent import make_agent
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is a file, not a run directory" if run_dir.exists() else "does not exist"
@@ -41,8 +41,12 @@ def load_policy(run_dir: Path) -> tuple[str, dict, Callable[[np.ndarray], np.nda
         config = ConfigDict(json.loads(config_path.read_text()))
     except ValueError as e:
         raise CheckpointError(f"{config_path} does not parse ({e})") from None
-    env = build_env(config)
-    agent = make_agent(agent_config(config, env))
+    try:
+        experiment = resolve(config)
+    except ConfigError as e:
+        raise CheckpointError(f"{config_path}: {e}") from None
+    role = ckpt.parent.parent.name  # a distributed run's learner, by its folder; else the run's one agent
+    agent = make_agent(experiment.agents.get(role, experiment.agent))
     others = [p for p in ckpt.parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
     others = sorted(set(others) - {ckpt, previous(ckpt)}, key=lambda p: p.stat().st_mtime, reverse=True)
     ts = restore_train_state(ckpt, agent.init(jax.random.PRNGKey(0)), fallbacks=others)

@@ -27,9 +27,14 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
-from absl import flags  # noqa: E402  (after the GL platform is chosen)
+# Everything below comes after the GL platform is chosen (mujoco reads it when first imported).
+from absl import flags  # noqa: E402
 
+from deepcrl import envs  # noqa: E402
+from deepcrl.envs.rendering import CAMERAS, plot_topdown, render_frames, rollout, video_suffix, write_video  # noqa: E402
 from deepcrl.launch.cli import UsageError, run_main  # noqa: E402
+from deepcrl.launch.policy import load_policy  # noqa: E402
+from deepcrl.rundir.checkpoints import CheckpointError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "Env name (random policy).")
@@ -79,8 +84,6 @@ def _ensure_gl() -> None:
 
 def main(argv: list[str]) -> int:
     del argv
-    from deepcrl import envs
-
     if bool(FLAGS.env) == bool(FLAGS.run_dir):
         print("error: give exactly one of --env or --run_dir", file=sys.stderr)
         return 2
@@ -97,17 +100,12 @@ def main(argv: list[str]) -> int:
     if FLAGS.out and Path(FLAGS.out).suffix.lower() not in (".gif", ".mp4"):
         print(f"error: --out must end in .mp4 or .gif, got {FLAGS.out!r}", file=sys.stderr)
         return 2
-    from deepcrl.envs.rendering import CAMERAS, video_suffix
-
     if FLAGS.camera not in CAMERAS:
         print(f"error: unknown camera {FLAGS.camera!r}; valid cameras: {', '.join(CAMERAS)}", file=sys.stderr)
         return 2
 
     act_fn = None
     if FLAGS.run_dir:
-        from deepcrl.launch.policy import load_policy
-        from deepcrl.rundir.checkpoints import CheckpointError
-
         try:  # a run dir without a run or a usable checkpoint is an error, never a random policy
             env_name, env_kwargs, policy = load_policy(Path(FLAGS.run_dir))
         except CheckpointError as e:
@@ -124,8 +122,6 @@ def main(argv: list[str]) -> int:
         env_kwargs = {**env_kwargs, "backend": FLAGS.backend}
 
     _ensure_gl()
-    from deepcrl.envs.rendering import plot_topdown, render_frames, rollout, write_video
-
     try:
         env = envs.make_env(env_name, **env_kwargs)
     except ValueError as e:  # e.g. a backend the env does not support

@@ -8,14 +8,22 @@ ends with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 from absl import flags
 from ml_collections import ConfigDict
 
+from deepcrl import envs
+from deepcrl.configs import budget
 from deepcrl.configs.defaults import get_config as default_config
-from deepcrl.launch.cli import UsageError, check_writable_dir, run_main
+from deepcrl.configs.experiment import resolve
+from deepcrl.configs.validation import ConfigError, apply_override
+from deepcrl.launch.cli import RoleFailed, UsageError, check_writable_dir, run_main
+from deepcrl.launch.dispatch import run_experiment
+from deepcrl.rundir.checkpoints import CheckpointError
+from deepcrl.rundir.metrics import WANDB_MODES, default_run_dir, wandb_mode, wandb_problem
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Config file, optionally with a preset: configs/presets.py:paper")
@@ -96,8 +104,6 @@ def saved_config(run_dir: str | None) -> ConfigDict:
     ``UsageError`` when there is no run to resume: no ``--run_dir``, a directory that does not
     exist or holds no ``config.json``, or a ``config.json`` that does not parse.
     """
-    import json
-
     if not run_dir:
         raise UsageError("--resume needs --run_dir: the run directory to continue")
     if not Path(run_dir).is_dir():
@@ -127,8 +133,6 @@ def finished_note(run_dir: str, saved: ConfigDict) -> str | None:
     """A line saying the run in ``run_dir`` already finished, or None: ``complete.json`` (single,
     K seeds), or ``summary.json`` with the collector at ``total_env_steps`` (distributed; a run
     stopped with Ctrl-C writes a summary too, short of the total, and is resumable)."""
-    import json
-
     complete, summary = Path(run_dir) / "complete.json", Path(run_dir) / "summary.json"
     if complete.is_file():
         try:
@@ -186,15 +190,11 @@ def build_config() -> ConfigDict:
             config[name] = value
     if FLAGS.wandb:
         config.wandb_project = FLAGS.wandb
-    from deepcrl.configs.resolve import ConfigError, apply_override
-
     for item in FLAGS.set:
         try:
             apply_override(config, item)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-    from deepcrl.rundir.metrics import WANDB_MODES, wandb_mode, wandb_problem
-
     if config.get("wandb_mode") and config.wandb_mode not in WANDB_MODES:
         raise UsageError(f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {config.wandb_mode!r}")
     problem = wandb_problem(config)
@@ -207,8 +207,6 @@ def build_config() -> ConfigDict:
 
 
 def list_envs() -> None:
-    from deepcrl import envs
-
     describe = getattr(envs, "describe_envs", None)
     if describe is None:
         for name in envs.env_names():
@@ -228,61 +226,47 @@ def main(argv) -> int:
     if FLAGS.list_envs:
         list_envs()
         return 0
-    from deepcrl.configs.resolve import ConfigError, build_env, validate
-    from deepcrl.rundir.metrics import default_run_dir
-
     if FLAGS.resume:  # checked before anything else: a resume of no run, or of a finished one, writes nothing
         note = finished_note(FLAGS.run_dir, saved_config(FLAGS.run_dir))
         if note:
             print(note)
             return 0
     config = build_config()
-    try:
-        env = build_env(config)
-        layout = validate(config, env)
-        if config.topology != "single":
-            from deepcrl.configs.topologies import resolve_roles
-
-            resolve_roles(config)
-        from deepcrl.configs import budget
-
-        memory = budget.check(config, env, layout)  # sizes and counts, before anything is allocated
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.env, config.topology)
     config.run_dir = str(run_dir)
+    try:
+        experiment = resolve(config)
+        memory = budget.check(experiment)  # sizes and counts, before anything is allocated
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
     check_writable_dir(run_dir, "--run_dir")
     if FLAGS.dry_run:
         print(budget.table(memory))
         print("dry run: nothing started, nothing written")
         return 0
-    with config.unlocked():
-        config.memory_estimate = memory  # recomputed on every start (--resume too); config.json keeps it
-    if config.topology == "single":
-        from deepcrl.launch.single import run_single
-        from deepcrl.rundir.checkpoints import CheckpointError
-
-        try:
-            row = run_single(config, run_dir, progress=FLAGS.progress, resume=FLAGS.resume)
-        except CheckpointError as e:  # raised before anything is written
-            raise UsageError(str(e)) from None
-    else:
-        from deepcrl.launch.distributed import RoleFailed, run_distributed
-
-        try:
-            row = run_distributed(config, run_dir, resume=FLAGS.resume, progress=FLAGS.progress)
-        except ConfigError as e:
-            raise UsageError(str(e)) from None
-        except RoleFailed as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+    experiment = experiment.with_memory(memory)  # recomputed on every start (--resume too); config.json keeps it
+    try:
+        row = run_experiment(experiment, run_dir, resume=FLAGS.resume, progress=FLAGS.progress)
+    except (CheckpointError, ConfigError) as e:  # raised before anything is written
+        raise UsageError(str(e)) from None
+    except RoleFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"run directory: {run_dir}")
     if row:
-        nan = float("nan")
-        tag, frac = row.get("eval/time_at_goal", nan), row.get("eval/time_at_goal_frac", nan)
-        succ = row.get("eval/success", nan)
-        print(f"final eval time at goal: {tag:.1f} steps ({frac:.3f} of the episode)  success: {succ:.3f}")
+        print(final_line(row))
     return 0
+
+
+def final_line(row: dict) -> str:
+    """The run's result in one line: the final evaluation (of the driving learner, when distributed)."""
+    nan = float("nan")
+    tag, frac = row.get("eval/time_at_goal", nan), row.get("eval/time_at_goal_frac", nan)
+    who = f" of {row['learner']} (depth {row['depth']}, the collector's learner)" if row.get("learner") else ""
+    return (
+        f"final eval{who}: time at goal {tag:.1f} steps ({frac:.3f} of the episode), "
+        f"success {row.get('eval/success', nan):.3f}"
+    )
 
 
 if __name__ == "__main__":

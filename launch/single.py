@@ -27,7 +27,7 @@ import numpy as np
 from flax import struct
 from ml_collections import ConfigDict
 
-from deepcrl.buffer.relabel import relabeled_minibatches, segments_needed
+from deepcrl.buffer.relabel import relabeled_minibatches
 from deepcrl.buffer.trajectory_buffer import TrajectoryBuffer, init_buffer, insert, sample_segments
 from deepcrl.collector.coverage import (
     CoverageGrid,
@@ -37,7 +37,8 @@ from deepcrl.collector.coverage import (
     update_coverage,
 )
 from deepcrl.collector.rollout import evaluate, unroll
-from deepcrl.configs.resolve import Layout, agent_config, build_env, make_eval_venv, make_train_venv, validate
+from deepcrl.configs.experiment import Experiment
+from deepcrl.configs.validation import Layout
 from deepcrl.envs.base import State
 from deepcrl.launch.progress import RunProgress
 from deepcrl.learner.agent import Agent, TrainState, make_agent
@@ -71,20 +72,19 @@ class SingleTrainer(NamedTuple):
     evaluate: Callable[[Carry, jax.Array], dict]
 
 
-def make_single_trainer(config: ConfigDict) -> SingleTrainer:
-    """Jitted epoch functions for one seed, or for ``config.num_seeds`` seeds stacked and vmapped.
+def make_single_trainer(experiment: Experiment) -> SingleTrainer:
+    """Jitted epoch functions for one seed, or for ``num_seeds`` seeds stacked and vmapped.
 
     With one seed the carry has no seed axis (the program is the plain one-seed
     program); with K > 1 every leaf of the carry, every key and every metric has
     a leading axis of size K, and ``init`` takes ``[K, 2]`` keys.
     """
-    env = build_env(config)
-    layout = validate(config, env)
+    config, layout, env = experiment.config, experiment.layout, experiment.env()
     spec = env.spec
-    venv = make_train_venv(config, env, layout)
-    eval_venv = make_eval_venv(config, env, layout)  # config.eval_env, or env itself
-    agent = make_agent(agent_config(config, env))
-    num_segments = segments_needed(config.num_minibatches * config.batch_size, layout.segment_length)
+    venv = experiment.train_venv()
+    eval_venv = experiment.eval_venv()  # config.eval_env, or env itself
+    agent = make_agent(experiment.agent)
+    num_segments = experiment.segments_per_round
     grid = grid_for(env)
 
     def policy_of(actor, deterministic=False):
@@ -134,7 +134,7 @@ def make_single_trainer(config: ConfigDict) -> SingleTrainer:
     def evaluate_fn(carry: Carry, key: jax.Array) -> dict:
         return evaluate(eval_venv, policy_of(carry.train_state.actor, deterministic=True), key)
 
-    over = jax.vmap if num_seeds_of(config) > 1 else (lambda f: f)
+    over = jax.vmap if experiment.num_seeds > 1 else (lambda f: f)
     return SingleTrainer(
         grid,
         agent,
@@ -146,13 +146,8 @@ def make_single_trainer(config: ConfigDict) -> SingleTrainer:
     )
 
 
-def num_seeds_of(config: ConfigDict) -> int:
-    """``config.num_seeds`` (1 for configs written before the field existed)."""
-    return int(config.get("num_seeds", 1))
-
-
 def run_single(
-    config: ConfigDict,
+    experiment: Experiment,
     run_dir: Path,
     progress: bool = True,
     resume: bool = False,
@@ -174,47 +169,24 @@ def run_single(
     (one save, so a killed run never leaves seeds at different epochs).
     ``seed_dirs`` puts seed s's folder elsewhere (a study: each seed's own run directory).
     """
-    run_dir = Path(run_dir)
-    trainer = make_single_trainer(config)
-    layout = trainer.layout
-    num_seeds = num_seeds_of(config)
+    run_dir, config = Path(run_dir), experiment.config
+    trainer, layout, num_seeds = make_single_trainer(experiment), experiment.layout, experiment.num_seeds
     many = num_seeds > 1
-    if seed_dirs is not None and len(seed_dirs) != num_seeds:
-        raise ValueError(f"{len(seed_dirs)} seed_dirs for num_seeds={num_seeds}")
-    seed_dirs = (
-        [Path(d) for d in seed_dirs or [run_dir / f"seed_{s}" for s in range(num_seeds)]] if many else []
-    )
-    key, k_init = _split(_run_keys(config), many)
+    seed_dirs = _seed_dirs(run_dir, seed_dirs, num_seeds)
+    key, k_init = _split(run_keys(config.seed, num_seeds), many)
     carry = trainer.init(k_init)
-    first_epoch, env_steps = 0, 0
     latest = run_dir / ("checkpoints_all_seeds" if many else "checkpoints") / "latest"
     saved = _restore(latest, run_dir, _resume_state(carry, 0, 0, key)) if resume else None
-    write_config(run_dir, config)  # after the restore: a CheckpointError leaves the run as it was
+    write_config(run_dir, experiment.record())  # after the restore: a CheckpointError leaves the run as it was
     for s, folder in enumerate(seed_dirs):
-        write_config(folder, _seed_config(config, s))
+        write_config(folder, _seed_config(experiment.record(), s))
+    first_epoch, env_steps = 0, 0
     if saved is not None:
         carry = carry.replace(train_state=saved["train_state"], coverage=saved["coverage"])
         first_epoch, env_steps, key = int(saved["epoch"]), int(saved["env_steps"]), saved["key"]
-        for folder in [run_dir, *seed_dirs]:
-            truncate_metrics(folder, keep=lambda row: row.get("epoch", 0) <= first_epoch)
-    else:
-        for folder in [run_dir, *seed_dirs]:
-            truncate_metrics(folder, keep=lambda row: False)
-    log = MetricsLog(run_dir)
-    seed_logs = [MetricsLog(folder) for folder in seed_dirs]
-
-    def write(fields: dict) -> dict:
-        """One row per seed (``seed_{s}/``) and their mean (the run directory); K=1: one row."""
-        if not many:
-            return log.write(env_steps, fields)
-        host = dict(zip(fields, jax.device_get(list(fields.values())), strict=True))  # keeps the order
-        rows = [
-            seed_log.write(
-                env_steps, {k: np.asarray(v)[s].item() if np.ndim(v) else v for k, v in host.items()}
-            )
-            for s, seed_log in enumerate(seed_logs)
-        ]
-        return log.write(env_steps, {**_mean_row(rows), "num_seeds": num_seeds})
+    for folder in [run_dir, *seed_dirs]:  # rows after the restored epoch (all rows, starting afresh) go
+        truncate_metrics(folder, keep=lambda row: saved is not None and row.get("epoch", 0) <= first_epoch)
+    logs = SeedLogs(run_dir, seed_dirs)
 
     start = time.time()
     carry = trainer.prefill(carry)
@@ -224,14 +196,8 @@ def run_single(
     if first_epoch == 0:
         key, k_eval = _split(key, many)
         initial = trainer.evaluate(carry, k_eval)  # the untrained policy: the curve's baseline
-        row = write(
-            {
-                "epoch": 0,
-                "updates": 0,
-                **{f"eval/{k}": v for k, v in initial.items()},
-                **_coverage(carry.coverage, trainer.grid, num_seeds),
-            }
-        )
+        coverage = _coverage(carry.coverage, trainer.grid, num_seeds)
+        row = logs.write(env_steps, {"epoch": 0, "updates": 0, **_prefixed(initial), **coverage})
     try:
         for epoch in range(first_epoch, layout.num_epochs):
             carry, metrics = trainer.train_epoch(carry)
@@ -241,44 +207,88 @@ def run_single(
             elapsed = time.time() - start
             if config.checkpoint:
                 save_train_state(latest, _resume_state(carry, epoch + 1, env_steps, key))
-            row = write(
+            row = logs.write(
+                env_steps,
                 {
                     "epoch": epoch + 1,
                     "updates": carry.train_state.step if many else int(carry.train_state.step),
                     "wall_time": elapsed,
                     "env_steps_per_s": (env_steps - layout.prefill_env_steps) / elapsed,
-                    **{f"eval/{k}": v for k, v in eval_metrics.items()},
+                    **_prefixed(eval_metrics),
                     **_coverage(carry.coverage, trainer.grid, num_seeds),
                     **metrics,
-                }
+                },
             )
             if bar:
                 bar.update("single", env_steps * num_seeds, row)
     finally:
         if bar:
             bar.close()
-        curves = {f"seed {s}": read_metrics(sl.jsonl_path) for s, sl in enumerate(seed_logs)}
-        curves = {**curves, ("mean" if many else config.env): read_metrics(log.jsonl_path)}
-        plot_success(curves, run_dir / "success.png", title=config.env)
-        log.close()  # after the plot: a wandb run uploads the folder's plots when it closes
-        for seed_log in seed_logs:
-            seed_log.close()
-    for s, folder in enumerate(seed_dirs):
+        logs.close(title=config.env)
+    return _finish(config, carry, logs, row)
+
+
+def _seed_dirs(run_dir: Path, seed_dirs: list[Path] | None, num_seeds: int) -> list[Path]:
+    """Each seed's folder (none for one seed): ``seed_dirs``, or ``seed_{s}/`` in the run directory."""
+    if seed_dirs is not None and len(seed_dirs) != num_seeds:
+        raise ValueError(f"{len(seed_dirs)} seed_dirs for num_seeds={num_seeds}")
+    if num_seeds == 1:
+        return []
+    return [Path(d) for d in seed_dirs or [run_dir / f"seed_{s}" for s in range(num_seeds)]]
+
+
+class SeedLogs:
+    """The metrics of a run: one log (one seed), or one per seed (``seed_{s}/``) and their mean."""
+
+    def __init__(self, run_dir: Path, seed_dirs: list[Path]):
+        self.run_dir, self.seed_dirs = run_dir, seed_dirs
+        self.log = MetricsLog(run_dir)
+        self.seed_logs = [MetricsLog(folder) for folder in seed_dirs]
+
+    def write(self, env_steps: int, fields: dict) -> dict:
+        """One row per seed and their mean (the run directory); one seed: one row."""
+        if not self.seed_logs:
+            return self.log.write(env_steps, fields)
+        host = dict(zip(fields, jax.device_get(list(fields.values())), strict=True))  # keeps the order
+        rows = [
+            seed_log.write(
+                env_steps, {k: np.asarray(v)[s].item() if np.ndim(v) else v for k, v in host.items()}
+            )
+            for s, seed_log in enumerate(self.seed_logs)
+        ]
+        return self.log.write(env_steps, {**_mean_row(rows), "num_seeds": len(rows)})
+
+    def close(self, title: str) -> None:
+        """Plot the curves, then close the logs (a wandb run uploads the folder's plots when it closes)."""
+        curves = {f"seed {s}": read_metrics(sl.jsonl_path) for s, sl in enumerate(self.seed_logs)}
+        curves = {**curves, ("mean" if self.seed_logs else title): read_metrics(self.log.jsonl_path)}
+        plot_success(curves, self.run_dir / "success.png", title=title)
+        for log in (self.log, *self.seed_logs):
+            log.close()
+
+
+def _prefixed(eval_metrics: dict) -> dict:
+    return {f"eval/{k}": v for k, v in eval_metrics.items()}
+
+
+def _finish(config, carry: Carry, logs: SeedLogs, row: dict) -> dict:
+    """Final checkpoints and ``complete.json`` (per seed, and the run's); the run's final row."""
+    for s, folder in enumerate(logs.seed_dirs):
         if config.checkpoint:
             save_train_state(folder / "checkpoints" / "final", _pick(carry.train_state, s))
-        _write_json(folder / "complete.json", read_metrics(seed_logs[s].jsonl_path)[-1])
-    if config.checkpoint and not many:
-        save_train_state(run_dir / "checkpoints" / "final", carry.train_state)
-    final = row or read_metrics(log.jsonl_path)[-1]
-    _write_json(run_dir / "complete.json", final)
+        _write_json(folder / "complete.json", read_metrics(logs.seed_logs[s].jsonl_path)[-1])
+    if config.checkpoint and not logs.seed_dirs:
+        save_train_state(logs.run_dir / "checkpoints" / "final", carry.train_state)
+    final = row or read_metrics(logs.log.jsonl_path)[-1]
+    _write_json(logs.run_dir / "complete.json", final)
     return final
 
 
-def _run_keys(config: ConfigDict) -> jax.Array:
-    """The run's key; with K seeds, ``[K, 2]``: seed s's is the key of a one-seed run with ``seed + s``."""
-    if num_seeds_of(config) == 1:
-        return jax.random.PRNGKey(config.seed)
-    return jnp.stack([jax.random.PRNGKey(config.seed + s) for s in range(num_seeds_of(config))])
+def run_keys(seed: int, num_seeds: int = 1) -> jax.Array:
+    """A run's key; with K seeds, ``[K, 2]``: seed s's is the key of a one-seed run with ``seed + s``."""
+    if num_seeds == 1:
+        return jax.random.PRNGKey(seed)
+    return jnp.stack([jax.random.PRNGKey(seed + s) for s in range(num_seeds)])
 
 
 def _split(key: jax.Array, many: bool) -> tuple[jax.Array, jax.Array]:

@@ -16,15 +16,19 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Any
 
+import jax
+import ray
 from ml_collections import ConfigDict
 
-from deepcrl.configs.resolve import apply_override
+from deepcrl.configs.experiment import resolve
 from deepcrl.configs.studies import Run, base_config, get_study
+from deepcrl.configs.validation import ConfigError, apply_override
+from deepcrl.launch import cluster
 from deepcrl.launch.cli import UsageError
+from deepcrl.launch.dispatch import run_experiment
+from deepcrl.rundir.metrics import HEADLINE
 
 STATE_FILE = "study.json"
 
@@ -108,18 +112,9 @@ def build_definition(
 
 def validate_runs(configs: dict[str, ConfigDict]) -> None:
     """Every run's config must be valid before anything is launched (envs are built once each)."""
-    from deepcrl.configs.resolve import ConfigError, build_env, validate
-    from deepcrl.configs.topologies import resolve_roles
-
-    envs: dict[tuple, Any] = {}
     for name, c in configs.items():
         try:
-            key = (c.env, c.backend, int(c.episode_length))
-            if key not in envs:
-                envs[key] = build_env(c)
-            validate(c, envs[key])
-            if c.topology != "single":
-                resolve_roles(c)
+            resolve(c)
         except ConfigError as e:
             raise UsageError(f"run {name}: {e}") from None
 
@@ -210,8 +205,6 @@ def execute_run(config_dict: dict, run_dir: str, seed_dirs: list[str] | None = N
     The worker's stdout/stderr go to ``RUN_DIR/study_task.log`` so concurrent
     runs do not interleave on the study's console.
     """
-    import ray
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = ConfigDict(config_dict)
     path = Path(run_dir)
@@ -225,21 +218,14 @@ def execute_run(config_dict: dict, run_dir: str, seed_dirs: list[str] | None = N
     started = time.time()
     try:
         print(f"--- {now()} attempt on {platform.node()}", flush=True)
-        if config.topology == "single":
-            from deepcrl.launch.single import run_single
-
-            dirs = [Path(d) for d in seed_dirs] if seed_dirs else None
-            row = run_single(config, path, progress=False, resume=True, seed_dirs=dirs)
-        else:
-            from deepcrl.launch.distributed import run_distributed
-
+        if config.topology != "single":
             # Reuse this worker's Ray connection: with an address set, run_distributed never shuts Ray down.
             config.ray_address = ray.get_runtime_context().gcs_address
-            row = run_distributed(config, path, resume=True)
-        import jax
+        dirs = [Path(d) for d in seed_dirs] if seed_dirs else None
+        row = run_experiment(resolve(config), path, resume=True, progress=False, seed_dirs=dirs)
 
         devices = sorted({f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()})
-        keys = ("env_steps", "eval/time_at_goal", "eval/time_at_goal_frac", "eval/success")
+        keys = ("env_steps", *HEADLINE)
         per_seed = [json.loads((Path(d) / "complete.json").read_text()) for d in seed_dirs or []]
         return {
             "final": {k: (row or {}).get(k) for k in keys},
@@ -258,13 +244,8 @@ def execute_run(config_dict: dict, run_dir: str, seed_dirs: list[str] | None = N
 
 
 def run_needs(config: ConfigDict, gpus_per_run: float) -> tuple[float, float]:
-    """(CPUs, GPUs) one run occupies: 1 process for single; replay + collector + learners otherwise."""
-    if config.topology == "single":
-        return 1.0, gpus_per_run
-    from deepcrl.configs.topologies import resolve_roles
-
-    _, learners = resolve_roles(config)
-    return (2.0 + len(learners)) * float(config.get("cpus_per_role", 1.0)), gpus_per_run
+    """(CPUs, GPUs) one run occupies: its experiment's CPUs (``Experiment.resources``), the study's GPUs."""
+    return resolve(config).resources()[0], gpus_per_run
 
 
 def assign_role_gpus(config: ConfigDict, gpus_per_run: float) -> None:
@@ -273,37 +254,17 @@ def assign_role_gpus(config: ConfigDict, gpus_per_run: float) -> None:
         return
     if config.gpus_per_collector or config.gpus_per_learner:
         return
-    from deepcrl.configs.topologies import resolve_roles
-
-    _, learners = resolve_roles(config)
-    share = gpus_per_run / (1 + len(learners))
+    share = gpus_per_run / (1 + len(resolve(config).learners))
     config.gpus_per_collector = config.gpus_per_learner = share
 
 
 def connect(address: str | None, num_cpus: int):
-    """Embedded local Ray sized for the study, or the cluster at ``address``."""
-    import ray
-
-    if address:
-        from deepcrl.configs.resolve import ConfigError
-        from deepcrl.launch.distributed import connect_ray
-
-        try:
-            return connect_ray(address)
-        except ConfigError as e:
-            raise UsageError(str(e)) from None
-    env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
-    # Ray fork-execs its daemons; JAX (imported to count parameters) warns about any fork.
-    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-    ray.init(
-        address="local",  # always a fresh embedded cluster, never one a `ray start` left behind
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        runtime_env=env,
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
-    return ray
+    """Embedded local Ray sized for the study, or the cluster at ``address``; the runs' output goes to
+    their own logs, not the study's console."""
+    try:
+        return cluster.connect(address, num_cpus=num_cpus, log_to_driver=False)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
 
 
 def _error_text(e: BaseException) -> str:
@@ -345,29 +306,12 @@ def schedule(
                 queue.pop(0)
                 rd = run_dir_of(study_dir, name) if len(names) == 1 else Path(config.run_dir)
                 seed_dirs = [configs[n].run_dir for n in names] if len(names) > 1 else None
-                opts: dict = {"max_retries": 0, "num_cpus": cpus if config.topology == "single" else 0}
-                env_vars = dict(limits["env_vars"])  # inherited by a distributed run's roles too
-                if config.topology == "single" and gpus:
-                    opts["num_gpus"] = gpus
-                    if gpus < 1:  # several runs share a GPU: cap JAX's preallocation to this run's share
-                        env_vars["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(0.95, 0.9 * gpus):.3f}"
-                if env_vars:
-                    opts["runtime_env"] = {"env_vars": env_vars}
+                opts = _task_options(config, cpus, gpus, limits)
                 ref = remote.options(**opts).remote(config.to_dict(), str(rd), seed_dirs)
                 inflight[ref] = (names, cpus, gpus)
                 used[0] += cpus
                 used[1] += gpus
-                for n in names:
-                    record = state["runs"][n]
-                    record.update(state="running", started=now(), started_unix=time.time(), error=None)
-                    record["attempts"] = record.get("attempts", 0) + 1
-                save_state(study_dir, state)
-                together = f" + {len(names) - 1} more seeds in one program" if len(names) > 1 else ""
-                print(
-                    f"[{count_state(state, 'done')}/{total} done] start {name}{together} "
-                    f"(attempt {record['attempts']})",
-                    flush=True,
-                )
+                _record_started(state, names, study_dir, total)
             if not inflight:
                 break
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=2.0)
@@ -378,29 +322,9 @@ def schedule(
                 try:
                     group_result = ray.get(ref)
                 except Exception as e:  # the run's own error, or its worker died
-                    for name in names:
-                        record = state["runs"][name]
-                        record.update(state="failed", error=_error_text(e), finished=now())
-                        record.pop("started_unix", None)
-                        print(f"run {name} FAILED: {record['error']}", flush=True)
-                    save_state(study_dir, state)
-                    continue
-                for name, result in zip(names, split_result(group_result, len(names)), strict=True):
-                    record = state["runs"][name]
-                    record.update(state="done", finished=now(), **result)
-                    record["wall_time_s"] = round(
-                        record.get("wall_time_s_before", 0.0) + result["wall_time_s"], 1
-                    )
-                    tag, success = (
-                        result["final"].get("eval/time_at_goal"),
-                        result["final"].get("eval/success"),
-                    )
-                    extra = f", time at goal {tag:.1f}" if isinstance(tag, float) else ""
-                    extra += f", success {success:.3f}" if isinstance(success, float) else ""
-                    print(
-                        f"[{count_state(state, 'done')}/{total} done] {name} in {result['wall_time_s']:.0f}s{extra}"
-                    )
-                    record.pop("started_unix", None)
+                    _record_failed(state, names, e)
+                else:
+                    _record_done(state, names, group_result, total)
                 save_state(study_dir, state)
     except KeyboardInterrupt:
         for ref, (names, _, _) in inflight.items():
@@ -409,6 +333,53 @@ def schedule(
                 state["runs"][name].update(state="pending", error="interrupted")
         save_state(study_dir, state)
         raise
+
+
+def _task_options(config: ConfigDict, cpus: float, gpus: float, limits: dict) -> dict:
+    """Ray options of one run's task: a ``single`` run holds its CPUs and GPUs itself (a distributed
+    run's roles hold theirs), and GPU runs sharing a GPU cap JAX's preallocation to their share."""
+    opts: dict = {"max_retries": 0, "num_cpus": cpus if config.topology == "single" else 0}
+    env_vars = dict(limits["env_vars"])  # inherited by a distributed run's roles too
+    if config.topology == "single" and gpus:
+        opts["num_gpus"] = gpus
+        if gpus < 1:
+            env_vars["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(0.95, 0.9 * gpus):.3f}"
+    if env_vars:
+        opts["runtime_env"] = {"env_vars": env_vars}
+    return opts
+
+
+def _record_started(state: dict, names: list[str], study_dir: Path, total: int) -> None:
+    for n in names:
+        record = state["runs"][n]
+        record.update(state="running", started=now(), started_unix=time.time(), error=None)
+        record["attempts"] = record.get("attempts", 0) + 1
+    save_state(study_dir, state)
+    together = f" + {len(names) - 1} more seeds in one program" if len(names) > 1 else ""
+    print(
+        f"[{count_state(state, 'done')}/{total} done] start {names[0]}{together} (attempt {record['attempts']})",
+        flush=True,
+    )
+
+
+def _record_failed(state: dict, names: list[str], error: BaseException) -> None:
+    for name in names:
+        record = state["runs"][name]
+        record.update(state="failed", error=_error_text(error), finished=now())
+        record.pop("started_unix", None)
+        print(f"run {name} FAILED: {record['error']}", flush=True)
+
+
+def _record_done(state: dict, names: list[str], group_result: dict, total: int) -> None:
+    for name, result in zip(names, split_result(group_result, len(names)), strict=True):
+        record = state["runs"][name]
+        record.update(state="done", finished=now(), **result)
+        record["wall_time_s"] = round(record.get("wall_time_s_before", 0.0) + result["wall_time_s"], 1)
+        tag, success = result["final"].get("eval/time_at_goal"), result["final"].get("eval/success")
+        extra = f", time at goal {tag:.1f}" if isinstance(tag, float) else ""
+        extra += f", success {success:.3f}" if isinstance(success, float) else ""
+        print(f"[{count_state(state, 'done')}/{total} done] {name} in {result['wall_time_s']:.0f}s{extra}")
+        record.pop("started_unix", None)
 
 
 def seed_groups(todo: list[dict], configs: dict[str, ConfigDict]) -> list[list[dict]]:

@@ -28,20 +28,16 @@ import sys
 import time
 from pathlib import Path
 
-from ml_collections import ConfigDict
-
-from deepcrl.configs.resolve import ConfigError
-from deepcrl.configs.topologies import Role
+from deepcrl.configs.experiment import Experiment
+from deepcrl.configs.validation import ConfigError
 from deepcrl.launch import ray_roles
+from deepcrl.launch.cli import RoleFailed
 from deepcrl.roles.collector import Collector
 from deepcrl.roles.learner import Learner
 from deepcrl.roles.replay import ReplayService
-from deepcrl.rundir.checkpoints import CheckpointError, write_json_atomic
+from deepcrl.rundir.checkpoints import CheckpointError
 from deepcrl.rundir.liveness import stall_limit_s
-
-
-class RoleFailed(RuntimeError):
-    """A role (collector, learner, replay) died for good; the message names it and its error."""
+from deepcrl.rundir.rolebook import RoleBook
 
 
 class RoleStalled(RuntimeError):
@@ -57,34 +53,6 @@ def root_cause(e: BaseException) -> str:
     return f"{type(cause).__name__}: {last if len(last) <= 240 else last[:240] + '...'}"
 
 
-class RoleBook:
-    """``RUN/roles.json``, rewritten atomically on every change: each role's node, PID, restarts,
-    last error, status and downtime so far."""
-
-    def __init__(self, path: Path, kinds: dict[str, str]):
-        self.path = Path(path)
-        self.roles = {
-            name: {
-                "kind": kind, "status": "starting", "node": None, "pid": None, "restarts": 0,
-                "deaths": 0, "stalls": 0, "last_error": None, "downtime_s": 0.0, "down_since": None,
-                "progress": None, "last_progress": None, "phase": None,
-            }
-            for name, kind in kinds.items()
-        }  # fmt: skip
-        self.write()
-
-    def update(self, name: str, write: bool = True, **fields) -> dict:
-        self.roles[name].update(fields)
-        if write:
-            self.write()
-        return self.roles[name]
-
-    def write(self) -> None:
-        write_json_atomic(
-            self.path, {"driver_pid": os.getpid(), "updated": time.time(), "roles": self.roles}, fsync=False
-        )
-
-
 def _fetch_from(ray, handle):
     """The collector's way to its driving learner's parameters (a failure keeps the old ones)."""
 
@@ -98,16 +66,15 @@ class Supervisor:
     def __init__(
         self,
         ray,
-        config: ConfigDict,
+        experiment: Experiment,
         run_dir: Path,
-        spec,
-        collector_role: Role,
-        learners: list[Role],
         resume: bool = False,
     ):
-        self.ray, self.config, self.run_dir, self.spec = ray, config, Path(run_dir), spec
-        self.collector_role, self.learners = collector_role, {r.name: r for r in learners}
-        self.names = [r.name for r in learners]
+        self.ray, self.experiment, self.run_dir = ray, experiment, Path(run_dir)
+        self.config = config = experiment.config
+        self.spec = experiment.replay
+        self.learners = {r.name: r for r in experiment.learners}
+        self.names = experiment.learner_names
         self.driving = self.names[0]
         self.resume = resume
         kinds = {"replay": "replay", "collector": "collector", **{n: "learner" for n in self.names}}
@@ -144,12 +111,10 @@ class Supervisor:
             return ray_roles.create(ReplayService, name, *args, num_gpus=0, num_cpus=cpus, concurrency=8)
         if name == "collector":
             fetch = _fetch_from(self.ray, self.handles[self.driving])
-            cfg = self.collector_role.apply_to(c).to_dict()
-            args = (cfg, self.names, self.address, run_dir, fetch, None, resume)
+            args = (self.experiment, self.address, run_dir, fetch, None, resume)
             gpus = float(c.gpus_per_collector)
             return ray_roles.create(Collector, name, *args, num_gpus=gpus, num_cpus=cpus, concurrency=3)
-        cfg = self.learners[name].apply_to(c).to_dict()
-        args = (cfg, name, self.names, self.address, run_dir, resume, self.env_steps_offset)
+        args = (self.experiment, name, self.address, run_dir, resume, self.env_steps_offset)
         gpus = float(c.gpus_per_learner)
         return ray_roles.create(Learner, name, *args, num_gpus=gpus, num_cpus=cpus, concurrency=4)
 

@@ -28,12 +28,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from ml_collections import ConfigDict
 
 from deepcrl.collector.coverage import coverage_metrics, grid_for, init_coverage, update_coverage
 from deepcrl.collector.rollout import unroll
 from deepcrl.collector.segments import SegmentAssembler
-from deepcrl.configs.resolve import agent_config, build_env, make_train_venv, replay_spec, validate
+from deepcrl.configs.experiment import Experiment
 from deepcrl.learner.agent import make_agent
 from deepcrl.roles.contract import FetchParams, RoleBase
 from deepcrl.rundir.checkpoints import (
@@ -45,32 +44,38 @@ from deepcrl.rundir.checkpoints import (
 from deepcrl.rundir.metrics import MetricsLog
 
 
+def _reverb_writer():
+    """``buffer/reverb_writer`` (Reverb and TensorFlow), imported on first use: the core install has
+    no Reverb, yet imports this role to test its restore rules."""
+    from deepcrl.buffer import reverb_writer
+
+    return reverb_writer
+
+
 class Collector(RoleBase):
     name = "collector"  # also its folder of the run directory
 
     def __init__(
         self,
-        config: dict,
-        table_names: list[str],
+        experiment: Experiment,
         address: str,
         run_dir: str,
         fetch_params: FetchParams,
         sink=None,
         resume: bool = False,
     ):
-        from deepcrl.buffer.reverb_writer import AsyncSegmentWriter, SegmentWriter  # off the core's imports
-
+        reverb_writer = _reverb_writer()
         super().__init__()  # liveness: env steps collected, read by the driver's watchdog via progress()
-        self.config = config = ConfigDict(config)
-        env = build_env(config)
-        self.layout = layout = validate(config, env)
-        self.spec = replay_spec(config, env, layout, table_names)
-        self.venv = make_train_venv(config, env, layout)  # with the config's reset rule
-        self.agent = agent = make_agent(agent_config(config, env))
+        self.config = config = experiment.config
+        env = experiment.env()
+        self.layout = experiment.layout
+        self.spec = experiment.replay
+        self.venv = experiment.train_venv()  # with the config's reset rule
+        self.agent = agent = make_agent(experiment.agents[experiment.collector.name])
         self.fetch_params = fetch_params
         # Reverb 0.14 logs a warning per item from ~50 unconfirmed items on; stay below that.
-        sink = sink or SegmentWriter(address, self.spec, max_in_flight_items=32)
-        self.writer = AsyncSegmentWriter(sink, queue_size=config.writer_queue)
+        sink = sink or reverb_writer.SegmentWriter(address, self.spec, max_in_flight_items=32)
+        self.writer = reverb_writer.AsyncSegmentWriter(sink, queue_size=config.writer_queue)
         self.dir = Path(run_dir) / self.name
         k_init, self.key = jax.random.split(jax.random.PRNGKey(config.seed))
         # The untrained policy acts until the learner publishes its first parameters.
@@ -158,12 +163,11 @@ class Collector(RoleBase):
         return str(self.record_path)
 
     def _switch_replay(self, address: str) -> None:
-        from deepcrl.buffer.reverb_writer import AsyncSegmentWriter, SegmentWriter
-
+        reverb_writer = _reverb_writer()
         self.writer.abandon()  # what it still held is lost, and counted as such by the driver
         with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)
-            sink = SegmentWriter(address, self.spec, max_in_flight_items=32)
-        self.writer = AsyncSegmentWriter(sink, queue_size=self.config.writer_queue)
+            sink = reverb_writer.SegmentWriter(address, self.spec, max_in_flight_items=32)
+        self.writer = reverb_writer.AsyncSegmentWriter(sink, queue_size=self.config.writer_queue)
 
     def set_fetch(self, fetch_params: FetchParams) -> None:
         """Take parameters from a new learner (the driving learner was restarted)."""
@@ -195,8 +199,7 @@ class Collector(RoleBase):
 
     def run(self) -> dict:
         """Collect until ``total_env_steps`` (or ``stop()``); returns the collector's counters."""
-        from deepcrl.buffer.reverb_writer import WriterAbandoned
-
+        WriterAbandoned = _reverb_writer().WriterAbandoned  # noqa: N806  (an exception class)
         cfg = self.config
         k_reset, self.key = jax.random.split(self.key)
         env_state = jax.jit(self.venv.reset)(k_reset)

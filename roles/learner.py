@@ -18,51 +18,49 @@ import os
 import socket
 import threading
 import time
+import types
 import zlib
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 
 from deepcrl.buffer.relabel import relabeled_minibatches
 from deepcrl.collector.rollout import evaluate
-from deepcrl.configs.resolve import (
-    agent_config,
-    build_env,
-    make_eval_venv,
-    replay_spec,
-    segments_per_round,
-    validate,
-)
+from deepcrl.configs.experiment import Experiment
 from deepcrl.learner.agent import make_agent
 from deepcrl.roles.contract import RoleBase
 from deepcrl.rundir.checkpoints import restore_train_state, save_train_state
-from deepcrl.rundir.metrics import MetricsLog, write_config
+from deepcrl.rundir.metrics import HEADLINE, MetricsLog, write_config
+
+
+def _reverb() -> types.SimpleNamespace:
+    """The learner's side of Reverb (``buffer/reverb_sampler``, ``reverb_replay``), imported on first
+    use: the core install has no Reverb, yet imports this role to test its restore rules."""
+    from deepcrl.buffer import reverb_replay, reverb_sampler
+
+    return types.SimpleNamespace(sampler=reverb_sampler, replay=reverb_replay)
 
 
 class Learner(RoleBase):
     def __init__(
         self,
-        config: dict,
+        experiment: Experiment,
         name: str,
-        table_names: list[str],
         address: str,
         run_dir: str,
         resume: bool = False,
         env_steps_offset: int = 0,
     ):
-        from deepcrl.buffer.reverb_sampler import SegmentSampler  # Reverb: kept off the core's imports
-
         super().__init__()
-        self.config = config = ConfigDict(config)
+        self.config = config = experiment.config
         self.name = name
-        env = build_env(config)
-        self.layout = layout = validate(config, env)
-        self.spec = replay_spec(config, env, layout, table_names)
+        env = experiment.env()
+        self.layout = experiment.layout
+        self.spec = experiment.replay
         self.address = address
-        self.agent = agent = make_agent(agent_config(config, env))
+        self.agent = agent = make_agent(experiment.agents[name])
         self.dir = Path(run_dir) / name
         self.key, k_init = jax.random.split(
             jax.random.PRNGKey(config.seed + zlib.crc32(name.encode()) % 100_000)
@@ -79,13 +77,13 @@ class Learner(RoleBase):
             self._restore()  # a CheckpointError here leaves its folder as it was
         else:
             self._start_over()
-        write_config(self.dir, config)
+        write_config(self.dir, experiment.role_config(name))
         self.log = MetricsLog(self.dir)
-        self.segments_per_round = segments_per_round(config, layout)
-        self.sampler = SegmentSampler(address, name, self.segments_per_round, self.spec)
+        self.segments_per_round = experiment.segments_per_round
+        self.sampler = _reverb().sampler.SegmentSampler(address, name, self.segments_per_round, self.spec)
         self.env_steps_offset = int(env_steps_offset)
         self._last_checkpoint = time.time()
-        eval_venv = make_eval_venv(config, env, layout)  # config.eval_env, or env itself
+        eval_venv = experiment.eval_venv()  # config.eval_env, or env itself
         goal_indices = env.spec.goal_indices
 
         def round_fn(ts, segments, key):
@@ -196,11 +194,9 @@ class Learner(RoleBase):
         After a replay restore it may be off by the segments that were in flight when the driver
         aligned the counts (writer queue + unconfirmed items: a few collections).
         """
-        from deepcrl.buffer.reverb_replay import table_info
-
         try:
             with self.liveness.waiting("replay"):  # a frozen replay is watched on its own (up to 10 s)
-                inserts = table_info(self.address, timeout_s=10)[self.name]["num_inserts"]
+                inserts = _reverb().replay.table_info(self.address, timeout_s=10)[self.name]["num_inserts"]
         except Exception:  # the replay is down or restarting: the last count we saw
             return getattr(self, "_collector_env_steps", 0)
         self._collector_env_steps = inserts * self.layout.segment_length + self.env_steps_offset
@@ -237,13 +233,11 @@ class Learner(RoleBase):
         return self.last_eval
 
     def _switch_replay(self, address: str) -> None:
-        from deepcrl.buffer.reverb_sampler import SegmentSampler
-
         self.sampler.close()
         drawn, waited = self.sampler.items_sampled, self.sampler.wait_s
         self.address = address
         with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)
-            self.sampler = SegmentSampler(address, self.name, self.segments_per_round, self.spec)
+            self.sampler = _reverb().sampler.SegmentSampler(address, self.name, self.segments_per_round, self.spec)
         self._samples_before += drawn
         self._wait_before += waited
 
@@ -303,9 +297,7 @@ class Learner(RoleBase):
             "learner": self.name,
             "updates": int(self.train_state.step),
             "samples_drawn": int(self.samples_drawn),
-            "final_success": float(row["eval/success"]),
-            "final_time_at_goal": float(row["eval/time_at_goal"]),
-            "final_time_at_goal_frac": float(row["eval/time_at_goal_frac"]),
+            **{k: float(row[k]) for k in HEADLINE},  # the final evaluation, under the metrics' own names
             "env_steps": int(row["env_steps"]),
             "collector_env_steps": int(row.get("collector_env_steps", 0)),
         }

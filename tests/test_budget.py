@@ -14,7 +14,8 @@ from conftest import run_cli
 
 from deepcrl.configs import budget
 from deepcrl.configs.defaults import get_config
-from deepcrl.configs.resolve import ConfigError, agent_config, build_env, validate
+from deepcrl.configs.experiment import resolve
+from deepcrl.configs.validation import ConfigError
 from deepcrl.learner.agent import AgentConfig, make_agent
 from deepcrl.learner.networks import TrunkConfig, count_params
 
@@ -42,7 +43,7 @@ def _leaf_bytes(tree) -> int:
 )
 def test_param_count_and_train_state_bytes_are_exact(fields):
     config = _config(**fields)
-    cfg = agent_config(config, build_env(config))
+    cfg = resolve(config).agent
     state = jax.eval_shape(make_agent(cfg).init, jax.random.PRNGKey(0))  # shapes only
     counted = budget.agent_params(cfg)
     assert counted["actor"] == count_params(state.actor)
@@ -89,9 +90,9 @@ def test_single_estimate_bounds_the_compiled_epoch():
     from deepcrl.launch.single import make_single_trainer
 
     config = _config(num_envs=32, num_eval_envs=8, batch_size=128, num_minibatches=32)
-    env = build_env(config)
-    est = budget.estimate(config, env, validate(config, env), accelerator=True)
-    trainer = make_single_trainer(config)
+    experiment = resolve(config)
+    est = budget.estimate(experiment, accelerator=True)
+    trainer = make_single_trainer(experiment)
     carry = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
     m = trainer.train_epoch.lower(carry).compile().memory_analysis()
     xla = m.argument_size_in_bytes + m.temp_size_in_bytes
@@ -103,28 +104,25 @@ def test_single_estimate_bounds_the_compiled_epoch():
 @pytest.mark.core  # no Reverb, TensorFlow or Ray
 def test_overflowing_update_count_is_rejected():
     config = _config(total_env_steps=2_000_000_000, num_envs=1, batch_size=64, num_minibatches=100)
-    layout = validate(config, build_env(config))
+    experiment = resolve(config)
     with pytest.raises(ConfigError, match=r"num_minibatches: .* updates .* 2,147,483,647"):
-        budget.check_counts(config, layout)
+        budget.check_counts(experiment.config, experiment.layout)
 
 
 @pytest.mark.core  # no Reverb, TensorFlow or Ray
 def test_memory_check_false_records_without_comparing():
     config = _config(num_envs=100_000, replay_steps_per_env=1_000_000)
-    env = build_env(config)
-    layout = validate(config, env)
     with pytest.raises(ConfigError, match=r"^this run needs ~.*replay"):
-        budget.check(config, env, layout)
+        budget.check(resolve(config))
     config.memory_check = False
-    est = budget.check(config, env, layout)
+    est = budget.check(resolve(config))
     assert est["checked"].startswith("no") and est["host_bytes"] > est["host_limit_bytes"] > 0
 
 
 @pytest.mark.core  # no Reverb, TensorFlow or Ray
 def test_check_nodes_compares_the_largest_role_with_the_largest_node():
     config = _config(topology="decoupling", env="point_mass_walls", ray_address="10.0.0.5:6379")
-    env = build_env(config)
-    est = budget.check(config, env, validate(config, env))  # remote cluster: nothing compared here
+    est = budget.check(resolve(config))  # remote cluster: nothing compared here
     assert "Ray cluster" in est["checked"] and "driver" not in est["roles"]
     largest = max(sum(r["host"].values()) for r in est["roles"].values())
     budget.check_nodes(est, [{"Alive": True, "Resources": {"memory": 2 * largest}}])

@@ -2,7 +2,7 @@
 
 ``eval_env``, ``reset_to_first_start``, ``remat`` and ``compute_dtype`` each have a unit test of
 their own (tests/test_paper_fidelity.py, tests/test_networks.py, tests/test_update_reference.py);
-here each goes through ``make_single_trainer(config)``, the function ``launch/run.py`` trains with,
+here each goes through ``make_single_trainer(resolve(config))``, the function ``launch/run.py`` trains with,
 so a config field dropped on the way (resolve.py, the trainer) fails a test. Nothing here trains:
 the checks trace, lower, or run init / prefill / one evaluation, on small settings.
 """
@@ -16,6 +16,7 @@ import pytest
 from jaxpr_check import bf16_dot_generals, checkpoint_policies
 
 from deepcrl.configs.defaults import get_config
+from deepcrl.configs.experiment import resolve
 from deepcrl.envs import make_env
 from deepcrl.launch.single import make_single_trainer
 from deepcrl.learner.networks import SAVE_MATMULS
@@ -37,7 +38,7 @@ def small_config(**fields):
 @pytest.mark.parametrize("remat, dtype", [(True, "bfloat16"), (False, "float32")])
 def test_remat_and_bf16_reach_the_trained_program(remat, dtype):
     """The epoch a run compiles recomputes whole blocks and multiplies in bfloat16 exactly when asked."""
-    trainer = make_single_trainer(small_config(remat=remat, compute_dtype=dtype))
+    trainer = make_single_trainer(resolve(small_config(remat=remat, compute_dtype=dtype)))
     carry = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))  # shapes only: nothing runs
     policies = set(checkpoint_policies(trainer.train_epoch, carry))
     assert policies == ({None} if remat else {SAVE_MATMULS}), policies  # scanned blocks: SAVE_MATMULS off
@@ -60,7 +61,7 @@ def test_eval_env_is_what_a_run_evaluates_on():
     0.05 cell of its own): 2, 3, 3.2 or 3.6 cells for the far goal cells.
     """
     config = small_config(env="point_mass_u4_maze", eval_env="point_mass_u4_maze_eval", num_eval_envs=1)
-    trainer = make_single_trainer(config)
+    trainer = make_single_trainer(resolve(config))
     carry = trainer.init(jax.random.PRNGKey(0))
     still = jax.tree_util.tree_map(jnp.zeros_like, carry.train_state.actor)
     carry = carry.replace(train_state=carry.train_state.replace(actor=still))
@@ -86,7 +87,7 @@ def test_reset_to_first_start_reaches_the_training_envs(first):
     """In a run's own training envs (after its prefill, 5 episodes), every episode starts where the first
     did, with its goal, when asked; fresh starts and goals otherwise."""
     config = small_config(reset_to_first_start=first, episode_length=10)
-    trainer = make_single_trainer(config)
+    trainer = make_single_trainer(resolve(config))
     carry = trainer.init(jax.random.PRNGKey(0))
     goal0 = np.asarray(carry.env_state.info["goal"])
     start0 = np.asarray(carry.env_state.obs[:, : trainer.agent.config.state_size])

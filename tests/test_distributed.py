@@ -17,8 +17,11 @@ from conftest import run_cli
 from ml_collections import ConfigDict
 from test_faults import _alive
 
-from deepcrl.configs.resolve import agent_config, build_env
+from deepcrl.configs.defaults import get_config
+from deepcrl.configs.experiment import resolve
 from deepcrl.learner.agent import make_agent
+from deepcrl.roles.collector import Collector
+from deepcrl.roles.learner import Learner
 from deepcrl.rundir.checkpoints import restore_train_state
 
 SMALL = [
@@ -172,8 +175,6 @@ def _stop_cluster(temp_dir: str) -> bool:
 
 @pytest.fixture(scope="module")
 def small_config():
-    from deepcrl.configs.defaults import get_config
-
     c = get_config()
     c.update(
         topology="actor_learner", env="point_mass", num_envs=8, num_eval_envs=4, batch_size=32,
@@ -185,22 +186,16 @@ def small_config():
 
 def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, small_config):
     """Collector and learner as plain objects around a real Reverb server (no Ray needed)."""
+    # Reverb (TensorFlow) imported here: this module is also collected on the core install, which lacks it.
     from deepcrl.buffer.reverb_replay import start_server
-    from deepcrl.configs.resolve import build_env, replay_spec, segments_per_round, validate
-    from deepcrl.roles.collector import Collector
-    from deepcrl.roles.learner import Learner
 
     config = small_config
-    env = build_env(config)
-    spec = replay_spec(config, env, validate(config, env), ["collector_learner"])
+    experiment = resolve(config)
+    spec = experiment.replay
     server, address = start_server(spec)
     try:
-        learner = Learner(
-            config.to_dict(), "collector_learner", ["collector_learner"], address, str(tmp_path)
-        )
-        collector = Collector(
-            config.to_dict(), ["collector_learner"], address, str(tmp_path), learner.get_actor_params
-        )
+        learner = Learner(experiment, "collector_learner", address, str(tmp_path))
+        collector = Collector(experiment, address, str(tmp_path), learner.get_actor_params)
         probe = np.random.default_rng(0).uniform(-1, 1, (16, 4)).astype(np.float32)
         before = collector.policy_actions(probe)
         results = {}
@@ -216,8 +211,8 @@ def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, sma
     # Staleness: at every fetch the collector's parameters were behind the learner by at most the
     # updates the rate limiter lets it make between two fetches: params_fetch_every collections plus
     # the limiter's slack either way (in rounds of num_minibatches updates) ...
-    table, layout = spec.tables[0], validate(config, env)
-    per_round = segments_per_round(config, layout)
+    table, layout = spec.tables[0], experiment.layout
+    per_round = experiment.segments_per_round
     slack_rounds = 2 * table.error_buffer / per_round
     bound = (config.params_fetch_every + slack_rounds + 1) * config.num_minibatches
     versions = collector.versions_seen
@@ -311,8 +306,8 @@ def test_ctrl_c_stops_every_role_and_keeps_final_checkpoints(tmp_path):
         updates = next(r["updates"] for r in summary["learners"] if r["learner"] == name)
         assert updates > 0
         # The final checkpoint restores, at the update count the summary reports.
-        config = ConfigDict(json.loads((run_dir / name / "config.json").read_text()))
-        agent = make_agent(agent_config(config, build_env(config)))
+        config = ConfigDict(json.loads((run_dir / "config.json").read_text()))
+        agent = make_agent(resolve(config).agents[name])
         state = restore_train_state(run_dir / name / "checkpoints" / "final", agent.init(jax.random.PRNGKey(1)))
         assert int(state.step) == updates, (name, int(state.step), updates)
     assert any((run_dir / "replay").iterdir())  # the replay tables were checkpointed too
@@ -345,28 +340,24 @@ def test_a_role_that_dies_beyond_max_role_restarts_ends_the_run_with_its_name(tm
 def test_a_restarted_learner_and_collector_restore_their_state_bitwise(tmp_path, small_config):
     """What a role restarted after a crash holds equals what it saved: parameters, Adam moments, step,
     RNG key and counters, bit for bit (plain objects around a real Reverb server)."""
+    # Reverb (TensorFlow) imported here: this module is also collected on the core install, which lacks it.
     from deepcrl.buffer.reverb_replay import start_server
-    from deepcrl.configs.resolve import replay_spec, validate
-    from deepcrl.roles.collector import Collector
-    from deepcrl.roles.learner import Learner
 
     config, name = ConfigDict(small_config.to_dict()), "collector_learner"
     config.checkpoint = True
-    env = build_env(config)
-    server, address = start_server(replay_spec(config, env, validate(config, env), [name]))
+    experiment = resolve(config)
+    server, address = start_server(experiment.replay)
     try:
-        learner = Learner(config.to_dict(), name, [name], address, str(tmp_path))
-        collector = Collector(config.to_dict(), [name], address, str(tmp_path), learner.get_actor_params)
+        learner = Learner(experiment, name, address, str(tmp_path))
+        collector = Collector(experiment, address, str(tmp_path), learner.get_actor_params)
         thread = threading.Thread(target=lambda: learner.run(eval_every_rounds=3))
         thread.start()
         collector.run()
         learner.stop()
         thread.join(timeout=120)
         assert int(learner.train_state.step) > 0
-        again = Learner(config.to_dict(), name, [name], address, str(tmp_path), resume=True)
-        collector_again = Collector(
-            config.to_dict(), [name], address, str(tmp_path), learner.get_actor_params, resume=True
-        )
+        again = Learner(experiment, name, address, str(tmp_path), resume=True)
+        collector_again = Collector(experiment, address, str(tmp_path), learner.get_actor_params, resume=True)
     finally:
         server.stop()
     assert not thread.is_alive()

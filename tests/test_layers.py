@@ -243,3 +243,81 @@ def test_every_remote_call_of_the_supervisor_is_in_the_contract():
     calls = remote_methods(ROOT / "launch/supervise.py") + remote_methods(ROOT / "launch/distributed.py")
     assert {"start", "whoami", "run", "progress", "drain", "get_actor_params"} <= set(calls)
     assert sorted(set(calls) - names) == []
+
+
+# ------------------------------------------------------------------------------------ one reading
+# Every Python file of the repository: the package, its tests and its benchmarks.
+ALL_FILES = sorted(
+    p for p in ROOT.rglob("*.py") if not any(part.startswith(".") or part.endswith(".egg-info")
+                                             for part in p.relative_to(ROOT).parts)
+)  # fmt: skip
+# Third-party modules a run may lack or that cost much to import: imported where they are used.
+OPTIONAL = {"reverb", "tensorflow", "ray", "wandb"}
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is imported (its module-level statements, not its functions)."""
+    out = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.update({node.module, *(f"{node.module}.{a.name}" for a in node.names)})
+    return out
+
+
+def heavy_modules() -> dict[str, str]:
+    """Project module → why it is imported where used: it brings an optional dependency with it (at
+    any depth), or it defines command-line flags (absl allows each flag name once per process)."""
+    modules = {module_name(p): p for p in project_files()}
+    why = {m: "defines command-line flags" for m, p in modules.items() if "flags.DEFINE_" in p.read_text()}
+    why["deepcrl.envs.rendering"] = "renders with OpenGL: MUJOCO_GL must be set before its first import"
+    changed = True
+    while changed:
+        changed = False
+        for m, p in modules.items():
+            imports = top_level_imports(p)
+            hit = {i.split(".")[0] for i in imports} & OPTIONAL or {i for i in imports if i in why and i != m}
+            if m not in why and hit:
+                why[m], changed = f"imports {sorted(hit)[0]}", True
+    return why
+
+
+def local_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import of the project's modules inside a function of ``path``."""
+    out = []
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("deepcrl"):
+                    out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+                elif isinstance(node, ast.Import):
+                    out += [(node.lineno, a.name) for a in node.names if a.name.startswith("deepcrl")]
+    return sorted(set(out))
+
+
+def test_the_project_is_imported_at_the_top_except_optional_dependencies():
+    """A function-local import of one of our modules hides the import graph; it is allowed only for a
+    module that brings Reverb, TensorFlow, Ray or wandb with it, or that defines flags."""
+    heavy = heavy_modules()
+    assert {"deepcrl.buffer.reverb_replay", "deepcrl.launch.distributed", "deepcrl.launch.run"} <= set(heavy)
+    bad = []
+    for path in ALL_FILES:
+        for line, target in local_imports(path):
+            module = next((m for m in (target, target.rsplit(".", 1)[0]) if m in heavy), None)
+            if module is None:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {target} inside a function")
+    assert bad == []
+
+
+def test_every_file_and_function_fits_one_reading():
+    """Files of at most 500 lines, functions of at most 80 (tests and benchmarks included)."""
+    bad = []
+    for path in ALL_FILES:
+        text = path.read_text()
+        if len(text.splitlines()) > 500:
+            bad.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for fn in ast.walk(ast.parse(text)):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.end_lineno - fn.lineno >= 80:
+                bad.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name}: {fn.end_lineno - fn.lineno + 1} lines")
+    assert bad == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deepcrl.configs.defaults import get_config
+from deepcrl.configs.experiment import resolve
 from deepcrl.launch.single import run_single
 from deepcrl.rundir.metrics import read_metrics
 
@@ -18,7 +19,7 @@ def test_crl_learns_point_mass_reaching(tmp_path):
     config.num_minibatches = 32
     config.num_evals = 8
     config.checkpoint = False
-    final = run_single(config, tmp_path, progress=False)
+    final = run_single(resolve(config), tmp_path, progress=False)
     rows = read_metrics(tmp_path / "metrics.jsonl")
     initial = rows[0]
     assert initial["updates"] == 0

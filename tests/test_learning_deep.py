@@ -10,6 +10,7 @@ from scipy.stats import binom
 
 from deepcrl.collector.rollout import evaluate
 from deepcrl.configs.defaults import get_config
+from deepcrl.configs.experiment import resolve
 from deepcrl.envs import make_env
 from deepcrl.envs.wrappers import VectorEnv
 from deepcrl.launch.single import run_single
@@ -42,7 +43,7 @@ def test_depth_16_crl_learns_point_mass_reaching(tmp_path):
     config.num_evals = 2
     config.num_eval_envs = EVAL_ENVS
     config.checkpoint = False
-    final = run_single(config, tmp_path, progress=False)
+    final = run_single(resolve(config), tmp_path, progress=False)
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert rows[0]["updates"] == 0 and rows[0]["eval/success"] < bar, "the untrained policy already passes"
     assert final["eval/success"] > bar, ([r["eval/success"] for r in rows], p_random, bar)

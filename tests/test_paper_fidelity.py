@@ -17,7 +17,10 @@ from conftest import run_cli
 
 from deepcrl.collector.rollout import evaluate
 from deepcrl.configs.defaults import get_config
-from deepcrl.configs.resolve import ConfigError, build_env, build_eval_env
+from deepcrl.configs.experiment import resolve
+from deepcrl.configs.presets import paper
+from deepcrl.configs.studies import base_config, get_study
+from deepcrl.configs.validation import ConfigError, reference_sgd_steps
 from deepcrl.envs import EVAL_ENVS, make_env
 from deepcrl.envs.maze import EVAL_MAZES, maze_grid
 from deepcrl.envs.point_mass import PointMass
@@ -128,13 +131,13 @@ def test_eval_envs_sample_goals_only_in_their_goal_cells(train, ev):
 def test_build_eval_env_same_family_and_mismatch():
     c = get_config()
     c.env, c.eval_env = "point_mass_u4_maze", "point_mass_u4_maze_eval"
-    env = build_env(c)
-    assert build_eval_env(c, env).maze.grid.tolist() == maze_grid("u4_eval").tolist()
+    assert resolve(c).eval_env().maze.grid.tolist() == maze_grid("u4_eval").tolist()
     c.eval_env = ""
-    assert build_eval_env(c, env) is env
+    experiment = resolve(c)
+    assert experiment.eval_env() is experiment.env()
     c.eval_env = "point_mass"  # 2-d state vs the maze's 4-d
     with pytest.raises(ConfigError, match="does not match"):
-        build_eval_env(c, env)
+        resolve(c)
 
 
 def test_eval_env_mismatch_is_one_line_and_exit_2():
@@ -152,7 +155,7 @@ def test_physics_timestep_is_a_set_field_and_unsupported_envs_say_so():
     c = get_config()
     c.env, c.physics_timestep = "point_mass", 0.01
     with pytest.raises(ConfigError, match="physics_timestep is not supported by env 'point_mass'"):
-        build_env(c)
+        resolve(c)
 
 
 # -- presets ----------------------------------------------------------------------------
@@ -186,32 +189,23 @@ def test_maze_coverage_grid_covers_the_maze_in_its_frame(name):
 
 @pytest.mark.parametrize("batch, steps", [(256, 800), (512, 800), (1024, 499), (4096, 124)])
 def test_reference_sgd_steps_rule(batch, steps):
-    from deepcrl.configs.resolve import reference_sgd_steps
-
     assert reference_sgd_steps(512, 1000, batch) == steps
 
 
 def test_paper_preset_epochs_and_steps_as_the_reference_computes_them():
-    from deepcrl.configs.presets import paper
-    from deepcrl.configs.resolve import validate
-    from deepcrl.envs import make_env
-
     c = paper()
     c.env, c.episode_length = "point_mass", 1000  # the layout only needs the episode length
     assert (c.batch_size, c.total_env_steps, c.num_evals) == (512, 100_000_000, 100)
-    layout = validate(c, make_env("point_mass", episode_length=1000))
-    assert c.num_minibatches == 800  # resolved in place from 0 by the rule
+    experiment = resolve(c)
+    layout = experiment.layout
+    assert experiment.config.num_minibatches == 800  # resolved from 0 by the rule
+    assert c.num_minibatches == 0  # the caller's config is left as it was
     # (100M − 1,000·512) // (100 · 512·62) = 31 collection steps per epoch, floor, prefill not counted
     assert (layout.num_epochs, layout.collections_per_epoch) == (100, 31)
     assert layout.total_env_steps == 17 * 31_744 + 100 * 31 * 31_744  # a little under 100M, as theirs
 
 
 def test_batch_sweep_follows_the_sgd_rule_at_paper_scale():
-    from deepcrl.configs.resolve import validate
-    from deepcrl.configs.studies import base_config, get_study
-    from deepcrl.envs import make_env
-
-    env = make_env("point_mass", episode_length=1000)
     runs = get_study("batch_sweep").get_runs(
         ["ant_big_maze"], [0], "paper", {"depths": [4], "batch_sizes": [256, 1024, 4096]}
     )
@@ -219,22 +213,15 @@ def test_batch_sweep_follows_the_sgd_rule_at_paper_scale():
     for run in runs:
         c = base_config("paper", "ant_big_maze")
         c.update(run.overrides)
-        c.env, c.eval_env = "point_mass", ""  # same layout rules, no physics to build
-        validate(c, env)
-        steps[c.batch_size] = c.num_minibatches
+        c.env, c.eval_env, c.episode_length = "point_mass", "", 1000  # same layout rules, no physics to build
+        steps[c.batch_size] = resolve(c).config.num_minibatches
     assert steps == {256: 800, 1024: 499, 4096: 124}
 
 
 def test_actor_capped_at_512_layers_in_paper_presets_unless_asked():
-    from deepcrl.configs.presets import paper
-    from deepcrl.configs.resolve import agent_config, validate
-    from deepcrl.envs import make_env
-
-    env = make_env("point_mass")
     c = paper()
     c.env, c.critic_depth, c.actor_depth = "point_mass", 1024, 1024
-    validate(c, env)
-    a = agent_config(c, env)
+    a = resolve(c).agent
     assert (a.actor.depth, a.critic.depth) == (512, 1024)
     c.max_actor_depth = 0
-    assert agent_config(c, env).actor.depth == 1024
+    assert resolve(c).agent.actor.depth == 1024

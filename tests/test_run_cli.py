@@ -43,11 +43,11 @@ def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
 def _agent_of(run_dir: Path):
     from ml_collections import ConfigDict
 
-    from deepcrl.configs.resolve import agent_config, build_env
+    from deepcrl.configs.experiment import resolve
     from deepcrl.learner.agent import make_agent
 
     config = ConfigDict(json.loads((run_dir / "config.json").read_text()))
-    return make_agent(agent_config(config, build_env(config)))
+    return make_agent(resolve(config).agent)
 
 
 @pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)

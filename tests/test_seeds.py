@@ -123,12 +123,12 @@ def test_seeds_train_different_agents_with_per_seed_checkpoints(k_seeds):
     import jax
     from ml_collections import ConfigDict
 
-    from deepcrl.configs.resolve import agent_config, build_env
+    from deepcrl.configs.experiment import resolve
     from deepcrl.learner.agent import make_agent
     from deepcrl.rundir.checkpoints import restore_train_state
 
     config = ConfigDict(json.loads((k_seeds / "seed_0" / "config.json").read_text()))
-    agent = make_agent(agent_config(config, build_env(config)))
+    agent = make_agent(resolve(config).agent)
     target = agent.init(jax.random.PRNGKey(0))
     states = [restore_train_state(k_seeds / f"seed_{s}" / "checkpoints" / "final", target) for s in range(K)]
     assert len({int(st.step) for st in states}) == 1 and int(states[0].step) > 0

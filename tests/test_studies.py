@@ -303,7 +303,7 @@ def test_width_vs_depth_budgets_match():
     import jax
     from ml_collections import ConfigDict
 
-    from deepcrl.configs.resolve import agent_config, build_env
+    from deepcrl.configs.experiment import resolve
     from deepcrl.configs.studies import base_config, get_study
     from deepcrl.learner.agent import make_agent
     from deepcrl.learner.networks import count_params
@@ -323,12 +323,11 @@ def test_width_vs_depth_budgets_match():
         assert abs(p_wide - p_deep) <= 0.03 * p_deep, (d, w)
         assert w > 32  # width was spent, at the base depth
     config = base_config("cpu", "point_mass_walls")
-    env = build_env(config)
     for (_, d, w), p in by.items():  # the fitted counts are those of a real, initialised agent
         c = ConfigDict(config.to_dict())
         c.critic_depth = c.actor_depth = d
         c.critic_width = c.actor_width = w
-        state = make_agent(agent_config(c, env)).init(jax.random.PRNGKey(0))
+        state = make_agent(resolve(c).agent).init(jax.random.PRNGKey(0))
         assert count_params((state.actor, state.critic)) == p, (d, w)
 
 
@@ -349,7 +348,7 @@ def test_paper_env_config_through_run_py():
     code = (
         "import sys; sys.argv=['run.py','--config','configs/paper/envs.py:humanoid_u_maze','--critic_depth','64'];"
         "from absl import flags; import deepcrl.launch.run as r; flags.FLAGS(sys.argv);"
-        "c=r.build_config(); from deepcrl.configs.resolve import validate; lay=validate(c);"
+        "c=r.build_config(); from deepcrl.configs.experiment import resolve; lay=resolve(c).layout;"
         "print(c.env, c.critic_depth, c.total_env_steps, c.episode_length, lay.episode_length)"
     )
     res = subprocess.run(

@@ -1,7 +1,8 @@
-"""Config → env, networks and derived sizes, with one-line validation errors.
+"""Checks of a config, with one-line errors, and the sizes derived from it.
 
-Every runtime builds its env and agent through here, so a bad config fails the
+``configs/experiment.resolve`` runs these once per run, so a bad config fails the
 same way (a ``ConfigError`` naming the valid choices) whatever the topology.
+Nothing here modifies the config it checks.
 """
 
 from __future__ import annotations
@@ -41,65 +42,6 @@ def apply_override(config: ConfigDict, item: str) -> None:
         config[key] = type(old)(raw)
     except ValueError:
         raise ConfigError(f"bad --set {item!r}: {key} expects a {type(old).__name__}") from None
-
-
-def build_env(config: ConfigDict, name: str | None = None) -> GoalEnv:
-    """The training env (or the env ``name``) with the config's backend, episode length and timestep."""
-    name = name or config.env
-    kwargs = {}
-    if config.backend:
-        kwargs["backend"] = config.backend
-    if config.episode_length:
-        kwargs["episode_length"] = int(config.episode_length)
-    if float(config.get("physics_timestep", 0.0)):
-        kwargs["physics_timestep"] = float(config.physics_timestep)
-    try:
-        return envs.make_env(name, **kwargs)
-    except TypeError as e:
-        if "physics_timestep" in str(e):
-            raise ConfigError(
-                f"physics_timestep is not supported by env {name!r} (ant and humanoid families only)"
-            ) from None
-        raise ConfigError(str(e)) from None
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def build_eval_env(config: ConfigDict, env: GoalEnv) -> GoalEnv:
-    """The env evaluations run on: ``config.eval_env``, or the training ``env`` itself.
-
-    An eval env must share the training env's observation layout (state size,
-    goal indices, action size), so one policy and one critic fit both.
-    """
-    name = str(config.get("eval_env", "") or "")
-    if not name or name == config.env:
-        return env
-    eval_env = build_env(config, name)
-    mine = (env.spec.state_size, tuple(env.spec.goal_indices), int(env.action_size))
-    theirs = (eval_env.spec.state_size, tuple(eval_env.spec.goal_indices), int(eval_env.action_size))
-    if mine != theirs:
-        family = config.env.split("_")[0]
-        same = [n for n in envs.env_names() if n != config.env and n.split("_")[0] == family]
-        raise ConfigError(
-            f"eval_env {name!r} does not match env {config.env!r}: (state size, goal indices, action size) "
-            f"{theirs} vs {mine}; use an env of the same family: {', '.join(same) or 'none'}"
-        )
-    return eval_env
-
-
-def make_train_venv(config: ConfigDict, env: GoalEnv, layout: Layout):
-    """The batched training envs, with the config's reset rule."""
-    from deepcrl.envs.wrappers import VectorEnv
-
-    first = bool(config.get("reset_to_first_start", False))
-    return VectorEnv(env, config.num_envs, layout.episode_length, reset_to_first_start=first)
-
-
-def make_eval_venv(config: ConfigDict, env: GoalEnv, layout: Layout):
-    """The batched evaluation envs: ``num_eval_envs`` copies of the eval env (one episode each)."""
-    from deepcrl.envs.wrappers import VectorEnv
-
-    return VectorEnv(build_eval_env(config, env), config.num_eval_envs, layout.episode_length)
 
 
 def trunk_config(config: ConfigDict, role: str) -> TrunkConfig:
@@ -158,8 +100,19 @@ class Layout:
         )
 
 
-def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
-    """Check every field a user can get wrong; return the derived layout."""
+def check(config: ConfigDict, env: GoalEnv, eval_env: GoalEnv) -> Layout:
+    """Check every field a user can get wrong; return the derived layout (``config`` is not changed)."""
+    check_fields(config)
+    check_eval_env(config, env, eval_env)
+    episode_length = int(config.episode_length or env.spec.episode_length)
+    # By default a segment spans an episode, but never more than the prefill, so sampling can start.
+    segment_length = int(config.segment_length or min(episode_length, config.min_replay_steps_per_env))
+    check_sizes(config, episode_length, segment_length)
+    return Layout(episode_length, segment_length, *_epochs(config))
+
+
+def check_fields(config: ConfigDict) -> None:
+    """Each field on its own: names among the valid ones, counts positive, shapes buildable."""
     if config.topology not in TOPOLOGIES:
         raise ConfigError(f"unknown topology {config.topology!r}; valid topologies: {', '.join(TOPOLOGIES)}")
     positive = [
@@ -194,12 +147,10 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
             validate_trunk(trunk_config(config, role), role)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    env = env or build_env(config)
-    if config.get("eval_env", ""):
-        build_eval_env(config, env)  # an unknown or mismatched eval env fails here, in one line
-    episode_length = int(config.episode_length or env.spec.episode_length)
-    # By default a segment spans an episode, but never more than the prefill, so sampling can start.
-    segment_length = int(config.segment_length or min(episode_length, config.min_replay_steps_per_env))
+
+
+def check_sizes(config: ConfigDict, episode_length: int, segment_length: int) -> None:
+    """Sizes against each other: segments, prefill, replay capacity, batch and SGD steps."""
     if segment_length < 2:
         raise ConfigError(f"segment_length must be at least 2 steps, got {segment_length}")
     if config.min_replay_steps_per_env > config.replay_steps_per_env:
@@ -222,13 +173,15 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
             f"batch_size ({config.batch_size}) is larger than the data available when training starts "
             f"(num_envs x min_replay_steps_per_env = {available})"
         )
-    if int(config.num_minibatches) == 0:  # resolved in place, so every role and config.json agree
-        config.num_minibatches = reference_sgd_steps(config.num_envs, episode_length, config.batch_size)
-        if config.num_minibatches < 1:
-            raise ConfigError(
-                f"the paper's SGD-step rule gives 0 steps: num_envs·(episode_length−1) = "
-                f"{config.num_envs * (episode_length - 1)} < batch_size {config.batch_size}; set num_minibatches"
-            )
+    if resolved_minibatches(config, episode_length) < 1:
+        raise ConfigError(
+            f"the paper's SGD-step rule gives 0 steps: num_envs·(episode_length−1) = "
+            f"{config.num_envs * (episode_length - 1)} < batch_size {config.batch_size}; set num_minibatches"
+        )
+
+
+def _epochs(config: ConfigDict) -> tuple[int, int, int, int]:
+    """(steps_per_collection, prefill_unrolls, collections_per_epoch, num_epochs) by the epoch rule."""
     steps_per_collection = config.num_envs * config.unroll_length
     prefill_unrolls = math.ceil(config.min_replay_steps_per_env / config.unroll_length)
     if config.get("epoch_rule", "cover") == "reference":
@@ -247,14 +200,28 @@ def validate(config: ConfigDict, env: GoalEnv | None = None) -> Layout:
         collections = math.ceil(remaining / steps_per_collection)
         num_epochs = min(int(config.num_evals), collections)
         collections_per_epoch = math.ceil(collections / num_epochs)
-    return Layout(
-        episode_length=episode_length,
-        segment_length=segment_length,
-        steps_per_collection=steps_per_collection,
-        prefill_unrolls=prefill_unrolls,
-        collections_per_epoch=collections_per_epoch,
-        num_epochs=num_epochs,
-    )
+    return steps_per_collection, prefill_unrolls, collections_per_epoch, num_epochs
+
+
+def resolved_minibatches(config: ConfigDict, episode_length: int) -> int:
+    """SGD steps per collection step: ``num_minibatches``, or with 0 the paper code's rule."""
+    if int(config.num_minibatches):
+        return int(config.num_minibatches)
+    return reference_sgd_steps(int(config.num_envs), episode_length, int(config.batch_size))
+
+
+def check_eval_env(config: ConfigDict, env: GoalEnv, eval_env: GoalEnv) -> None:
+    """An eval env must share the training env's observation layout (state size, goal indices,
+    action size), so one policy and one critic fit both."""
+    mine = (env.spec.state_size, tuple(env.spec.goal_indices), int(env.action_size))
+    theirs = (eval_env.spec.state_size, tuple(eval_env.spec.goal_indices), int(eval_env.action_size))
+    if mine != theirs:
+        family = config.env.split("_")[0]
+        same = [n for n in envs.env_names() if n != config.env and n.split("_")[0] == family]
+        raise ConfigError(
+            f"eval_env {config.eval_env!r} does not match env {config.env!r}: (state size, goal indices, "
+            f"action size) {theirs} vs {mine}; use an env of the same family: {', '.join(same) or 'none'}"
+        )
 
 
 def reference_sgd_steps(num_envs: int, episode_length: int, batch_size: int, cap: int = 800) -> int:
@@ -265,39 +232,3 @@ def reference_sgd_steps(num_envs: int, episode_length: int, batch_size: int, cap
     them: 800 at batch 256 or 512, 499 at 1024, 124 at 4096 (512 envs, 1000 steps).
     """
     return min(cap, num_envs * (episode_length - 1) // batch_size)
-
-
-def segments_per_round(config: ConfigDict, layout: Layout) -> int:
-    """Segments a learner samples per round of ``num_minibatches`` SGD steps."""
-    from deepcrl.buffer.relabel import segments_needed
-
-    return segments_needed(config.num_minibatches * config.batch_size, layout.segment_length)
-
-
-def replay_spec(config: ConfigDict, env: GoalEnv, layout: Layout, table_names: list[str]):
-    """The Reverb tables of a distributed run: one per learner, sized in steps.
-
-    With ``rate_limit='ratio'`` each table's sample-to-insert ratio (in segments)
-    reproduces the update-to-data ratio of ``single``: one round of updates per
-    ``num_envs × unroll_length`` env steps collected.
-    """
-    from deepcrl.buffer.reverb_replay import ReplaySpec, TableSpec
-
-    if config.rate_limit not in ("ratio", "unlimited"):
-        raise ConfigError(f"unknown rate_limit {config.rate_limit!r}; valid: ratio, unlimited")
-    seg_len = layout.segment_length
-    per_round = segments_per_round(config, layout)
-    spi = error_buffer = None
-    if config.rate_limit == "ratio":
-        inserted_per_round = config.num_envs * config.unroll_length / seg_len
-        spi = float(config.samples_per_insert) or per_round / inserted_per_round
-        # Room for one whole collector write (N segments) and a few prefetched learner rounds.
-        error_buffer = spi * config.num_envs + 4 * per_round
-    return ReplaySpec(
-        tables=tuple(TableSpec(n, spi, error_buffer) for n in table_names),
-        capacity_steps=config.replay_steps_per_env * config.num_envs,
-        segment_length=seg_len,
-        state_size=env.spec.state_size,
-        action_size=env.action_size,
-        min_size_steps=config.min_replay_steps_per_env * config.num_envs,
-    )
