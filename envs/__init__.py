@@ -1,18 +1,24 @@
 """Environment registry: one name → one goal-conditioned env constructor.
 
-Env modules are imported only when an env is built, so ``import envs`` stays
-cheap (no Brax/MuJoCo import).
+Every env module is imported here: ``envs.base`` needs Brax (and so MuJoCo and
+MJX) anyway, so importing the Brax envs up front adds next to nothing.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from functools import partial
 
 from deepcrl.envs.mjx_quiet import import_mjx_quietly
 
 import_mjx_quietly()  # before Brax (imported by envs.base) imports mujoco.mjx noisily
+from deepcrl.envs.ant import Ant, AntMaze  # noqa: E402
+from deepcrl.envs.arm import Arm  # noqa: E402
 from deepcrl.envs.base import GoalEnv, GoalSpec, goal_metrics  # noqa: E402
+from deepcrl.envs.humanoid import Humanoid, HumanoidMaze  # noqa: E402
+from deepcrl.envs.point_mass import DIVIDER_WALLS, PointMass  # noqa: E402
+from deepcrl.envs.point_mass_maze import PointMassMaze  # noqa: E402
 
 # Brax warns on every model load that its own pipelines are unmaintained; the
 # paper ran ant/humanoid on Brax's spring backend on purpose (see DESIGN.md), so silence it.
@@ -63,86 +69,26 @@ def describe_envs(names: list[str] | None = None) -> list[dict]:
     return rows
 
 
-def _point_mass(**kw):
-    from deepcrl.envs.point_mass import PointMass
-
-    return PointMass(**kw)
-
-
-def _point_mass_walls(**kw):
-    from deepcrl.envs.point_mass import DIVIDER_WALLS, PointMass
-
-    return PointMass(walls=DIVIDER_WALLS, **kw)
-
-
-def _point_mass_maze(maze: str) -> Callable[..., GoalEnv]:
-    def factory(**kw):
-        from deepcrl.envs.point_mass_maze import PointMassMaze
-
-        return PointMassMaze(maze, **kw)
-
-    return factory
-
-
-def _ant(**kw):
-    from deepcrl.envs.ant import Ant
-
-    return Ant(**kw)
-
-
-def _ant_maze(maze: str) -> Callable[..., GoalEnv]:
-    def factory(**kw):
-        from deepcrl.envs.ant import AntMaze
-
-        return AntMaze(maze, **kw)
-
-    return factory
-
-
-def _humanoid(**kw):
-    from deepcrl.envs.humanoid import Humanoid
-
-    return Humanoid(**kw)
-
-
-def _humanoid_maze(maze: str) -> Callable[..., GoalEnv]:
-    def factory(**kw):
-        from deepcrl.envs.humanoid import HumanoidMaze
-
-        return HumanoidMaze(maze, **kw)
-
-    return factory
-
-
-def _arm(task: str) -> Callable[..., GoalEnv]:
-    def factory(**kw):
-        from deepcrl.envs.arm import Arm
-
-        return Arm(task, **kw)
-
-    return factory
-
-
-register("point_mass", _point_mass)
-register("point_mass_walls", _point_mass_walls)
+register("point_mass", PointMass)
+register("point_mass_walls", partial(PointMass, walls=DIVIDER_WALLS))
 for _maze in ("u4", "u5", "big", "hardest"):  # envs/point_mass_maze.py: MAZES, EVAL_MAZES
-    register(f"point_mass_{_maze}_maze", _point_mass_maze(_maze))
+    register(f"point_mass_{_maze}_maze", partial(PointMassMaze, _maze))
     if _maze != "hardest":
-        register(f"point_mass_{_maze}_maze_eval", _point_mass_maze(f"{_maze}_eval"))
-register("ant", _ant)
-register("ant_u4_maze", _ant_maze("u4"))
-register("ant_u5_maze", _ant_maze("u5"))
-register("ant_big_maze", _ant_maze("big"))
-register("ant_hardest_maze", _ant_maze("hardest"))
-register("humanoid", _humanoid)
-register("humanoid_u_maze", _humanoid_maze("humanoid_u"))
-register("humanoid_big_maze", _humanoid_maze("big"))
+        register(f"point_mass_{_maze}_maze_eval", partial(PointMassMaze, f"{_maze}_eval"))
+register("ant", Ant)
+register("ant_u4_maze", partial(AntMaze, "u4"))
+register("ant_u5_maze", partial(AntMaze, "u5"))
+register("ant_big_maze", partial(AntMaze, "big"))
+register("ant_hardest_maze", partial(AntMaze, "hardest"))
+register("humanoid", Humanoid)
+register("humanoid_u_maze", partial(HumanoidMaze, "humanoid_u"))
+register("humanoid_big_maze", partial(HumanoidMaze, "big"))
 # Evaluation layouts (the paper's ``*_eval`` mazes): same walls and start, far goal cells only.
-register("ant_u4_maze_eval", _ant_maze("u4_eval"))
-register("ant_u5_maze_eval", _ant_maze("u5_eval"))
-register("ant_big_maze_eval", _ant_maze("big_eval"))
-register("humanoid_u_maze_eval", _humanoid_maze("humanoid_u_eval"))
-register("humanoid_big_maze_eval", _humanoid_maze("humanoid_big_eval"))
+register("ant_u4_maze_eval", partial(AntMaze, "u4_eval"))
+register("ant_u5_maze_eval", partial(AntMaze, "u5_eval"))
+register("ant_big_maze_eval", partial(AntMaze, "big_eval"))
+register("humanoid_u_maze_eval", partial(HumanoidMaze, "humanoid_u_eval"))
+register("humanoid_big_maze_eval", partial(HumanoidMaze, "humanoid_big_eval"))
 
 # Training env → the env the paper evaluated it on (its job.slurm: ant_big_maze → ant_big_maze_eval).
 EVAL_ENVS: dict[str, str] = {
@@ -150,4 +96,4 @@ EVAL_ENVS: dict[str, str] = {
     for name in ("ant_u4_maze", "ant_u5_maze", "ant_big_maze", "humanoid_u_maze", "humanoid_big_maze")
 }
 for _task in ("arm_push_easy", "arm_push_hard", "arm_binpick_easy", "arm_binpick_hard"):
-    register(_task, _arm(_task))
+    register(_task, partial(Arm, _task))

@@ -6,8 +6,8 @@ reset adds ±``reset_noise_scale`` uniform noise to every position (torso x, y
 included, around the start) and ``reset_noise_scale``·N(0, 1) to every
 velocity, and an episode ends early when the torso leaves ``healthy_z_range``
 (flipped or jumping); otherwise it is truncated at ``episode_length`` by the
-wrapper. Subclasses (the mazes) override ``model_xml``, ``start_xy`` and
-``sample_goal``.
+wrapper. Subclasses override ``model_xml``, ``start_xy`` and ``sample_goal``;
+the mazes (``AntMaze``) get them from ``envs.maze.MazeTask``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from brax.io import mjcf
 from etils import epath
 
 from deepcrl.envs.base import GoalEnv, GoalSpec
+from deepcrl.envs.maze import MazeTask, set_geom_collision
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")
 
@@ -124,8 +125,8 @@ ANT_MAZE_CONTACTS: dict[str, tuple[int, int]] = {
 }
 
 
-class AntMaze(Ant):
-    """Ant in a maze of box walls; starts at the R cell's centre, goals drawn from G cells.
+class AntMaze(MazeTask, Ant):
+    """Ant in a maze of box walls (cell 4 m); starts at the R cell's centre, goals drawn from G cells.
 
     Contacts as in the paper's ``ant_maze.xml`` (MuJoCo tests a pair when
     ``contype_a & conaffinity_b`` or ``contype_b & conaffinity_a``): walls are
@@ -135,31 +136,12 @@ class AntMaze(Ant):
     other). The upper and lower leg capsules touch nothing.
     """
 
-    def __init__(
-        self,
-        maze: str,
-        cell_size: float = 4.0,
-        goal_jitter: float = 0.0,
-        merge_walls: bool = True,
-        **kwargs,
-    ):
-        from deepcrl.envs.maze import Maze
+    def __init__(self, maze: str, cell_size: float = 4.0, **kwargs):
+        """The paper's ant cell is 4 m; ``goal_jitter``, ``merge_walls`` and the rest pass through."""
+        super().__init__(maze, cell_size, **kwargs)
 
-        self.maze = Maze.from_name(maze, cell_size, goal_jitter, merge_walls)
-        super().__init__(**kwargs)
+    def robot_xml(self) -> str:
+        """Brax's ant with the paper's maze contacts (``ANT_MAZE_CONTACTS``)."""
+        return set_geom_collision(super().robot_xml(), ANT_MAZE_CONTACTS)
 
-    def model_xml(self) -> str:
-        from deepcrl.envs.maze import insert_walls, set_geom_collision
-
-        xml = set_geom_collision(brax_asset_xml("ant.xml"), ANT_MAZE_CONTACTS)
-        return insert_walls(xml, self.maze, contype=1, conaffinity=1)
-
-    def start_xy(self, rng: jax.Array) -> jax.Array:
-        return jnp.asarray(self.maze.start_xy)
-
-    def sample_goal(self, rng: jax.Array, start_xy: jax.Array) -> jax.Array:
-        return self.maze.sample_goal(rng)
-
-    def coverage_grid(self) -> dict:
-        """Exploration coverage over the maze (its frame is not centred on the start)."""
-        return self.maze.coverage_grid()
+    sample_goal = MazeTask.maze_goal  # the ant's name for its goal hook

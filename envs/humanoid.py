@@ -52,6 +52,7 @@ from brax.io import mjcf
 
 from deepcrl.envs.ant import BACKENDS, brax_asset_xml
 from deepcrl.envs.base import GoalEnv, GoalSpec
+from deepcrl.envs.maze import MazeTask
 
 GOAL_Z = 1.25  # torso height of a standing humanoid; the goal's z
 
@@ -229,7 +230,7 @@ class Humanoid(GoalEnv, PipelineEnv):
         )
 
 
-class HumanoidMaze(Humanoid):
+class HumanoidMaze(MazeTask, Humanoid):
     """Humanoid in a maze (cell 2.0 m, walls 1.0 m high); starts at the R cell's centre, goals from G cells.
 
     Walls are ``contype=conaffinity=1`` as in the paper's code, so every body
@@ -239,30 +240,8 @@ class HumanoidMaze(Humanoid):
 
     DEFAULT_TIMESTEP = 0.0015
 
-    def __init__(
-        self,
-        maze: str,
-        cell_size: float = 2.0,
-        goal_jitter: float = 0.0,
-        merge_walls: bool = True,
-        **kwargs,
-    ):
-        from deepcrl.envs.maze import Maze
+    def __init__(self, maze: str, cell_size: float = 2.0, **kwargs):
+        """The paper's humanoid cell is 2 m; ``goal_jitter``, ``merge_walls`` and the rest pass through."""
+        super().__init__(maze, cell_size, **kwargs)
 
-        self.maze = Maze.from_name(maze, cell_size, goal_jitter, merge_walls)
-        super().__init__(**kwargs)
-
-    def model_xml(self) -> str:
-        from deepcrl.envs.maze import insert_walls
-
-        return insert_walls(_humanoid_xml(self.target_in_state), self.maze, contype=1, conaffinity=1)
-
-    def start_xy(self, rng: jax.Array) -> jax.Array:
-        return jnp.asarray(self.maze.start_xy)
-
-    def sample_goal_xy(self, rng: jax.Array, start_xy: jax.Array) -> jax.Array:
-        return self.maze.sample_goal(rng)
-
-    def coverage_grid(self) -> dict:
-        """Exploration coverage over the maze (its frame is not centred on the start)."""
-        return self.maze.coverage_grid()
+    sample_goal_xy = MazeTask.maze_goal  # the humanoid's name for its goal hook

@@ -24,6 +24,7 @@ __all__ = [
     "EVAL_MAZES",
     "GRIDS",
     "Maze",
+    "MazeTask",
     "insert_walls",
     "maze_grid",
     "parse_grid",
@@ -374,9 +375,51 @@ def set_geom_collision(xml: str, geom_names: dict[str, tuple[int, int]]) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+class MazeTask:
+    """The maze half of a robot-in-a-maze env, written once for the ant and the humanoid.
+
+    List it before the robot env in the bases (``class AntMaze(MazeTask, Ant)``):
+    the maze is built before the robot's ``__init__`` loads ``model_xml()``, the
+    model gains the walls, the robot starts at the R cell's centre (before its
+    own reset noise) and goals are drawn from G cells. A subclass states what
+    differs: its cell size (its ``__init__``'s ``cell_size`` default), its robot's
+    contacts (``robot_xml``) and the name of its robot's goal hook (an alias of
+    ``maze_goal``).
+    """
+
+    maze: Maze
+
+    def __init__(
+        self, maze: str, cell_size: float, goal_jitter: float = 0.0, merge_walls: bool = True, **kwargs
+    ):
+        """``maze`` names a layout of ``GRIDS``; the maze exists before the robot env loads its model."""
+        self.maze = Maze.from_name(maze, cell_size, goal_jitter, merge_walls)
+        super().__init__(**kwargs)
+
+    def robot_xml(self) -> str:
+        """The robot's own model without walls; override to change its contacts."""
+        return super().model_xml()
+
+    def model_xml(self) -> str:
+        """The robot with the maze's walls: ``contype=conaffinity=1``, as in the paper's code."""
+        return insert_walls(self.robot_xml(), self.maze, contype=1, conaffinity=1)
+
+    def start_xy(self, rng: jax.Array) -> jax.Array:
+        """The R cell's centre: every episode starts there (the robot env adds its reset noise)."""
+        return jnp.asarray(self.maze.start_xy)
+
+    def maze_goal(self, rng: jax.Array, start_xy: jax.Array) -> jax.Array:
+        """A goal (x, y) from the G cells; the start is ignored, the layout fixes it."""
+        return self.maze.sample_goal(rng)
+
+    def coverage_grid(self) -> dict:
+        """Exploration coverage over the maze (its frame is not centred on the start)."""
+        return self.maze.coverage_grid()
+
+
 def draw_maze(ax, maze: Maze, goals: bool = True) -> None:
     """Draw walls (and goal cells, lightly) of a maze on a matplotlib axis."""
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # local: keeps matplotlib off every env's import path
 
     c = maze.cell_size
     for x, y in maze.wall_centers:

@@ -7,6 +7,8 @@ Rendering is host-side and offscreen: the caller must pick an OpenGL platform
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import mujoco
 import numpy as np
 
 from deepcrl.envs.base import GoalEnv
+from deepcrl.envs.maze import draw_maze
 
 GOAL_RGBA = np.array([0.95, 0.15, 0.15, 0.45], np.float32)
 
@@ -198,7 +201,9 @@ def _add_connector(scene: mujoco.MjvScene, kind: int, width: float, a, b, rgba) 
     scene.ngeom += 1
 
 
-def _mark_goal(scene: mujoco.MjvScene, env: GoalEnv, goal3: np.ndarray, root: np.ndarray, radius: float) -> None:
+def _mark_goal(
+    scene: mujoco.MjvScene, env: GoalEnv, goal3: np.ndarray, root: np.ndarray, radius: float
+) -> None:
     """The goal: a translucent sphere of the success radius; for floor goals also a red pole seen from
     afar and, while the goal is farther than the success radius, a red arrow from the robot towards it."""
     threshold = env.spec.success_threshold
@@ -265,12 +270,10 @@ def render_frames(
 def ffmpeg_exe() -> str | None:
     """An ffmpeg executable: imageio-ffmpeg's bundled one (a dependency), else one on PATH."""
     try:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # local: a missing package or binary falls back to PATH below
 
         return imageio_ffmpeg.get_ffmpeg_exe()
     except Exception:  # not installed, or no binary for this platform
-        import shutil
-
         return shutil.which("ffmpeg")
 
 
@@ -297,7 +300,7 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -
         _write_mp4(exe, frames, path, fps)
         return path
     path = path.with_suffix(".gif")
-    from PIL import Image
+    from PIL import Image  # local: Pillow is needed only where no ffmpeg writes MP4
 
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
@@ -306,8 +309,6 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -
 
 def _write_mp4(exe: str, frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
     """Pipe raw RGB frames to ffmpeg (H.264, yuv420p: plays in browsers; odd sizes padded by a pixel)."""
-    import subprocess
-
     h, w = frames[0].shape[:2]
     cmd = [
         exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
@@ -322,13 +323,11 @@ def _write_mp4(exe: str, frames: Sequence[np.ndarray], path: Path, fps: int) -> 
 
 def plot_topdown(env: GoalEnv, traj: dict[str, np.ndarray], path: str | Path, title: str = "") -> Path:
     """Top-down plot: walls, each episode's path of the goal-part (x, y), start and goal."""
-    import matplotlib
+    import matplotlib  # local: the headless Agg backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-
-    from deepcrl.envs.maze import draw_maze
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import pytest
 
 from deepcrl import envs
 from deepcrl.envs import goal_metrics, make_env
+from deepcrl.envs.point_mass import PointMass
 from deepcrl.envs.wrappers import VectorEnv
 
 pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
@@ -349,8 +350,6 @@ def test_vector_env_truncates_at_episode_length():
 
 
 def test_vector_env_resets_on_early_termination():
-    from deepcrl.envs.point_mass import PointMass
-
     class StopsRight(PointMass):
         def _terminated(self, pos):
             return pos[0] > 0.5

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import is_number
 
+from deepcrl.collector.coverage import CoverageGrid
 from deepcrl.envs import make_env
 from deepcrl.envs.ant import AntMaze
 from deepcrl.envs.maze import maze_grid
@@ -133,8 +134,6 @@ def test_starts_at_r_and_goals_only_in_goal_cells(name):
 
 @pytest.mark.parametrize("name", ["point_mass_u4_maze", "point_mass_hardest_maze"])
 def test_coverage_grid_marks_walls_not_free(name):
-    from deepcrl.collector.coverage import CoverageGrid
-
     env = make_env(name)
     grid = CoverageGrid(**env.coverage_grid())
     free = grid.free_mask
