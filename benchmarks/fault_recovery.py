@@ -43,13 +43,39 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    a = _parse_args()
+    run_dir = Path(a.run_dir or f"/tmp/fault_recovery-{a.env}-{int(time.time())}")
+    log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+    proc = subprocess.Popen(_run_command(a, run_dir), stdout=log, stderr=log, start_new_session=True)
+    started = time.time()
+    run = _Run(run_dir, proc)
+    names = ["collector_learner", "learner1_d4", "learner2_d4"]
+    run.wait(
+        lambda: all(run.mtime(n) for n in names) and run.record() and any((run_dir / "replay").glob("*")),
+        "training",
+    )
+    print(f"run up and training after {time.time() - started:.0f} s: {run_dir}", flush=True)
+    results = []
+    for role in ("learner1_d4", "collector", "replay", "collector_learner"):
+        time.sleep(3)
+        results.append(_fault_and_recover(run, role, a.fault))
+        print(json.dumps(results[-1]), flush=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=900)
+    _print_tables(json.loads((run_dir / "summary.json").read_text()), a.env, a.fault, results)
+
+
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="point_mass")
     p.add_argument("--run_dir", default="")
     p.add_argument("--fault", choices=("kill", "stop"), default="kill")
     p.add_argument("extra", nargs="*", help="more run.py flags (after --)")
-    a = p.parse_args()
-    run_dir = Path(a.run_dir or f"/tmp/fault_recovery-{a.env}-{int(time.time())}")
+    return p.parse_args()
+
+
+def _run_command(a: argparse.Namespace, run_dir: Path) -> list[str]:
+    """The ``launch/run.py`` command of the small, endless ``decoupling`` run the faults hit."""
     small = [
         "--num_envs", "8", "--num_eval_envs", "4", "--batch_size", "32", "--critic_width", "16",
         "--actor_width", "16", "--set", "num_minibatches=2", "--set", "deep_depth=4",
@@ -63,79 +89,81 @@ def main() -> None:
     ]  # fmt: skip
     if a.fault == "stop":
         args[-2:-2] = ["--set", "role_stall_timeout_s=10", "--set", "role_progress_every_s=1"]
-    log = open(run_dir.parent / f"{run_dir.name}.log", "w")
-    proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
-    started = time.time()
+    return args
 
-    def roles() -> dict:
+
+class _Run:
+    """The running benchmark run, read back from its run directory while it runs."""
+
+    def __init__(self, run_dir: Path, proc: subprocess.Popen):
+        self.run_dir, self.proc = run_dir, proc
+
+    def roles(self) -> dict:
         try:
-            return json.loads((run_dir / "roles.json").read_text())["roles"]
+            return json.loads((self.run_dir / "roles.json").read_text())["roles"]
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def record() -> dict:
+    def record(self) -> dict:
         try:
-            return json.loads((run_dir / "collector" / "checkpoint.json").read_text())
+            return json.loads((self.run_dir / "collector" / "checkpoint.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def mtime(name: str) -> float:
-        p = run_dir / name / "checkpoints" / "latest"
+    def mtime(self, name: str) -> float:
+        p = self.run_dir / name / "checkpoints" / "latest"
         return p.stat().st_mtime if p.exists() else 0.0
 
-    def wait(pred, what: str, timeout: float = 900) -> float:
+    def wait(self, pred, what: str, timeout: float = 900) -> float:
+        """The time ``pred()`` first holds; the run killed and the benchmark ended after ``timeout`` s."""
         t0 = time.time()
         while time.time() - t0 < timeout:
             if pred():
                 return time.time()
-            if proc.poll() is not None:
-                raise SystemExit(f"the run ended (rc {proc.returncode}) while waiting for {what}")
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the run ended (rc {self.proc.returncode}) while waiting for {what}")
             time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(self.proc.pid, signal.SIGKILL)
         raise SystemExit(f"timed out waiting for {what}")
 
-    names = ["collector_learner", "learner1_d4", "learner2_d4"]
-    wait(
-        lambda: all(mtime(n) for n in names) and record() and any((run_dir / "replay").glob("*")), "training"
+
+def _fault_and_recover(run: _Run, role: str, fault: str) -> dict:
+    """Kill (or freeze) ``role`` and time its detection, its return and its first work; what it lost."""
+    roles, record = run.roles, run.record
+    before = roles()[role]["restarts"]
+    steps0, put0 = record().get("env_steps", 0), record().get("segments_put", 0)
+    t_kill = time.time()
+    progress_at_fault = roles()[role].get("progress") or 0
+    os.kill(roles()[role]["pid"], signal.SIGSTOP if fault == "stop" else signal.SIGKILL)
+    t_detect = t_kill
+    if fault == "stop":
+        stalls = roles()[role].get("stalls", 0)
+        t_detect = run.wait(lambda r=role, s=stalls: roles()[r].get("stalls", 0) > s, f"{role} found stalled")
+    t_back = run.wait(
+        lambda r=role, b=before: roles()[r]["restarts"] > b and roles()[r]["status"] == "running",
+        f"{role} back",
     )
-    print(f"run up and training after {time.time() - started:.0f} s: {run_dir}", flush=True)
-    results = []
-    for role in ("learner1_d4", "collector", "replay", "collector_learner"):
-        time.sleep(3)
-        before = roles()[role]["restarts"]
-        steps0, put0 = record().get("env_steps", 0), record().get("segments_put", 0)
-        t_kill = time.time()
-        progress_at_fault = roles()[role].get("progress") or 0
-        os.kill(roles()[role]["pid"], signal.SIGSTOP if a.fault == "stop" else signal.SIGKILL)
-        t_detect = t_kill
-        if a.fault == "stop":
-            stalls = roles()[role].get("stalls", 0)
-            t_detect = wait(lambda r=role, s=stalls: roles()[r].get("stalls", 0) > s, f"{role} found stalled")
-        t_back = wait(
-            lambda r=role, b=before: roles()[r]["restarts"] > b and roles()[r]["status"] == "running",
-            f"{role} back",
-        )
-        if role == "collector":
-            at_back = record().get("env_steps", 0)
-            t_work = wait(lambda s=at_back: record().get("env_steps", 0) > s, "a collection")
-        else:
-            watched = "collector_learner" if role == "replay" else role
-            since = max(mtime(watched), t_back)
-            t_work = wait(lambda w=watched, t=since: mtime(w) > t, f"{watched} updates")
-        lost = progress_at_fault - min(progress_at_fault, _first_progress_after(roles, role, t_back))
-        results.append({"role": role, "detected_s": t_detect - t_kill, "progress_lost": lost,
-                        "back_s": t_back - t_kill, "working_s": t_work - t_kill,
-                        "steps_during": record().get("env_steps", 0) - steps0,
-                        "put_during": record().get("segments_put", 0) - put0})  # fmt: skip
-        print(json.dumps(results[-1]), flush=True)
-    os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=900)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    if role == "collector":
+        at_back = record().get("env_steps", 0)
+        t_work = run.wait(lambda s=at_back: record().get("env_steps", 0) > s, "a collection")
+    else:
+        watched = "collector_learner" if role == "replay" else role
+        since = max(run.mtime(watched), t_back)
+        t_work = run.wait(lambda w=watched, t=since: run.mtime(w) > t, f"{watched} updates")
+    lost = progress_at_fault - min(progress_at_fault, _first_progress_after(roles, role, t_back))
+    return {"role": role, "detected_s": t_detect - t_kill, "progress_lost": lost,
+            "back_s": t_back - t_kill, "working_s": t_work - t_kill,
+            "steps_during": record().get("env_steps", 0) - steps0,
+            "put_during": record().get("segments_put", 0) - put0}  # fmt: skip
+
+
+def _print_tables(summary: dict, env: str, fault: str, results: list[dict]) -> None:
+    """The run's totals, the per-fault table and the roles' restarts, as markdown."""
     c = summary["collector"]
     tables = summary["replay_tables"]
-    print(f"\nenv {a.env}; collector env steps {c['env_steps']}, segments handed over {c['segments_written']}, "
+    print(f"\nenv {env}; collector env steps {c['env_steps']}, segments handed over {c['segments_written']}, "
           f"lost {c['segments_lost']}, parameter fetches that failed {c['params_fetch_failures']}")  # fmt: skip
-    print(f"\n| role ({a.fault}) | detected (s) | back (s) | first work (s) | progress lost "
+    print(f"\n| role ({fault}) | detected (s) | back (s) | first work (s) | progress lost "
           "| env steps collected meanwhile | drained samples |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for r in results:

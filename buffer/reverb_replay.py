@@ -109,9 +109,10 @@ def start_server(
         server = reverb.Server(tables=make_tables(spec), port=port)
         return server, f"{host}:{server.port}"
     checkpointer = reverb.checkpointers.DefaultCheckpointer(path=str(checkpoint_dir))
-    # Reverb's C++ start-up notes (checkpointer, restore, port) go to a log beside the checkpoints,
-    # not to the run's console; a failure still raises here with its message.
-    with _stderr_to(Path(checkpoint_dir) / "server.log"):
+    # Reverb's C++ start-up notes (checkpointer, restore, port) go to CHECKPOINT_DIR.log, not to the
+    # run's console; a failure still raises here with its message. Not inside the checkpoint folder:
+    # Reverb takes any entry there for a checkpoint, and a file named after the real ones hides them.
+    with _stderr_to(Path(str(checkpoint_dir).rstrip("/") + ".log")):
         server = reverb.Server(tables=make_tables(spec), port=port, checkpointer=checkpointer)
     return server, f"{host}:{server.port}"
 

@@ -20,6 +20,18 @@ TOPOLOGIES = (
 
 def get_config() -> ConfigDict:
     c = ConfigDict()
+    _set_env_and_run(c)
+    _set_collection(c)
+    _set_learning(c)
+    _set_networks(c)
+    _set_distributed(c)
+    _set_liveness(c)
+    _set_reporting(c)
+    return c
+
+
+def _set_env_and_run(c: ConfigDict) -> None:
+    """The environment, the seeds and the run directory."""
     c.topology = "single"
     c.env = "point_mass"
     c.backend = ""  # empty: the env's default backend
@@ -39,7 +51,9 @@ def get_config() -> ConfigDict:
     # cover a small, seed-dependent part of the goal space, while fresh goals train on all of it.
     c.reset_to_first_start = False
 
-    # Data collection.
+
+def _set_collection(c: ConfigDict) -> None:
+    """Data collection."""
     c.total_env_steps = 300_000
     c.num_envs = 64
     c.num_eval_envs = 64
@@ -48,7 +62,9 @@ def get_config() -> ConfigDict:
     c.min_replay_steps_per_env = 200  # prefill before training starts
     c.segment_length = 0  # relabeling window in steps; 0: the episode length (capped by the prefill)
 
-    # Learning.
+
+def _set_learning(c: ConfigDict) -> None:
+    """Learning: batches, SGD steps per collection step, the losses' and optimisers' settings."""
     c.batch_size = 256
     # SGD steps per collection step; 0: the paper code's rule, min(800, num_envs·(episode_length−1)
     # // batch_size): as many full batches as one sampled episode per env holds, at most 800.
@@ -61,7 +77,9 @@ def get_config() -> ConfigDict:
     c.target_entropy_scale = -0.5
     c.repr_dim = 64
 
-    # Networks (per role; ablation switches shared).
+
+def _set_networks(c: ConfigDict) -> None:
+    """Networks (per role; ablation switches shared), the compute dtype and the memory check."""
     c.critic_depth = 4
     c.critic_width = 64
     c.actor_depth = 4
@@ -74,13 +92,16 @@ def get_config() -> ConfigDict:
     c.activation = "swish"
     c.scan_blocks = True
     c.remat = False
-    c.compute_dtype = "float32"  # matmul inputs: "float32" or "bfloat16" (params, Adam, LayerNorm stay float32)
+    # Matmul inputs: "float32" or "bfloat16" (params, Adam, LayerNorm stay float32).
+    c.compute_dtype = "float32"
     # Before anything is allocated, launch/run.py estimates the run's memory (configs/budget.py: replay,
     # params + Adam, the update's activations, per role) and exits 2 if it cannot fit this machine's RAM
     # (or the GPU). The estimate errs high; false skips the comparison (the estimate is still recorded).
     c.memory_check = True
 
-    # Distributed topologies (ignored by `single`).
+
+def _set_distributed(c: ConfigDict) -> None:
+    """Distributed topologies (ignored by `single`): roles, replay, checkpoints, restarts."""
     c.ray_address = ""  # empty: start an embedded local Ray
     c.deep_depth = 32
     c.shallow_depth = 4
@@ -99,6 +120,10 @@ def get_config() -> ConfigDict:
     c.checkpoint_every_s = 300.0  # learners checkpoint this often (and at every evaluation); 0: evals only
     c.replay_checkpoint_every_s = 300.0  # Reverb tables checkpoint this often (and at the end); 0: end only
     c.max_role_restarts = 3  # a role that dies more often ends the run (a train-only learner is dropped)
+
+
+def _set_liveness(c: ConfigDict) -> None:
+    """Liveness: when a silent or slow-starting role is killed and replaced."""
     # Liveness: a role silent for longer is killed (SIGKILL) and replaced like a dead one (docs/architecture.md).
     # 0: adaptive, max(120 s, 5 × the longest pause the role itself has shown: evaluations, checkpoints,
     # a round of updates); > 0: this many seconds.
@@ -106,7 +131,9 @@ def get_config() -> ConfigDict:
     c.role_start_timeout_s = 900.0  # from a role's (re)creation until its loop first runs (compiles included)
     c.role_progress_every_s = 2.0  # how often the driver asks every role for its progress; 0: no watchdog
 
-    # Reporting.
+
+def _set_reporting(c: ConfigDict) -> None:
+    """Reporting: evaluations, epochs, checkpoints and wandb."""
     c.num_evals = 10  # evaluations = epochs
     # How total_env_steps becomes epochs. "cover": enough collection steps to reach total_env_steps,
     # spread over at most num_evals epochs (rounded up). "reference": as the paper's code, exactly
@@ -120,4 +147,3 @@ def get_config() -> ConfigDict:
     c.wandb_mode = ""
     c.wandb_entity = ""  # empty: your default entity
     c.wandb_group = ""  # empty: the run directory's name (all roles of a run share it)
-    return c

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from absl import flags
+from ml_collections import ConfigDict
 
 from deepcrl.configs.studies import SCALES, STUDIES
 from deepcrl.launch.cli import UsageError, check_writable_dir, run_main
@@ -42,6 +43,7 @@ from deepcrl.launch.study_runs import (
     schedule,
     validate_runs,
 )
+from deepcrl.rundir.metrics import publish_to_wandb, wandb_mode, wandb_problem
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("study", None, f"Study to run: {' | '.join(STUDIES)}")
@@ -75,6 +77,29 @@ flags.DEFINE_string(
 
 
 def main(argv) -> int:
+    study_dir = _study_dir(argv)
+    state = load_state(study_dir)
+    if FLAGS.report_only:
+        if state is None:
+            raise UsageError(f"no {STATE_FILE} in {study_dir}: nothing to report")
+        print(f"report: {write_report(study_dir, state)}")
+        return 0
+    definition, configs = _definition(study_dir, state)
+    if FLAGS.wandb:  # every run (and role) of the study in one wandb group
+        _join_wandb_group(configs, study_dir)
+    if FLAGS.dry_run:
+        _print_runs(definition, configs, study_dir)
+        return 0
+    cache = str(study_dir / "jax_cache") if FLAGS.compilation_cache is None else FLAGS.compilation_cache
+    if cache:  # runs of the same shape (every seed of a condition) compile once
+        cache = str(Path(cache).absolute())
+    state, session, todo = _start_session(study_dir, state, definition, configs)
+    interrupted = _run_session(study_dir, state, session, todo, configs, cache)
+    return _finish(study_dir, state, configs, interrupted)
+
+
+def _study_dir(argv) -> Path:
+    """The study directory, once the command line names a valid study and the directory is writable."""
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.study:
@@ -83,13 +108,12 @@ def main(argv) -> int:
         raise UsageError(f"unknown study {FLAGS.study!r}; valid studies: {', '.join(STUDIES)}")
     study_dir = Path(FLAGS.study_dir or f"runs/studies/{FLAGS.study}-{FLAGS.scale}").absolute()
     check_writable_dir(study_dir, "--study_dir")
-    state = load_state(study_dir)
-    if FLAGS.report_only:
-        if state is None:
-            raise UsageError(f"no {STATE_FILE} in {study_dir}: nothing to report")
-        print(f"report: {write_report(study_dir, state)}")
-        return 0
+    return study_dir
 
+
+def _definition(study_dir: Path, state: dict | None) -> tuple[dict, dict[str, ConfigDict]]:
+    """(the study's definition, run name → config) from the flags, checked against ``state``'s
+    definition and validated run by run."""
     options: dict[str, Any] = {}
     if FLAGS.depths:
         options["depths"] = parse_ints(FLAGS.depths, "depths")
@@ -112,25 +136,30 @@ def main(argv) -> int:
             "re-run with the same flags, or use another --study_dir"
         )
     validate_runs(configs)
-    if FLAGS.wandb:  # every run (and role) of the study in one wandb group
-        from deepcrl.rundir.metrics import wandb_mode, wandb_problem
+    return definition, configs
 
-        for c in configs.values():
-            c.wandb_project, c.wandb_group = FLAGS.wandb, c.get("wandb_group") or study_dir.name
-            if problem := wandb_problem(c):
-                raise UsageError(problem)
-            c.wandb_mode = wandb_mode(c)  # $WANDB_MODE resolved here: runs may execute elsewhere
-    if FLAGS.dry_run:
-        for run in definition["runs"]:
-            c = configs[run["name"]]
-            print(
-                f"{run['name']}: {c.topology}, {c.total_env_steps:,} env steps, {json.dumps(run['overrides'])}"
-            )
-        print(f"{len(configs)} runs would be written to {study_dir}")
-        return 0
-    cache = str(study_dir / "jax_cache") if FLAGS.compilation_cache is None else FLAGS.compilation_cache
-    if cache:  # runs of the same shape (every seed of a condition) compile once
-        cache = str(Path(cache).absolute())
+
+def _join_wandb_group(configs: dict[str, ConfigDict], study_dir: Path) -> None:
+    """Every run logs to ``--wandb``'s project, in one group per study (unless --set names one)."""
+    for c in configs.values():
+        c.wandb_project, c.wandb_group = FLAGS.wandb, c.get("wandb_group") or study_dir.name
+        if problem := wandb_problem(c):
+            raise UsageError(problem)
+        c.wandb_mode = wandb_mode(c)  # $WANDB_MODE resolved here: runs may execute elsewhere
+
+
+def _print_runs(definition: dict, configs: dict[str, ConfigDict], study_dir: Path) -> None:
+    """``--dry_run``: one line per run, then where they would be written."""
+    for run in definition["runs"]:
+        c = configs[run["name"]]
+        print(f"{run['name']}: {c.topology}, {c.total_env_steps:,} env steps, {json.dumps(run['overrides'])}")
+    print(f"{len(configs)} runs would be written to {study_dir}")
+
+
+def _start_session(
+    study_dir: Path, state: dict | None, definition: dict, configs: dict[str, ConfigDict]
+) -> tuple[dict, dict, list[dict]]:
+    """(the study's state, this session's record, the runs left to do), the session recorded and saved."""
     for name, c in configs.items():
         c.run_dir = str(run_dir_of(study_dir, name))
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +171,13 @@ def main(argv) -> int:
     print(
         f"study {FLAGS.study}: {len(configs)} runs, {len(configs) - len(todo)} already done; dir {study_dir}"
     )
+    return state, session, todo
 
+
+def _run_session(
+    study_dir: Path, state: dict, session: dict, todo: list[dict], configs: dict[str, ConfigDict], cache: str
+) -> bool:
+    """Run what is left on Ray; True when Ctrl-C interrupted it. The state is saved either way."""
     ray = None
     interrupted = False
     try:
@@ -150,33 +185,7 @@ def main(argv) -> int:
             biggest = max(run_needs(configs[r["name"]], 0.0)[0] for r in todo)
             num_cpus = max(os.cpu_count() or 1, int(biggest) * max(1, FLAGS.max_concurrent))
             ray = connect(FLAGS.ray_address, num_cpus)
-            cluster = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-            session.update(cluster=cluster, ray_address=FLAGS.ray_address or "")
-            gpus = FLAGS.gpus_per_run
-            if gpus is None:
-                gpus = 1.0 if cluster.get("GPU", 0) > 0 else 0.0
-            biggest_run = max(todo, key=lambda r: run_needs(configs[r["name"]], 0.0)[0])["name"]
-            need = run_needs(configs[biggest_run], 0.0)[0]
-            if need > cluster.get("CPU", 0):
-                raise UsageError(
-                    f"run {biggest_run} needs {need:g} CPUs (replay, collector and each learner take one) "
-                    f"but the Ray cluster has {cluster.get('CPU', 0):g}"
-                )
-            if gpus > cluster.get("GPU", 0):
-                raise UsageError(
-                    f"--gpus_per_run {gpus:g} but the Ray cluster has {cluster.get('GPU', 0):g} GPUs"
-                )
-            for c in configs.values():
-                assign_role_gpus(c, gpus)
-            limits = {
-                "cpus": cluster.get("CPU", 1.0),
-                "gpus": cluster.get("GPU", 0.0),
-                "gpus_per_run": gpus,
-                "max_concurrent": FLAGS.max_concurrent,
-                "seeds_in_one_program": FLAGS.seeds_in_one_program,
-                "env_vars": {"JAX_COMPILATION_CACHE_DIR": cache} if cache else {},
-            }
-            schedule(ray, todo, configs, state, study_dir, limits)
+            _schedule(ray, study_dir, state, session, todo, configs, cache)
     except KeyboardInterrupt:
         interrupted = True
         print(
@@ -187,11 +196,51 @@ def main(argv) -> int:
         save_state(study_dir, state)
         if ray is not None and not FLAGS.ray_address:
             ray.shutdown()
+    return interrupted
+
+
+def _schedule(
+    ray,
+    study_dir: Path,
+    state: dict,
+    session: dict,
+    todo: list[dict],
+    configs: dict[str, ConfigDict],
+    cache: str,
+) -> None:
+    """Check that the cluster can hold the biggest run and the GPUs per run, then run ``todo``."""
+    cluster = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    session.update(cluster=cluster, ray_address=FLAGS.ray_address or "")
+    gpus = FLAGS.gpus_per_run
+    if gpus is None:
+        gpus = 1.0 if cluster.get("GPU", 0) > 0 else 0.0
+    biggest_run = max(todo, key=lambda r: run_needs(configs[r["name"]], 0.0)[0])["name"]
+    need = run_needs(configs[biggest_run], 0.0)[0]
+    if need > cluster.get("CPU", 0):
+        raise UsageError(
+            f"run {biggest_run} needs {need:g} CPUs (replay, collector and each learner take one) "
+            f"but the Ray cluster has {cluster.get('CPU', 0):g}"
+        )
+    if gpus > cluster.get("GPU", 0):
+        raise UsageError(f"--gpus_per_run {gpus:g} but the Ray cluster has {cluster.get('GPU', 0):g} GPUs")
+    for c in configs.values():
+        assign_role_gpus(c, gpus)
+    limits = {
+        "cpus": cluster.get("CPU", 1.0),
+        "gpus": cluster.get("GPU", 0.0),
+        "gpus_per_run": gpus,
+        "max_concurrent": FLAGS.max_concurrent,
+        "seeds_in_one_program": FLAGS.seeds_in_one_program,
+        "env_vars": {"JAX_COMPILATION_CACHE_DIR": cache} if cache else {},
+    }
+    schedule(ray, todo, configs, state, study_dir, limits)
+
+
+def _finish(study_dir: Path, state: dict, configs: dict[str, ConfigDict], interrupted: bool) -> int:
+    """Write the report (and publish it to wandb); the exit code: 130 interrupted, 1 a run failed."""
     report = write_report(study_dir, state)
     failed = count_state(state, "failed")
     if FLAGS.wandb:  # the report's plots, as one more wandb run of the study's group
-        from deepcrl.rundir.metrics import publish_to_wandb
-
         wandb_keys = ("wandb_project", "wandb_mode", "wandb_entity", "wandb_group")
         first = next(iter(configs.values()))
         config = {**{k: first.get(k) for k in wandb_keys}, "study": FLAGS.study, "scale": FLAGS.scale}

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
 
 from deepcrl.configs.studies import get_study
 from deepcrl.launch.study_runs import is_finished, run_dir_of, topology_of
+from deepcrl.rundir.metrics import HEADLINE, read_metrics
 from deepcrl.rundir.plots import plot_coverage, plot_curves, plot_final, plot_grid
 from deepcrl.rundir.stats import group, sort_key, t_interval
 
 # The headline first: time at goal, the paper's Table 1 figure (steps within the threshold out of the
 # episode), then success at any time in the episode. Value: (label, decimals).
 METRICS = {
-    "time_at_goal": ("time at goal (steps)", 1),
-    "time_at_goal_frac": ("time at goal (frac)", 3),
-    "final_success": ("success (any time)", 3),
+    "eval/time_at_goal": ("time at goal (steps)", 1),
+    "eval/time_at_goal_frac": ("time at goal (frac)", 3),
+    "eval/success": ("success (any time)", 3),
     "env_steps": ("env steps", 0),
     "wall_time_s": ("wall time (s)", 0),
 }
@@ -30,8 +32,6 @@ CURVE_COLUMNS = (
 
 def collect(study_dir: Path, definition: dict, state: dict) -> tuple[list[dict], list[dict]]:
     """(one result per finished run and learner, every curve row) read back from the run directories."""
-    from deepcrl.rundir.metrics import read_metrics
-
     results, curves = [], []
     for run in definition["runs"]:
         name, rd = run["name"], run_dir_of(study_dir, run["name"])
@@ -67,9 +67,7 @@ def collect(study_dir: Path, definition: dict, state: dict) -> tuple[list[dict],
                 {
                     **base,
                     **extra,
-                    "final_success": final.get("eval/success"),
-                    "time_at_goal": final.get("eval/time_at_goal"),
-                    "time_at_goal_frac": final.get("eval/time_at_goal_frac"),
+                    **{k: final.get(k) for k in HEADLINE},  # the final evaluation's
                     "env_steps": final.get("env_steps"),
                     "wall_time_s": record.get("wall_time_s"),
                     "program_seeds": record.get("seeds_in_one_program", 1),
@@ -152,7 +150,7 @@ def decoupling_grid(results: list[dict]) -> str:
         collectors = sorted({r["collector_depth"] for r in rs}, reverse=True)
         learners = sorted({r["learner_depth"] for r in rs}, reverse=True)
         cells = group(rs, ("collector_depth", "learner_depth"))
-        for metric in ("time_at_goal", "final_success"):
+        for metric in ("eval/time_at_goal", "eval/success"):
             label, digits = METRICS[metric]
             rows = [
                 [f"collector d{c}"]
@@ -165,8 +163,6 @@ def decoupling_grid(results: list[dict]) -> str:
 
 
 def write_curves_csv(curves: list[dict], out: Path) -> Path:
-    import csv
-
     fields: list[str] = []
     for c in curves:
         fields += [k for k in c if k not in fields]
@@ -187,51 +183,69 @@ def write_report(study_dir: Path, state: dict) -> Path:
     definition = state["definition"]
     module = get_study(definition["study"])
     results, curves = collect(study_dir, definition, state)
-    envs = definition["envs"]
     write_curves_csv(curves, study_dir / "curves.csv")
-    figures = []
-    if results:
-        name = definition["study"]
-        has_tag = any(r.get("time_at_goal_frac") is not None for r in results)
-        if has_tag:  # the headline first
-            figures.append(plot_curves(curves, envs, module.CURVE_KEYS, study_dir / "time_at_goal_curves.png",
-                                       f"{name}: time at goal vs env steps", metric="eval/time_at_goal"))  # fmt: skip
-        figures.append(plot_curves(curves, envs, module.CURVE_KEYS, study_dir / "success_curves.png",
-                                   f"{name}: success vs env steps"))  # fmt: skip
-        metrics = (["time_at_goal_frac"] if has_tag else []) + ["final_success"]
-        for metric in metrics:
-            stem = "time_at_goal" if metric == "time_at_goal_frac" else metric
-            if module.FINAL_X:
-                figures.append(plot_final(results, envs, module.FINAL_X, module.FINAL_LINES,
-                                          study_dir / f"final_{stem.removeprefix('final_')}.png",
-                                          f"{name}: final {METRICS[metric][0]}", metric=metric))  # fmt: skip
-            else:
-                out = study_dir / ("decoupling_grid.png" if metric == "final_success" else f"decoupling_grid_{stem}.png")
-                figures.append(plot_grid(results, envs, out, metric=metric))
-        if module.COVERAGE_BY:
-            figures.append(plot_coverage(results, envs, module.COVERAGE_BY, study_dir / "coverage.png"))
+    figures = plot_figures(study_dir, definition, module, results, curves) if results else []
+    runs, sessions = state["runs"], state.get("sessions", [])
+    lines = _summary_lines(definition, module, runs, sessions)
+    lines += _hardware_lines(runs, sessions)
+    lines += _results_lines(definition, module, results)
+    lines += _closing_lines(runs, figures)
+    out = study_dir / "report.md"
+    out.write_text("\n".join(lines))
+    return out
 
-    runs = state["runs"]
+
+def plot_figures(
+    study_dir: Path, definition: dict, module, results: list[dict], curves: list[dict]
+) -> list[Path]:
+    """The study's plots (the headline first), written to ``study_dir``; their paths."""
+    envs, name = definition["envs"], definition["study"]
+    figures = []
+    has_tag = any(r.get("eval/time_at_goal_frac") is not None for r in results)
+    if has_tag:  # the headline first
+        figures.append(plot_curves(curves, envs, module.CURVE_KEYS, study_dir / "time_at_goal_curves.png",
+                                   f"{name}: time at goal vs env steps", metric="eval/time_at_goal"))  # fmt: skip
+    figures.append(plot_curves(curves, envs, module.CURVE_KEYS, study_dir / "success_curves.png",
+                               f"{name}: success vs env steps"))  # fmt: skip
+    metrics = (["eval/time_at_goal_frac"] if has_tag else []) + ["eval/success"]
+    for metric in metrics:
+        stem = "time_at_goal" if metric == "eval/time_at_goal_frac" else "success"  # the files' names
+        if module.FINAL_X:
+            figures.append(plot_final(results, envs, module.FINAL_X, module.FINAL_LINES,
+                                      study_dir / f"final_{stem}.png",
+                                      f"{name}: final {METRICS[metric][0]}", metric=metric))  # fmt: skip
+        else:
+            grid = "decoupling_grid.png" if metric == "eval/success" else f"decoupling_grid_{stem}.png"
+            figures.append(plot_grid(results, envs, study_dir / grid, metric=metric))
+    if module.COVERAGE_BY:
+        figures.append(plot_coverage(results, envs, module.COVERAGE_BY, study_dir / "coverage.png"))
+    return figures
+
+
+def _summary_lines(definition: dict, module, runs: dict, sessions: list[dict]) -> list[str]:
+    """The report's title, the study's description and definition, run counts and wall times."""
     counts = {
         s: sum(1 for r in runs.values() if r["state"] == s) for s in ("done", "running", "pending", "failed")
     }
-    sessions = state.get("sessions", [])
     total_wall = sum(s.get("wall_time_s", 0.0) for s in sessions)
     run_time = sum(r.get("wall_time_s", 0.0) or 0.0 for r in runs.values() if r["state"] == "done")
-    lines = [
+    return [
         f"# Study `{definition['study']}` (scale {definition['scale']})",
         "",
         module.DESCRIPTION,
         "",
-        f"- envs: {', '.join(envs)}; seeds: {', '.join(map(str, definition['seeds']))}",
+        f"- envs: {', '.join(definition['envs'])}; seeds: {', '.join(map(str, definition['seeds']))}",
         f"- options: {json.dumps(definition['options'])}; --set: {' '.join(definition['set']) or 'none'}",
         f"- runs: {len(runs)} — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v),
         f"- total wall time: {_hms(total_wall)} over {len(sessions)} session(s) of the study command; "
         f"the finished runs took {_hms(run_time)} summed (each from task start, compile included)",
         "",
-        "## Hardware",
-        "",
     ]
+
+
+def _hardware_lines(runs: dict, sessions: list[dict]) -> list[str]:
+    """The Hardware section: each session's driver and Ray cluster, and the hosts the runs ran on."""
+    lines = ["## Hardware", ""]
     for i, s in enumerate(sessions):
         hw = s.get("hardware", {})
         gpus = ", ".join(hw.get("gpus") or []) or "none"
@@ -247,7 +261,12 @@ def write_report(study_dir: Path, state: dict) -> Path:
     )
     if devices:
         lines.append(f"- runs executed on: {'; '.join(devices)}")
-    lines += [
+    return lines
+
+
+def _results_lines(definition: dict, module, results: list[dict]) -> list[str]:
+    """The Results section: the table over seeds, the decoupling grid and the coverage table."""
+    lines = [
         "",
         "## Results",
         "",
@@ -272,12 +291,16 @@ def write_report(study_dir: Path, state: dict) -> Path:
             coverage_table(results, module.COVERAGE_BY),
             "",
         ]
+    return lines
+
+
+def _closing_lines(runs: dict, figures: list[Path]) -> list[str]:
+    """The failed runs, the figures and a pointer to ``curves.csv``."""
+    lines = []
     failed = {n: r for n, r in runs.items() if r["state"] == "failed"}
     if failed:
         lines += ["## Failed runs", ""] + [f"- `{n}`: {r.get('error')}" for n, r in failed.items()] + [""]
     if figures:
         lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     lines += ["All curves (one row per evaluation, every run and learner): `curves.csv`.", ""]
-    out = study_dir / "report.md"
-    out.write_text("\n".join(lines))
-    return out
+    return lines

@@ -27,18 +27,8 @@ WANDB_MODES = ("online", "offline", "disabled")
 # summary and study result uses: steps at the goal per episode (the paper's metric), the same as a
 # fraction of the episode, and whether the goal was reached at any time.
 HEADLINE = ("eval/time_at_goal", "eval/time_at_goal_frac", "eval/success")
-# Names older run directories used for them (summary.json learner rows, study.json results).
-OLD_NAMES = {
-    "final_time_at_goal": "eval/time_at_goal",
-    "final_time_at_goal_frac": "eval/time_at_goal_frac",
-    "time_at_goal_frac": "eval/time_at_goal_frac",
-    "final_success": "eval/success",
-}
-
-
-def current_names(row: dict) -> dict:
-    """``row`` with metrics written under an older name (``OLD_NAMES``) renamed to today's."""
-    return {OLD_NAMES.get(k, k) if OLD_NAMES.get(k, k) not in row else k: v for k, v in row.items()}
+# (Before issue 18, summary.json's learner rows named them final_time_at_goal, final_time_at_goal_frac
+# and final_success; nothing of ours reads those rows' metrics back, so old run directories still work.)
 
 
 def default_run_dir(env: str, topology: str) -> Path:

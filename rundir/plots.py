@@ -143,7 +143,7 @@ def plot_curves(
 
 
 # Result fields a study plots on a [0, 1] axis, with their axis labels.
-FINAL_METRICS = {"final_success": "final success (any time)", "time_at_goal_frac": "time at goal (frac of episode)"}
+FINAL_METRICS = {"eval/success": "final success (any time)", "eval/time_at_goal_frac": "time at goal (frac of episode)"}
 
 
 def plot_final(
@@ -153,7 +153,7 @@ def plot_final(
     lines: tuple[str, ...],
     out: Path,
     title: str,
-    metric: str = "final_success",
+    metric: str = "eval/success",
 ) -> Path:
     """Final success vs the study's variable (log2 axis), with 95 % t-interval error bars."""
     plt, fig, axes = _figure(envs)
@@ -192,7 +192,7 @@ def plot_final(
     return _finish(plt, fig, out, title)
 
 
-def plot_grid(results: list[dict], envs: list[str], out: Path, metric: str = "final_success") -> Path:
+def plot_grid(results: list[dict], envs: list[str], out: Path, metric: str = "eval/success") -> Path:
     """Decoupling: bars of deep/shallow train-only learners under deep/shallow collectors, per env."""
     import numpy as np
 

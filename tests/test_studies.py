@@ -187,7 +187,7 @@ def test_decoupling_report_has_the_full_grid(studies):
         summary = json.loads((study_dir / "runs" / f"point_mass-collector_d{r[1]}-s0" / "summary.json").read_text())
         name = "collector_learner" if r[2] == "collector agent" else f"learner{1 if r[3] == '8' else 2}_d{r[3]}"
         learner = next(x for x in summary["learners"] if x["learner"] == name)
-        expected = [learner["final_time_at_goal"], learner["final_time_at_goal_frac"], learner["final_success"]]
+        expected = [learner["eval/time_at_goal"], learner["eval/time_at_goal_frac"], learner["eval/success"]]
         assert [float(c) for c in r[5:8]] == pytest.approx(expected, abs=0.051), (r, learner)
         assert int(r[8].replace(",", "")) == learner["env_steps"], (r, learner)
     grid_rows = _table_rows(report, "collector d8") + _table_rows(report, "collector d4")

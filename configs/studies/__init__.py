@@ -15,6 +15,9 @@ from typing import Any, NamedTuple
 
 from ml_collections import ConfigDict
 
+from deepcrl.configs import defaults
+from deepcrl.configs.paper import envs as paper_envs
+
 STUDIES = ("depth_sweep", "decoupling", "batch_sweep", "width_vs_depth")
 SCALES = ("paper", "cpu")
 MAX_DEPTH = 1024
@@ -37,9 +40,7 @@ def get_study(name: str) -> ModuleType:
 
 def cpu_base() -> ConfigDict:
     """Tiny settings for ``--scale cpu``: point-mass-sized runs that finish in about a minute on 2 cores."""
-    from deepcrl.configs.defaults import get_config
-
-    c = get_config()
+    c = defaults.get_config()
     c.total_env_steps = 100_000
     c.num_envs = 32
     c.num_eval_envs = 32
@@ -69,9 +70,7 @@ def base_config(scale: str, env: str, maze_run: dict[str, Any] | None = None) ->
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     if scale == "paper":
-        from deepcrl.configs.paper.envs import get_config
-
-        return get_config(env)
+        return paper_envs.get_config(env)
     c = cpu_base()
     c.env = env
     if is_point_mass_maze(env):

@@ -12,9 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import jax
 from ml_collections import ConfigDict
 
+from deepcrl.configs.experiment import resolve
 from deepcrl.configs.studies import Run, check_depths, seed_tag
+from deepcrl.learner.agent import make_agent
+from deepcrl.learner.networks import count_params
 
 DESCRIPTION = "Final success vs parameter count, spending the budget on depth or on width."
 # Assumed envs (the excerpt does not name the width figure's envs).
@@ -27,24 +31,18 @@ COVERAGE_BY = None
 TOLERANCE = 0.03  # budgets must match within 3 %
 
 
-def agent_params(config: ConfigDict, env, depth: int, width: int) -> int:
+def agent_params(config: ConfigDict, depth: int, width: int) -> int:
     """Exact parameter count of actor + critic for one shape (shapes only: nothing is computed)."""
-    import jax
-
-    from deepcrl.configs.resolve import agent_config
-    from deepcrl.learner.agent import make_agent
-    from deepcrl.learner.networks import count_params
-
     c = ConfigDict(config.to_dict())
     c.critic_depth = c.actor_depth = depth
     c.critic_width = c.actor_width = width
-    state = jax.eval_shape(make_agent(agent_config(c, env)).init, jax.random.PRNGKey(0))
+    state = jax.eval_shape(make_agent(resolve(c).agent).init, jax.random.PRNGKey(0))
     return count_params((state.actor, state.critic))
 
 
-def matching_width(config: ConfigDict, env, depth: int, budget: int) -> tuple[int, int]:
+def matching_width(config: ConfigDict, depth: int, budget: int) -> tuple[int, int]:
     """(width, params) at ``depth`` closest to ``budget``: the count is a quadratic in width, fitted exactly."""
-    p1, p2, p3 = (agent_params(config, env, depth, w) for w in (1, 2, 3))
+    p1, p2, p3 = (agent_params(config, depth, w) for w in (1, 2, 3))
     a = (p3 - 2 * p2 + p1) / 2
     b = p2 - p1 - 3 * a
     c = p1 - a - b
@@ -60,17 +58,14 @@ def get_runs(
     depths = check_depths(options["depths"])
     if len(depths) < 2:
         raise ValueError(f"width_vs_depth needs a base depth and at least one deeper one, got {depths}")
-    from deepcrl.configs.resolve import build_env
-
     d0, runs = depths[0], []
     for env_name in envs:
         config = base(env_name)
-        env = build_env(config)
         w0 = int(config.critic_width)
-        shapes = [("base", d0, w0, agent_params(config, env, d0, w0))]
+        shapes = [("base", d0, w0, agent_params(config, d0, w0))]
         for d in depths[1:]:
-            budget = agent_params(config, env, d, w0)
-            w, params = matching_width(config, env, d0, budget)
+            budget = agent_params(config, d, w0)
+            w, params = matching_width(config, d0, budget)
             if abs(params - budget) > TOLERANCE * budget:
                 raise ValueError(f"no width at depth {d0} matches {budget} parameters within {TOLERANCE:.0%}")
             shapes += [("depth", d, w0, budget), ("width", d0, w, params)]
