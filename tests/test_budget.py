@@ -16,6 +16,7 @@ from deepcrl.configs import budget
 from deepcrl.configs.defaults import get_config
 from deepcrl.configs.experiment import resolve
 from deepcrl.configs.validation import ConfigError
+from deepcrl.launch.single import make_single_trainer
 from deepcrl.learner.agent import AgentConfig, make_agent
 from deepcrl.learner.networks import TrunkConfig, count_params
 
@@ -87,8 +88,6 @@ def test_update_estimate_bounds_xla_temporaries(actor, critic, batch):
 def test_single_estimate_bounds_the_compiled_epoch():
     """The device items of `single` hold the epoch program's arguments and temporaries (XLA's count;
     the estimate was 1.26x that when written)."""
-    from deepcrl.launch.single import make_single_trainer
-
     config = _config(num_envs=32, num_eval_envs=8, batch_size=128, num_minibatches=32)
     experiment = resolve(config)
     est = budget.estimate(experiment, accelerator=True)

@@ -14,8 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+
+from deepcrl.rundir.checkpoints import restore_train_state
 
 TINY = [
     "--env", "point_mass", "--num_envs", "8", "--num_eval_envs", "4", "--batch_size", "32",
@@ -119,10 +122,6 @@ def _save(path: Path, first: int, last: int, pause_at: str = "") -> subprocess.P
 
 
 def _restore_version(path: Path) -> int:
-    import numpy as np
-
-    from deepcrl.rundir.checkpoints import restore_train_state
-
     target = {"version": np.asarray(0), "w": np.zeros((64, 64), np.float32)}
     saved = restore_train_state(path, target)
     assert np.all(saved["w"] == saved["version"])  # a whole checkpoint, not a mix

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from deepcrl.roles import contract
+from deepcrl.roles.collector import Collector
+from deepcrl.roles.learner import Learner
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("envs", "configs", "learner", "collector", "buffer", "roles", "launch", "rundir")  # = deepcrl.*
 
@@ -204,9 +208,6 @@ def declared(*protocols: type) -> dict[str, inspect.Signature]:
 
 def test_every_role_implements_the_contract():
     from deepcrl.launch.ray_roles import named_role
-    from deepcrl.roles import contract
-    from deepcrl.roles.collector import Collector
-    from deepcrl.roles.learner import Learner
     from deepcrl.roles.replay import ReplayService
 
     pairs = [(Learner, contract.LearnerRole), (Collector, contract.CollectorRole),
@@ -236,8 +237,6 @@ def remote_methods(path: Path) -> list[str]:
 
 
 def test_every_remote_call_of_the_supervisor_is_in_the_contract():
-    from deepcrl.roles import contract
-
     protocols = [c for c in vars(contract).values() if isinstance(c, type) and typing.Protocol in c.__mro__]
     names = set(declared(*protocols))
     calls = remote_methods(ROOT / "launch/supervise.py") + remote_methods(ROOT / "launch/distributed.py")

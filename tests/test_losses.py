@@ -9,7 +9,13 @@ import pytest
 from scipy.stats import norm
 
 from deepcrl.learner.agent import AgentConfig, make_agent
-from deepcrl.learner.losses import energy, energy_matrix, infonce_loss, tanh_gaussian_sample
+from deepcrl.learner.losses import (
+    energy,
+    energy_matrix,
+    energy_matrix_broadcast,
+    infonce_loss,
+    tanh_gaussian_sample,
+)
 from deepcrl.learner.networks import TrunkConfig
 
 pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
@@ -77,8 +83,6 @@ def test_update_gradients_finite_and_params_move():
 
 def test_matmul_energy_matrix_equals_broadcast_form_with_gradients():
     """The fast logits (matmul off the diagonal, direct on it) equal the B×B×d form, gradients too."""
-    from deepcrl.learner.losses import energy_matrix_broadcast
-
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     phi = 3.0 * jax.random.normal(k1, (16, 8))
     psi = phi + 0.01 * jax.random.normal(k2, (16, 8))  # tiny positive distances: where cancellation would bite

@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from deepcrl.collector.coverage import grid_for
 from deepcrl.collector.rollout import evaluate
 from deepcrl.configs.defaults import get_config
 from deepcrl.configs.experiment import resolve
+from deepcrl.configs.paper.envs import PAPER_ENVS
+from deepcrl.configs.paper.envs import get_config as paper_env
 from deepcrl.configs.presets import paper
 from deepcrl.configs.studies import base_config, get_study
 from deepcrl.configs.validation import ConfigError, reference_sgd_steps
@@ -162,9 +165,6 @@ def test_physics_timestep_is_a_set_field_and_unsupported_envs_say_so():
 
 
 def test_paper_presets_reset_to_first_start_and_evaluate_mazes_on_eval_layouts():
-    from deepcrl.configs.paper.envs import PAPER_ENVS
-    from deepcrl.configs.paper.envs import get_config as paper_env
-
     assert not get_config().reset_to_first_start  # CPU default: fresh goals
     for name in PAPER_ENVS:
         c = paper_env(name)
@@ -175,8 +175,6 @@ def test_paper_presets_reset_to_first_start_and_evaluate_mazes_on_eval_layouts()
 
 @pytest.mark.parametrize("name", ["ant_u4_maze", "humanoid_big_maze_eval"])
 def test_maze_coverage_grid_covers_the_maze_in_its_frame(name):
-    from deepcrl.collector.coverage import grid_for
-
     env = make_env(name)
     grid = grid_for(env)
     assert grid.free_mask.sum() == 4 * (env.maze.grid != "1").sum()  # 2 × 2 bins per free cell

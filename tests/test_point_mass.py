@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from deepcrl.collector.rollout import evaluate
 from deepcrl.envs import goal_metrics, make_env
+from deepcrl.envs.point_mass import PointMass
 from deepcrl.envs.wrappers import VectorEnv
 
 pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
@@ -72,8 +74,6 @@ def test_vector_env_truncates_and_resets_with_new_goals():
 
 def test_evaluation_scores_only_the_first_episode_of_each_env():
     """An env that terminates early is not credited with the auto-reset episode that follows."""
-    from deepcrl.collector.rollout import evaluate
-    from deepcrl.envs.point_mass import PointMass
 
     class EndsPastTheMiddle(PointMass):
         def _terminated(self, pos):

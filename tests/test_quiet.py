@@ -8,6 +8,8 @@ import sys
 
 from conftest import run_cli
 
+from deepcrl.envs.mjx_quiet import import_quietly
+
 TINY = [
     "--topology", "single", "--env", "point_mass", "--total_env_steps", "2000", "--num_envs", "16",
     "--num_eval_envs", "8", "--batch_size", "32", "--critic_depth", "4", "--actor_depth", "4",
@@ -50,8 +52,6 @@ def test_role_class_repr_is_the_role_name():
 
 
 def test_quiet_import_drops_only_the_warp_notices(tmp_path, monkeypatch, capsys):
-    from deepcrl.envs.mjx_quiet import import_quietly
-
     (tmp_path / "noisy_mod.py").write_text(
         "print('Failed to import warp: No module named warp')\n"
         "print('kept line')\n"

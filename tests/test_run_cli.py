@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
+from ml_collections import ConfigDict
 from PIL import Image
 from restore_spy import (
     assert_trees_bitwise_equal,
@@ -18,6 +25,11 @@ from restore_spy import (
     load_recorded,
     run_cli_recording_restore,
 )
+
+from deepcrl.configs.experiment import resolve
+from deepcrl.launch.policy import load_policy
+from deepcrl.learner.agent import make_agent
+from deepcrl.rundir.checkpoints import restore_train_state
 
 
 def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
@@ -41,11 +53,6 @@ def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
 
 
 def _agent_of(run_dir: Path):
-    from ml_collections import ConfigDict
-
-    from deepcrl.configs.experiment import resolve
-    from deepcrl.learner.agent import make_agent
-
     config = ConfigDict(json.loads((run_dir / "config.json").read_text()))
     return make_agent(resolve(config).agent)
 
@@ -77,10 +84,6 @@ def test_single_smoke_run_writes_every_artifact(tmp_path):
     bad = [(k, v, scalars[k]) for k, v in logged.items() if scalars[k] != np.float32(v)]
     assert not bad, bad[:5]
     # The checkpoint holds the agent that made the last row; complete.json is that row.
-    import jax
-
-    from deepcrl.rundir.checkpoints import restore_train_state
-
     agent = _agent_of(run_dir)
     fresh = agent.init(jax.random.PRNGKey(0))
     final = restore_train_state(run_dir / "checkpoints" / "final", fresh)
@@ -94,8 +97,6 @@ def test_single_smoke_run_writes_every_artifact(tmp_path):
 
 def test_checkpoint_restores_the_policy(tmp_path):
     """The checkpoint of a smoke run loads back into the deterministic policy it trained."""
-    from deepcrl.launch.policy import load_policy
-
     run_dir = tmp_path / "run"
     res = run_cli(
         "--run_dir", str(run_dir), "--total_env_steps", "5000", "--num_envs", "8", "--num_eval_envs", "4",
@@ -108,10 +109,6 @@ def test_checkpoint_restores_the_policy(tmp_path):
     actions = np.asarray(act(obs))
     assert actions.shape == (16, 2) and np.all(np.abs(actions) <= 1.0)
     # The trained parameters, not freshly initialised ones (what a restore that did nothing would give).
-    import jax
-
-    from deepcrl.rundir.checkpoints import restore_train_state
-
     agent = _agent_of(run_dir)
     act_with = jax.jit(lambda actor, o: agent.act(actor, o, deterministic=True))
     saved = restore_train_state(run_dir / "checkpoints" / "final", agent.init(jax.random.PRNGKey(0)))
@@ -148,16 +145,6 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
 
 
 def test_killed_single_run_resumes_from_its_latest_checkpoint(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from conftest import ROOT
-
-    from deepcrl.rundir.checkpoints import restore_train_state
-
     run_dir = tmp_path / "run"
     args = [
         "--run_dir", str(run_dir), "--total_env_steps", "60000", "--num_envs", "16", "--num_eval_envs", "8",

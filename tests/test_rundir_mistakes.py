@@ -18,6 +18,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+from ml_collections import ConfigDict
+
+from deepcrl.launch.cli import UsageError, check_writable_dir
+from deepcrl.launch.policy import load_policy
+from deepcrl.roles.collector import Collector
+from deepcrl.roles.learner import Learner
+from deepcrl.rundir.checkpoints import (
+    MANIFEST,
+    CheckpointError,
+    previous,
+    restore_train_state,
+    save_train_state,
+)
 
 TINY = [
     "--total_env_steps", "5000", "--num_envs", "8", "--num_eval_envs", "4", "--batch_size", "32",
@@ -189,8 +202,6 @@ def test_run_dir_that_is_a_file_or_under_a_file(tmp_path, resume):
 
 def test_unwritable_run_dir_is_reported_without_creating_anything(tmp_path, monkeypatch):
     """Permissions through os.access (as root chmod blocks nothing, so the check is what is tested)."""
-    from deepcrl.launch.cli import UsageError, check_writable_dir
-
     parent = tmp_path / "parent"
     parent.mkdir()
     check_writable_dir(parent / "a" / "b", "--run_dir")  # writable: fine, and nothing created
@@ -243,8 +254,6 @@ def test_render_when_no_checkpoint_restores(finished_run, tmp_path):
 
 @pytest.mark.core
 def test_load_policy_falls_back_from_a_damaged_checkpoint(finished_run, tmp_path, capfd):
-    from deepcrl.launch.policy import load_policy
-
     run = _copy(finished_run, tmp_path)
     _truncate(run / "checkpoints" / "final")
     capfd.readouterr()
@@ -263,7 +272,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(finished_run, t
     run = _copy(finished_run, tmp_path, killed=True)
     ckpts = run / "checkpoints"
     before = _rows(run / "metrics.jsonl")
-    previous = _digests(ckpts / "latest.old")
+    old_digests = _digests(ckpts / "latest.old")
     _truncate(ckpts / "latest")
     res = run_cli("--resume", "--run_dir", str(run), "--noprogress")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -279,7 +288,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(finished_run, t
     assert per_epoch > 0 and rows[3]["updates"] == before[2]["updates"] + per_epoch  # continued from it
     assert json.loads((run / "complete.json").read_text())["epoch"] == 3
     # The damaged one was replaced, and the one restored stays as the previous.
-    assert _digests(ckpts / "latest.old") == previous
+    assert _digests(ckpts / "latest.old") == old_digests
     assert sorted(p.name for p in ckpts.iterdir()) == ["final", "latest", "latest.old"]
 
 
@@ -342,10 +351,6 @@ def _write_rows(folder: Path, steps: list[int]) -> None:
 
 def _bare_learner(run_dir: Path):
     """A learner with only what checkpointing touches (no env, agent or Reverb sampler)."""
-    from ml_collections import ConfigDict
-
-    from deepcrl.roles.learner import Learner
-
     lr = Learner.__new__(Learner)
     lr.name, lr.dir, lr.config = "learner1_d4", run_dir / "learner1_d4", ConfigDict({"checkpoint": True})
     lr.train_state, lr.key = {"w": np.zeros(4, np.float32)}, np.asarray([0, 7], np.uint32)
@@ -357,8 +362,6 @@ def _bare_learner(run_dir: Path):
 
 @pytest.mark.core
 def test_learner_restores_the_previous_checkpoint_when_the_latest_is_damaged(tmp_path, capfd):
-    from deepcrl.rundir.checkpoints import CheckpointError, previous
-
     lr = _bare_learner(tmp_path)
     for k in (1, 2):  # two checkpoints, as at two evaluations
         lr.rounds = lr.rows_written = k
@@ -385,8 +388,6 @@ def test_learner_restores_the_previous_checkpoint_when_the_latest_is_damaged(tmp
 
 @pytest.mark.core
 def test_learner_without_a_checkpoint_starts_over_only_without_progress(tmp_path):
-    from deepcrl.rundir.checkpoints import CheckpointError
-
     lr = _bare_learner(tmp_path)
     _write_rows(lr.dir, [100, 200, 300])
     with pytest.raises(CheckpointError, match="has 3 metric rows .* not starting it over$"):
@@ -399,8 +400,6 @@ def test_learner_without_a_checkpoint_starts_over_only_without_progress(tmp_path
 
 def _bare_collector(run_dir: Path):
     """A collector with only what its record and coverage touch (no env, agent or Reverb writer)."""
-    from deepcrl.roles.collector import Collector
-
     c = Collector.__new__(Collector)
     c.dir = run_dir / "collector"
     c.dir.mkdir(parents=True, exist_ok=True)
@@ -412,8 +411,6 @@ def _bare_collector(run_dir: Path):
 
 @pytest.mark.core
 def test_collector_record_and_coverage_fall_back_to_the_previous_ones(tmp_path, capfd):
-    from deepcrl.rundir.checkpoints import CheckpointError
-
     c = _bare_collector(tmp_path)
     for k in (1, 2):  # two collection steps, each saving the record and the coverage
         c.env_steps, c.collections = 100 * k, k
@@ -452,8 +449,6 @@ def test_collector_record_and_coverage_fall_back_to_the_previous_ones(tmp_path, 
 
 @pytest.mark.core
 def test_collector_without_a_record_starts_over_only_without_progress(tmp_path):
-    from deepcrl.rundir.checkpoints import CheckpointError
-
     c = _bare_collector(tmp_path)
     _write_rows(c.dir, [100, 200, 300])
     with pytest.raises(CheckpointError, match="collector has 3 metric rows"):
@@ -467,8 +462,6 @@ def test_collector_without_a_record_starts_over_only_without_progress(tmp_path):
 # Orbax fails on its damaged files differs across Orbax versions (today's restored one silently).
 def test_orbax_checkpoint_without_manifest_falls_back_on_orbax_errors(tmp_path, capfd):
     """Checkpoints written before the manifest existed: Orbax's own error is the reason."""
-    from deepcrl.rundir.checkpoints import MANIFEST, previous, restore_train_state, save_train_state
-
     path = tmp_path / "latest"
     for k in (1, 2):
         save_train_state(path, {"w": np.full(4, k, np.float32)})

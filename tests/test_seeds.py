@@ -18,15 +18,21 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+from ml_collections import ConfigDict
 from restore_spy import (
     assert_trees_bitwise_equal,
     complete_lines,
     load_recorded,
     run_cli_recording_restore,
 )
+
+from deepcrl.configs.experiment import resolve
+from deepcrl.learner.agent import make_agent
+from deepcrl.rundir.checkpoints import restore_train_state
 
 ARGS = [
     "--total_env_steps", "44000", "--num_envs", "8", "--num_eval_envs", "4", "--batch_size", "32",
@@ -92,10 +98,6 @@ def test_k_seeds_write_per_seed_rows_and_their_mean(k_seeds):
 def test_k_seeds_resume_continues_from_the_saved_state(k_seeds):
     """Not a silent restart: rows written before the kill stay byte for byte, the K stacked train states
     the resumed run trains from are bitwise the saved ones, and the counters carry on from them."""
-    import jax
-
-    from deepcrl.rundir.checkpoints import restore_train_state
-
     at_kill = k_seeds.parent / "at_kill"
     for folder in [Path("."), *(Path(f"seed_{s}") for s in range(K))]:
         before = complete_lines((at_kill / folder / "metrics.jsonl").read_text())
@@ -120,13 +122,6 @@ def test_k_seeds_resume_continues_from_the_saved_state(k_seeds):
 
 @pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
 def test_seeds_train_different_agents_with_per_seed_checkpoints(k_seeds):
-    import jax
-    from ml_collections import ConfigDict
-
-    from deepcrl.configs.experiment import resolve
-    from deepcrl.learner.agent import make_agent
-    from deepcrl.rundir.checkpoints import restore_train_state
-
     config = ConfigDict(json.loads((k_seeds / "seed_0" / "config.json").read_text()))
     agent = make_agent(resolve(config).agent)
     target = agent.init(jax.random.PRNGKey(0))

@@ -15,9 +15,17 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import pytest
 from conftest import is_number
+from ml_collections import ConfigDict
 from PIL import Image
+
+from deepcrl.configs.experiment import resolve
+from deepcrl.configs.paper import envs as paper_envs
+from deepcrl.configs.studies import base_config, get_study
+from deepcrl.learner.agent import make_agent
+from deepcrl.learner.networks import count_params
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = [sys.executable, str(ROOT / "launch" / "study.py")]
@@ -278,8 +286,6 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, needle):
 
 
 def test_study_definitions():
-    from deepcrl.configs.studies import get_study
-
     sweep = get_study("depth_sweep").get_runs(["a", "b"], [0, 1], "cpu", {"depths": [4, 8, 1024]})
     assert len(sweep) == 12 and len({r.name for r in sweep}) == 12
     assert all(
@@ -300,14 +306,6 @@ def test_study_definitions():
 
 
 def test_width_vs_depth_budgets_match():
-    import jax
-    from ml_collections import ConfigDict
-
-    from deepcrl.configs.experiment import resolve
-    from deepcrl.configs.studies import base_config, get_study
-    from deepcrl.learner.agent import make_agent
-    from deepcrl.learner.networks import count_params
-
     study = get_study("width_vs_depth")
     runs = study.get_runs(
         ["point_mass_walls"], [0], "cpu", {"depths": [4, 8, 16]}, lambda e: base_config("cpu", e)
@@ -332,8 +330,6 @@ def test_width_vs_depth_budgets_match():
 
 
 def test_paper_env_configs():
-    from deepcrl.configs.paper import envs as paper_envs
-
     for name in paper_envs.PAPER_ENVS:
         c = paper_envs.get_config(name)
         assert c.env == name and c.episode_length == 1000 and c.num_envs == 512 and c.critic_width == 256
