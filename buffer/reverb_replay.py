@@ -112,9 +112,14 @@ def start_server(
     # Reverb's C++ start-up notes (checkpointer, restore, port) go to CHECKPOINT_DIR.log, not to the
     # run's console; a failure still raises here with its message. Not inside the checkpoint folder:
     # Reverb takes any entry there for a checkpoint, and a file named after the real ones hides them.
-    with _stderr_to(Path(str(checkpoint_dir).rstrip("/") + ".log")):
+    with _stderr_to(server_log(checkpoint_dir)):
         server = reverb.Server(tables=make_tables(spec), port=port, checkpointer=checkpointer)
     return server, f"{host}:{server.port}"
+
+
+def server_log(checkpoint_dir: str | Path) -> Path:
+    """Where the C++ notes of a server checkpointing to ``checkpoint_dir`` go: ``CHECKPOINT_DIR.log``."""
+    return Path(str(checkpoint_dir).rstrip("/") + ".log")
 
 
 @contextlib.contextmanager
@@ -158,13 +163,17 @@ def table_info(address: str, timeout_s: int | None = None) -> dict[str, dict[str
     return out
 
 
-def checkpoint(address: str) -> str:
+def checkpoint(address: str, log: Path | None = None) -> str:
     """Ask the server to write a checkpoint now; returns its path.
 
     Goes to the server's `checkpoint_dir` (or a temp dir when it was started without one). Blocks the
-    tables while writing, so call it rarely (e.g. next to the learners' own checkpoints).
+    tables while writing, so call it rarely (e.g. next to the learners' own checkpoints). Called in the
+    server's own process with its ``log`` (``server_log``), Reverb's "Stored checkpoint" note goes there.
     """
-    return reverb.Client(address).checkpoint()
+    if log is None:
+        return reverb.Client(address).checkpoint()
+    with _stderr_to(log):
+        return reverb.Client(address).checkpoint()
 
 
 def drain_sampler(address: str, table: str) -> Callable[[], object]:

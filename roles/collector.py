@@ -91,7 +91,7 @@ class Collector(RoleBase):
             coverage = update_coverage(coverage, env.spec.goal_of(steps["state"]), grid)
             return env_state, steps, metrics, coverage
 
-        self._unroll = jax.jit(act_unroll)
+        self.act_unroll = jax.jit(act_unroll)  # public: benchmarks time it alone
         self.versions_seen: list[int] = []
         self.max_steps_between_fetches = 0
         self.segments_written = 0  # segments handed to the writer, over every life of the collector
@@ -217,7 +217,7 @@ class Collector(RoleBase):
                     since_fetch = 0
                 t0 = time.time()
                 self.key, k = jax.random.split(self.key)
-                env_state, steps, metrics, self.coverage = self._unroll(
+                env_state, steps, metrics, self.coverage = self.act_unroll(
                     self.actor, env_state, self.coverage, k
                 )
                 steps = jax.device_get(steps)

@@ -96,7 +96,7 @@ class Learner(RoleBase):
         def eval_fn(actor, key):
             return evaluate(eval_venv, lambda obs, k: agent.act(actor, obs, deterministic=True), key)
 
-        self._round = jax.jit(round_fn, donate_argnums=0)
+        self.update_round = jax.jit(round_fn, donate_argnums=0)  # public: benchmarks time it alone
         self._eval = jax.jit(eval_fn)
         self._stop = threading.Event()
         self._use_up_quota = False
@@ -237,9 +237,30 @@ class Learner(RoleBase):
         drawn, waited = self.sampler.items_sampled, self.sampler.wait_s
         self.address = address
         with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)
-            self.sampler = _reverb().sampler.SegmentSampler(address, self.name, self.segments_per_round, self.spec)
+            self.sampler = _reverb().sampler.SegmentSampler(
+                address, self.name, self.segments_per_round, self.spec
+            )
         self._samples_before += drawn
         self._wait_before += waited
+
+    def train_round(self) -> dict | None:
+        """One round: sample ``segments_per_round`` segments from the table, relabel, make
+        ``num_minibatches`` updates, publish the actor. ``None`` when no batch came within 0.5 s."""
+        try:
+            batch = self.sampler.sample(timeout_s=0.5)
+        except TimeoutError:
+            return None
+        segments = {k: jnp.asarray(v) for k, v in batch.data.items()}
+        self.key, k = jax.random.split(self.key)
+        self.train_state, metrics = self.update_round(self.train_state, segments, k)
+        self.rounds += 1
+        self.liveness.advance(int(self.config.num_minibatches))
+        with self._lock:
+            self._published = (
+                self.rounds * self.config.num_minibatches,
+                jax.device_get(self.train_state.actor),
+            )
+        return metrics
 
     def run(self, eval_every_rounds: int | None = None) -> dict:
         """Train until ``stop()``; evaluate every ``eval_every_rounds`` rounds (default: once per
@@ -256,23 +277,13 @@ class Learner(RoleBase):
                 address = self._moved_to()
                 if address is not None:
                     self._switch_replay(address)
-                try:
-                    batch = self.sampler.sample(timeout_s=0.5)
-                except TimeoutError:  # table below min size, rate-limited or replay down: check for stop
+                round_metrics = self.train_round()
+                if round_metrics is None:  # table below min size, rate-limited or replay down
                     if self._stop.is_set():  # the collector is done and the limiter grants no more
                         break
                     self.liveness.beat()  # waiting for data is not a stall (the collector is watched)
                     continue
-                segments = {k: jnp.asarray(v) for k, v in batch.data.items()}
-                self.key, k = jax.random.split(self.key)
-                self.train_state, metrics = self._round(self.train_state, segments, k)
-                self.rounds += 1
-                self.liveness.advance(int(self.config.num_minibatches))
-                with self._lock:
-                    self._published = (
-                        self.rounds * self.config.num_minibatches,
-                        jax.device_get(self.train_state.actor),
-                    )
+                metrics = round_metrics
                 evaluate = self.rounds % eval_every_rounds == 0
                 if evaluate:
                     self._evaluate_and_log({"wall_time": wall(), **jax.device_get(metrics)})

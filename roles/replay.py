@@ -23,6 +23,7 @@ class ReplayService(RoleBase):
     def __init__(self, spec: reverb_replay.ReplaySpec, checkpoint_dir: str | None, port: int | None = None):
         super().__init__()  # liveness: inserts + samples served, read from its own server
         self.spec = spec
+        self._log = reverb_replay.server_log(checkpoint_dir) if checkpoint_dir else None
         self.server, self._local_address = reverb_replay.start_server(
             spec, port=port, checkpoint_dir=checkpoint_dir
         )
@@ -47,7 +48,7 @@ class ReplayService(RoleBase):
 
     def checkpoint(self) -> str:
         with self.liveness.waiting("its own checkpoint"):  # a large table takes a while to write
-            return reverb_replay.checkpoint(self._local_address)
+            return reverb_replay.checkpoint(self._local_address, self._log)
 
     def progress(self) -> dict:
         """Inserts and samples served by every table; a server that does not answer is not alive."""
