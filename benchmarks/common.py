@@ -1,0 +1,92 @@
+"""Pieces the benchmarks share: a Reverb server in a process of its own, CPU clocks, medians,
+interleaving order, a timestamped log line and the machine's description."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+
+def _serve(spec, conn, stop) -> None:
+    """Body of the server process: start Reverb, send the address, wait for the stop event."""
+    from deepcrl.buffer.reverb_replay import start_server  # Reverb, in the spawned server process only
+
+    server, address = start_server(spec)
+    conn.send(address)
+    stop.wait()
+    server.stop()
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerProcess:
+    """A Reverb server in a spawned process of its own, as in the distributed mode."""
+
+    def __init__(self, spec) -> None:
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=_serve, args=(spec, child, self._stop), daemon=True)
+        self._proc.start()
+        if not parent.poll(180):
+            self.close()
+            raise RuntimeError("the Reverb server process did not report an address within 180 s")
+        self.address = parent.recv()
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self._proc.pid)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(10)
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def rotated(items: list[str], i: int) -> list[str]:
+    """``items`` started at its ``i``-th element: interleaved variants take turns at going first."""
+    k = i % len(items)
+    return items[k:] + items[:k]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:+.1f} %"
+
+
+def machine() -> dict:
+    """CPU model, core count, date and the versions that matter for speed."""
+    model = platform.processor() or "?"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        model = next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
+        )
+    except (OSError, StopIteration, subprocess.SubprocessError):
+        pass
+    versions = {}
+    for pkg in ("jax", "dm-reverb", "brax"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = "?"
+    return {"cpu": model, "nproc": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), **versions}
