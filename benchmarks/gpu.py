@@ -36,6 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import depth_scaling as ds  # noqa: E402 - the sibling benchmark's cells and formatting
+import jax  # noqa: E402
+
+from deepcrl.rundir.metrics import read_metrics  # noqa: E402
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # each process takes what it uses
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +51,6 @@ def _left(budget: float) -> float:
 
 
 def _device() -> str:
-    import jax
-
     d = jax.devices()[0]
     return f"{getattr(d, 'device_kind', d.platform)} ({d.platform}), jax {jax.__version__}"
 
@@ -119,8 +120,6 @@ def ant_part(args: argparse.Namespace) -> list[list[str]]:
            "--num_evals", str(args.ant_evals), "--run_dir", str(run_dir), "--noprogress",
            "--set", "checkpoint=false", *sum((["--set", s] for s in args.ant_set), [])]  # fmt: skip
     status = _run(cmd, cap)
-    from deepcrl.rundir.metrics import read_metrics
-
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("wall_time")]
     if not rows:
         return [["ant", "paper preset", status, "", "", "", ""]]

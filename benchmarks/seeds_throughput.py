@@ -22,6 +22,12 @@ import platform
 import statistics
 import time
 
+import jax
+
+from deepcrl.configs.defaults import get_config
+from deepcrl.configs.experiment import resolve
+from deepcrl.launch.single import make_single_trainer, run_keys
+
 SIZES = {  # small width, few envs; collections per epoch sized for ~0.5-1 s per one-seed epoch (idle)
     "point_mass": {"collections_per_epoch": 24},
     "ant": {"collections_per_epoch": 8, "backend": "spring"},
@@ -34,8 +40,6 @@ def _cpu_s() -> float:
 
 
 def _config(env: str, k: int, args):
-    from deepcrl.configs.defaults import get_config
-
     c = get_config()
     c.update(env=env, num_seeds=k, num_envs=args.num_envs, num_eval_envs=4, unroll_length=args.unroll,
              batch_size=args.batch, num_minibatches=args.minibatches, min_replay_steps_per_env=args.unroll * 2,
@@ -49,15 +53,11 @@ def _config(env: str, k: int, args):
 
 
 def measure_env(env: str, args) -> list[dict]:
-    import jax
-
-    from deepcrl.launch.single import _run_keys, make_single_trainer
-
     programs = {}
     for k in args.ks:
         c = _config(env, k, args)
-        trainer = make_single_trainer(c)
-        carry = jax.block_until_ready(trainer.prefill(trainer.init(_run_keys(c))))
+        trainer = make_single_trainer(resolve(c))
+        carry = jax.block_until_ready(trainer.prefill(trainer.init(run_keys(c.seed, k))))
         t0, c0 = time.perf_counter(), _cpu_s()
         epoch = trainer.train_epoch.lower(carry).compile()
         compile_s, compile_cpu = time.perf_counter() - t0, _cpu_s() - c0
