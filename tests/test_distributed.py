@@ -85,6 +85,13 @@ def test_collector_deep_learner_shallow_end_to_end_and_both_learners_learn(tmp_p
     )
     assert (run_dir / "success.png").stat().st_size > 1000
     assert "| collector_learner | 8 |" in (run_dir / "summary.md").read_text()
+    # The console: what runs on its first line, the final figure named by its learner on its last;
+    # Reverb's own notes (start-up, every checkpoint) go to RUN/replay.log instead.
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].startswith("collector_deep_learner_shallow on point_mass_walls: a collector"), lines[0]
+    assert lines[-1].startswith("final eval of collector_learner (depth 8, the collector's learner)"), lines[-1]
+    assert "Stored checkpoint" not in res.stdout + res.stderr
+    assert "Stored checkpoint" in (run_dir / "replay.log").read_text()
 
 
 def test_topology_on_an_existing_local_cluster(tmp_path):
