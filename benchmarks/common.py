@@ -3,6 +3,7 @@ interleaving order, a timestamped log line and the machine's description."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -53,6 +54,38 @@ class ServerProcess:
         if self._proc.is_alive():
             self._proc.terminate()
             self._proc.join(10)
+
+
+def role_pids(run_dir) -> dict[str, int]:
+    """Role name -> PID of a distributed run, from its ``RUN/roles.json`` (empty while unreadable)."""
+    try:
+        with open(os.path.join(run_dir, "roles.json")) as f:
+            roles = json.load(f)["roles"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {name: r["pid"] for name, r in roles.items() if r.get("pid")}
+
+
+class RoleCpu:
+    """CPU seconds of every role of a distributed run, read from /proc every ``tick()`` while they live
+    (the last tick before a process ends is what it counts: the final ~0.2 s are missed alike by all)."""
+
+    def __init__(self, run_dir) -> None:
+        self.run_dir, self.seen = run_dir, {}  # (role, pid) -> last CPU seconds read
+
+    def tick(self, driver_pid: int | None = None) -> None:
+        pids = role_pids(self.run_dir)
+        if driver_pid is not None:
+            pids["driver"] = driver_pid
+        for name, pid in pids.items():
+            try:
+                self.seen[(name, pid)] = proc_cpu_s(pid)
+            except (OSError, IndexError):
+                pass
+
+    def of(self, role: str) -> float:
+        """CPU seconds of ``role`` over all its processes (a restarted role has several)."""
+        return sum(v for (r, _), v in self.seen.items() if r == role)
 
 
 def median(xs: list[float]) -> float:

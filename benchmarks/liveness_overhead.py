@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,25 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import RoleCpu
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = (0.0, 2.0, 0.2)
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_of(pid: int) -> float | None:
-    """CPU seconds (user + system) of a live process, None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def _roles(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "roles.json").read_text())["roles"]
-    except (OSError, ValueError, KeyError):
-        return {}
 
 
 def run_once(every: float, total: int, tmp: Path) -> dict:
@@ -55,20 +39,14 @@ def run_once(every: float, total: int, tmp: Path) -> dict:
     ]  # fmt: skip
     t0 = time.time()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    cpu: dict[str, float] = {}  # (role, pid) -> last CPU seconds seen
+    cpu = RoleCpu(run_dir)
     while proc.poll() is None:
-        for name, role in _roles(run_dir).items():
-            seen = _cpu_of(role["pid"]) if role.get("pid") else None
-            if seen is not None:
-                cpu[(name, role["pid"])] = seen
-        seen = _cpu_of(proc.pid)
-        if seen is not None:
-            cpu[("driver", proc.pid)] = seen
+        cpu.tick(proc.pid)
         time.sleep(0.2)
     wall = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"run failed (rc {proc.returncode}):\n{proc.stderr.read()[-3000:]}")
-    by_role = {n: sum(v for (r, _), v in cpu.items() if r == n) for n in ("collector", "collector_learner", "driver")}
+    by_role = {n: cpu.of(n) for n in ("collector", "collector_learner", "driver")}
     summary = json.loads((run_dir / "summary.json").read_text())
     steps, updates = summary["collector"]["env_steps"], summary["learners"][0]["updates"]
     rows = [json.loads(line) for line in (run_dir / "collector" / "metrics.jsonl").read_text().splitlines()]

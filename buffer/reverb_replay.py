@@ -176,6 +176,49 @@ def checkpoint(address: str, log: Path | None = None) -> str:
         return reverb.Client(address).checkpoint()
 
 
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The checkpoint a server started from ``checkpoint_dir`` restores: the newest complete one."""
+    done = sorted(d for d in Path(checkpoint_dir).glob("*") if (d / "DONE").is_file())
+    return done[-1] if done else None
+
+
+def frozen_copy(source_dir: str | Path, target_dir: str | Path) -> dict[str, dict[str, int]]:
+    """Copy the latest checkpoint in ``source_dir`` to ``target_dir`` with every table's rate limiter
+    lifted, so a server restored from the copy serves its fixed data for as long as it is sampled.
+
+    A restored table keeps its checkpointed limiter (the server's own table definitions only name
+    the tables), and a sample-to-insert ratio admits no samples once inserts stop; the copy's limiters
+    only wait for ``min_size_to_sample``. Edits Reverb's own checkpoint records (``tables.tfrecord``,
+    the ``PriorityTableCheckpoint`` protos it ships); items and chunks are copied as they are. Returns
+    per table the inserts and samples it had counted. ``FileNotFoundError`` without a checkpoint.
+    """
+    import shutil
+
+    from reverb.cc.checkpointing import checkpoint_pb2
+
+    source = latest_checkpoint(source_dir)
+    if source is None:
+        raise FileNotFoundError(f"no complete Reverb checkpoint in {source_dir}")
+    target = Path(target_dir) / source.name
+    shutil.copytree(source, target)
+    tables, out = [], {}
+    for record in tf.data.TFRecordDataset(str(source / "tables.tfrecord"), compression_type="ZLIB"):
+        table = checkpoint_pb2.PriorityTableCheckpoint.FromString(record.numpy())
+        limiter = table.rate_limiter
+        limiter.samples_per_insert, limiter.min_diff, limiter.max_diff = 1.0, -sys.float_info.max, sys.float_info.max
+        out[table.table_name] = {"inserts": int(limiter.insert_count), "samples": int(limiter.sample_count)}
+        tables.append(table)
+    with tf.io.TFRecordWriter(str(target / "tables.tfrecord"), options="ZLIB") as writer:
+        for table in tables:
+            writer.write(table.SerializeToString())
+    return out
+
+
+def reset_table(address: str, table: str) -> None:
+    """Empty ``table`` (its items and its rate limiter's counts): a detached learner's table, freed."""
+    reverb.Client(address).reset(table)
+
+
 def drain_sampler(address: str, table: str) -> Callable[[], object]:
     """A call that takes one item from `table` and drops it, blocking while the table's rate limiter holds
     it back: the replay role drains the table of a learner that is down, so the collector is never stalled.

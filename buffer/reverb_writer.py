@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -68,6 +68,12 @@ class SegmentWriter:
     def items_created(self) -> int:
         return self.segments_written * len(self.tables)
 
+    def set_tables(self, tables: Sequence[str]) -> None:
+        """Write the next segments to these tables (of the spec): a learner joined or left."""
+        for t in tables:
+            self.spec.table(t)
+        self.tables = tuple(tables)
+
     def write(self, batch: Mapping[str, np.ndarray]) -> int:
         """Write one segment batch [N, L, ...]; returns the number of steps written (N * L)."""
         if self._closed:
@@ -121,6 +127,8 @@ class SegmentSink(Protocol):
 
     def close(self, timeout_s: float | None = None) -> None: ...
 
+    def set_tables(self, tables: Sequence[str]) -> None: ...
+
 
 class WriterThreadError(RuntimeError):
     """The background writer thread failed; the original exception is the __cause__."""
@@ -131,6 +139,12 @@ class WriterAbandoned(RuntimeError):
 
 
 _STOP = object()
+
+
+class _SetTables(NamedTuple):
+    """A queue entry that switches the writer's tables between two batches, in order."""
+
+    tables: tuple[str, ...]
 
 
 class AsyncSegmentWriter:
@@ -172,6 +186,9 @@ class AsyncSegmentWriter:
                 if batch is _STOP:
                     self.writer.flush()
                     return
+                if isinstance(batch, _SetTables):
+                    self.writer.set_tables(batch.tables)
+                    continue
                 self.steps_written += self.writer.write(batch)
                 self.batches_written += 1
         except BaseException as e:  # handed over to the caller's thread
@@ -181,12 +198,20 @@ class AsyncSegmentWriter:
         if self._error is not None:
             raise WriterThreadError(f"background segment writer failed: {self._error!r}") from self._error
 
+    def set_tables(self, tables: Sequence[str]) -> None:
+        """Batches put from now on go to ``tables``; those queued before still go where they were
+        meant to (the switch travels through the queue)."""
+        self._enqueue(_SetTables(tuple(tables)))
+
     def put(self, batch: Mapping[str, np.ndarray]) -> None:
         """Queue one segment batch; blocks only while the queue is full."""
+        self.puts += 1
+        self._enqueue(batch)
+
+    def _enqueue(self, batch: Any) -> None:
         if self._closed:
             raise RuntimeError("AsyncSegmentWriter is closed")
         self._raise_if_failed()
-        self.puts += 1
         try:
             self._queue.put_nowait(batch)
             return
@@ -223,6 +248,10 @@ class AsyncSegmentWriter:
                     dropped += 1
             except queue.Empty:
                 return dropped
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def pending(self) -> int:

@@ -120,6 +120,12 @@ def _set_distributed(c: ConfigDict) -> None:
     c.checkpoint_every_s = 300.0  # learners checkpoint this often (and at every evaluation); 0: evals only
     c.replay_checkpoint_every_s = 300.0  # Reverb tables checkpoint this often (and at the end); 0: end only
     c.max_role_restarts = 3  # a role that dies more often ends the run (a train-only learner is dropped)
+    # Elastic learners (launch/run.py --attach / --detach): Reverb tables are fixed when the server starts,
+    # so it starts with this many spare tables, each the table of one learner attached later. A spare is
+    # not written to until a learner takes it (no cost); with attach_warm_start it is fed and drained
+    # from the start, so an attached learner begins with what the collector's table holds.
+    c.spare_tables = 2
+    c.attach_warm_start = False
 
 
 def _set_liveness(c: ConfigDict) -> None:

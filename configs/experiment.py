@@ -68,8 +68,37 @@ class Experiment:
 
     @property
     def learner_names(self) -> list[str]:
-        """Learners of a distributed run, the driving learner first (also their table names)."""
+        """Learners of a distributed run, the driving learner first."""
         return [r.name for r in self.learners]
+
+    def learner(self, name: str) -> RoleSpec:
+        return next(r for r in self.learners if r.name == name)
+
+    @property
+    def spare_tables(self) -> list[str]:
+        """Replay tables no learner of the topology owns, for learners attached later."""
+        return [t for t in self.replay.table_names if t.startswith("spare")] if self.replay else []
+
+    @property
+    def free_tables(self) -> list[str]:
+        """Spare tables no learner has taken."""
+        taken = {r.table_name for r in self.learners}
+        return [t for t in self.spare_tables if t not in taken]
+
+    @property
+    def fed_tables(self) -> tuple[str, ...]:
+        """The tables the collector writes every segment to: each learner's, and the free spares when
+        ``attach_warm_start`` (the replay service drains those until a learner takes one)."""
+        free = self.free_tables if self.config.get("attach_warm_start", False) else []
+        return (*[r.table_name for r in self.learners], *free)
+
+    def with_learners(self, added: list[RoleSpec] = (), removed: tuple[str, ...] = ()) -> Experiment:
+        """This run with learners attached (their networks resolved here) and others detached."""
+        learners = [r for r in self.learners if r.name not in removed] + list(added)
+        agents = {n: a for n, a in self.agents.items() if n not in removed}
+        for r in added:
+            agents[r.name] = agent_config(r.apply_to(ConfigDict(self.config.to_dict())), self.env())
+        return dataclasses.replace(self, learners=tuple(learners), agents=agents)
 
     @property
     def segments_per_round(self) -> int:
@@ -146,7 +175,8 @@ def resolve(config: ConfigDict) -> Experiment:
         return Experiment(FrozenConfigDict(settings), layout, {"single": agent_config(settings, env)})
     collector, learners = resolve_roles(settings)
     agents = {r.name: agent_config(r.apply_to(settings), env) for r in learners}
-    replay = _replay_spec(settings, env, layout, [r.name for r in learners])
+    spares = [f"spare{k + 1}" for k in range(int(settings.get("spare_tables", 0)))]
+    replay = _replay_spec(settings, env, layout, [r.name for r in learners] + spares)
     return Experiment(FrozenConfigDict(settings), layout, agents, collector, tuple(learners), replay)
 
 

@@ -21,7 +21,12 @@ DISTRIBUTED = tuple(t for t in TOPOLOGIES if t != "single")
 
 @dataclasses.dataclass(frozen=True)
 class RoleSpec:
-    """One learner (or the collector's policy): its name is also its Reverb table."""
+    """One learner (or the collector's policy) and the Reverb table it samples.
+
+    A learner of the topology samples the table named after it; one attached to a live run
+    (``launch/elastic.py``) takes a spare table, and ``joined_at`` records the collector's env steps
+    when its table began to be fed (-1: from the start of the run).
+    """
 
     name: str
     actor_depth: int
@@ -29,6 +34,16 @@ class RoleSpec:
     actor_width: int
     critic_width: int
     drives_collector: bool = False
+    table: str = ""  # empty: the learner's name
+    joined_at: int = -1
+    gpus: float = -1.0  # -1: gpus_per_learner
+
+    @property
+    def table_name(self) -> str:
+        return self.table or self.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
     def apply_to(self, config: ConfigDict) -> ConfigDict:
         """A copy of the config with this role's network shape, as the role's own config."""
@@ -58,6 +73,7 @@ _NUMBERS = (
     ("role_timeout_s", 0.0, True), ("cpus_per_role", 0.0, False), ("checkpoint_every_s", 0.0, True),
     ("replay_checkpoint_every_s", 0.0, True), ("max_role_restarts", 0, True),
     ("role_stall_timeout_s", 0.0, True), ("role_start_timeout_s", 0.0, False), ("role_progress_every_s", 0.0, True),
+    ("spare_tables", 0, True),
 )  # fmt: skip
 
 
@@ -80,6 +96,8 @@ def validate_numbers(config: ConfigDict) -> None:
         if number < low or (number == low and not inclusive):
             bound = f">= {low}" if inclusive else f"> {low}"
             raise ConfigError(f"{name} must be {bound}, got {value!r}")
+    if "spare_tables" in config and float(config.spare_tables) != int(float(config.spare_tables)):
+        raise ConfigError(f"spare_tables must be a whole number, got {config.spare_tables!r}")
     for name in ("gpus_per_collector", "gpus_per_learner"):
         gpus = float(config.get(name, 0.0))
         if gpus > 1 and gpus != int(gpus):
@@ -110,19 +128,10 @@ def resolve_roles(config: ConfigDict) -> tuple[RoleSpec, list[RoleSpec]]:
         collector_depths = (int(config.collector_depth), int(config.collector_depth))
     if config.learner_depths:
         learner_depths = _int_list(config.learner_depths, "learner_depths")
-    for d in (*collector_depths, *learner_depths):
-        if d <= 0 or d % 4:
-            raise ConfigError(f"every role depth must be a positive multiple of 4, got {d}")
-
+    _check_depths([*collector_depths, *learner_depths])
     collector_width = int(config.collector_width) or None
-    widths = _int_list(config.learner_widths, "learner_widths") if config.learner_widths else []
-    if widths and len(widths) not in (1, len(learner_depths)):
-        raise ConfigError(
-            f"learner_widths lists {len(widths)} widths for {len(learner_depths)} learners; give one or one each"
-        )
-    for w in (*widths, collector_width or 1):
-        if w <= 0:
-            raise ConfigError(f"every role width must be positive, got {w}")
+    widths = _widths(config.learner_widths, len(learner_depths))
+    _check_widths([collector_width or 1])
 
     collector = RoleSpec(
         "collector_learner",
@@ -132,16 +141,62 @@ def resolve_roles(config: ConfigDict) -> tuple[RoleSpec, list[RoleSpec]]:
         critic_width=collector_width or int(config.critic_width),
         drives_collector=True,
     )
-    learners = [collector]
-    for i, depth in enumerate(learner_depths):
+    names = [f"learner{i + 1}_d{depth}" for i, depth in enumerate(learner_depths)]
+    return collector, [collector, *_learner_specs(config, names, learner_depths, widths)]
+
+
+def attach_specs(config: ConfigDict, depths_text: str, widths_text: str, taken: list[str],
+                 name: str = "") -> list[RoleSpec]:  # fmt: skip
+    """The learners ``launch/run.py --attach`` adds to a live run: ``depths_text`` like "64,16",
+    widths as ``learner_widths``; named ``learner<i>_d<depth>`` after the ``taken`` names, or
+    ``name`` (one learner only). ``ConfigError`` (one line) on a bad depth, width or name."""
+    depths = _int_list(depths_text, "--learner_depths")
+    _check_depths(depths)
+    widths = _widths(widths_text, len(depths))
+    if name:
+        if len(depths) != 1:
+            raise ConfigError(f"--role names one learner; --learner_depths lists {len(depths)}")
+        if not name.replace("_", "").isalnum() or name in ("replay", "collector") or name.startswith("spare"):
+            raise ConfigError(f"--role {name!r}: use letters, digits and _ (not replay, collector, spare*)")
+        names = [name]
+    else:
+        names, i = [], len(taken)
+        for depth in depths:
+            while f"learner{i}_d{depth}" in taken or f"learner{i}_d{depth}" in names:
+                i += 1
+            names.append(f"learner{i}_d{depth}")
+            i += 1
+    clash = sorted(set(names) & set(taken))
+    if clash:
+        raise ConfigError(f"a learner named {clash[0]} already belongs to this run; taken: {', '.join(taken)}")
+    return _learner_specs(config, names, depths, widths)
+
+
+def _learner_specs(config: ConfigDict, names: list[str], depths: list[int], widths: list[int]) -> list[RoleSpec]:
+    specs = []
+    for i, (name, depth) in enumerate(zip(names, depths, strict=True)):
         w = widths[i if len(widths) > 1 else 0] if widths else None
-        learners.append(
-            RoleSpec(
-                f"learner{i + 1}_d{depth}",
-                actor_depth=depth,
-                critic_depth=depth,
-                actor_width=w or int(config.actor_width),
-                critic_width=w or int(config.critic_width),
-            )
-        )
-    return collector, learners
+        specs.append(RoleSpec(name, actor_depth=depth, critic_depth=depth, actor_width=w or int(config.actor_width),
+                              critic_width=w or int(config.critic_width)))  # fmt: skip
+    return specs
+
+
+def _check_depths(depths: list[int]) -> None:
+    for d in depths:
+        if d <= 0 or d % 4:
+            raise ConfigError(f"every role depth must be a positive multiple of 4, got {d}")
+
+
+def _widths(text: str, n: int) -> list[int]:
+    """Learner widths from ``text`` (empty: none given), one for all or one per learner."""
+    widths = _int_list(text, "learner_widths") if text else []
+    if widths and len(widths) not in (1, n):
+        raise ConfigError(f"learner_widths lists {len(widths)} widths for {n} learners; give one or one each")
+    _check_widths(widths)
+    return widths
+
+
+def _check_widths(widths: list[int]) -> None:
+    for w in widths:
+        if w <= 0:
+            raise ConfigError(f"every role width must be positive, got {w}")

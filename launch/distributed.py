@@ -27,9 +27,11 @@ import ray
 
 from deepcrl.configs.budget import check_nodes
 from deepcrl.configs.experiment import Experiment
+from deepcrl.configs.topologies import RoleSpec
 from deepcrl.configs.validation import ConfigError
 from deepcrl.launch.cli import RoleFailed
 from deepcrl.launch.cluster import check_resources, connect
+from deepcrl.launch.elastic import load_record, with_attached
 from deepcrl.launch.progress import RoleWatcher
 from deepcrl.launch.supervise import Supervisor
 from deepcrl.rundir.metrics import publish_to_wandb, read_metrics, write_config
@@ -46,6 +48,7 @@ def summary_table(rows: list[dict]) -> str:
         "eval/time_at_goal",
         "eval/time_at_goal_frac",
         "eval/success",
+        "joined_at_env_steps",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -87,7 +90,9 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     With ``resume`` every role continues from its checkpoint in ``run_dir`` (the
     replay from its latest Reverb checkpoint): a run whose driver died goes on.
     """
-    config, learners, names = experiment.config, experiment.learners, experiment.learner_names
+    if resume:  # the learners attached to it before, and the detached ones' results
+        experiment = with_attached(experiment, run_dir)
+    config, names = experiment.config, experiment.learner_names
     print(describe(experiment), flush=True)
     connect(config.ray_address)
     try:
@@ -104,6 +109,8 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     sup = Supervisor(ray, experiment, run_dir, resume=resume)
     total = experiment.layout.total_env_steps
     watcher = RoleWatcher(run_dir, ["collector", *names], total) if progress else None
+    if watcher is not None:
+        sup.elastic.on_new_learner = watcher.add
     try:
         results, replay_info = sup.run()
     finally:
@@ -114,10 +121,13 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
             ray.shutdown()
 
     rows = []
+    detached = {r["name"]: r for r in load_record(run_dir)["detached"]}
+    learners = [*sup.experiment.learners, *(s for s in sup.detached if s.name not in detached)]
+    learners += [RoleSpec(**{k: v for k, v in r.items() if k != "result"}) for r in detached.values()]
     for role in learners:
-        r = results.get(role.name)
+        r = results.get(role.name, detached.get(role.name, {}).get("result"))
         if isinstance(r, dict):
-            rows.append({**r, "depth": f"{role.critic_depth}"})
+            rows.append({**r, "depth": f"{role.critic_depth}", "joined_at_env_steps": max(0, role.joined_at)})
     collector = results.get("collector")
     if isinstance(collector, dict) and replay_info:
         # Every segment handed to the writer is in the tables' insert counts, unless a failure lost it.
@@ -136,13 +146,14 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     roles = roles_table(sup.roles.roles, collector)
     (run_dir / "summary.md").write_text(f"# {config.topology} on {config.env}\n\n{table}\n\n{roles}\n")
     curves = {
-        f"{r.name} (depth {r.critic_depth})": read_metrics(run_dir / r.name / "metrics.jsonl")
+        f"{r.name} (depth {r.critic_depth}{f', joined at {r.joined_at:,}' if r.joined_at >= 0 else ''})":
+        read_metrics(run_dir / r.name / "metrics.jsonl")
         for r in learners
     }
     plot_success(curves, run_dir / "success.png", title=f"{config.topology} — {config.env}")
     publish_to_wandb(run_dir, "driver", {"wall_time_s": summary["wall_time_s"], **(rows[0] if rows else {})})
     print(table)
-    troubled = [n for n, r in sup.roles.roles.items() if r["restarts"] or r["status"] not in ("finished", "stopped")]
+    troubled = [n for n, r in sup.roles.roles.items() if r["restarts"] or r["status"] not in ("finished", "stopped", "detached")]
     print(roles if troubled else f"all {len(sup.roles.roles)} roles ran without a restart (roles.json, summary.md)")
     return rows[0] if rows else {}  # the driving learner's (its name and depth included)
 

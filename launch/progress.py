@@ -76,6 +76,11 @@ class RunProgress:
             self._tasks = {n: self._live.add_task(n, total=t, stats="") for n, t in self.totals.items()}
             self._live.start()
 
+    def add(self, name: str, total: int) -> None:
+        self.totals[name] = total
+        if self._live is not None:
+            self._tasks[name] = self._live.add_task(name, total=total, stats="")
+
     def update(self, name: str, done: int, row: Mapping[str, Any] | None = None) -> None:
         rate = done / max(time.time() - self.start, 1e-9)
         text = stats_text(row, rate)
@@ -125,14 +130,20 @@ class RoleWatcher:
     def __init__(self, run_dir: Path, roles: Sequence[str], total_env_steps: int, period_s: float = 2.0,
                  stream: IO[str] | None = None):  # fmt: skip
         self.run_dir, self.roles, self.period_s = Path(run_dir), list(roles), period_s
+        self.total = total_env_steps
         self.progress = RunProgress({r: total_env_steps for r in self.roles}, stream=stream)
         self._seen: dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self._thread.start()
 
+    def add(self, role: str) -> None:
+        """A role that joined the live run gets its line."""
+        self.progress.add(role, self.total)
+        self.roles.append(role)
+
     def poll(self) -> None:
-        for role in self.roles:
+        for role in list(self.roles):
             row = last_row(self.run_dir / role / "metrics.jsonl")
             if row is not None and row != self._seen.get(role):
                 self._seen[role] = row

@@ -20,6 +20,7 @@ from deepcrl.configs import budget
 from deepcrl.configs.defaults import get_config as default_config
 from deepcrl.configs.experiment import resolve
 from deepcrl.configs.validation import ConfigError, apply_override
+from deepcrl.launch import attach
 from deepcrl.launch.cli import RoleFailed, UsageError, check_writable_dir, run_main
 from deepcrl.launch.dispatch import run_experiment
 from deepcrl.rundir.checkpoints import CheckpointError
@@ -67,6 +68,10 @@ flags.DEFINE_bool(
     "dry_run", False, "Validate the config, print the memory estimate and its limit, exit; write nothing"
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar")
+flags.DEFINE_string("attach", None, "Add learners (--learner_depths 64,16) to the live distributed run in RUN")
+flags.DEFINE_string("detach", None, "Stop one learner (--role NAME) of the live distributed run in RUN")
+flags.DEFINE_string("role", None, "With --detach: the learner to stop; with --attach: a name for the one learner")
+flags.DEFINE_float("attach_timeout_s", 900.0, "How long --attach/--detach wait for the driver's answer")
 flags.DEFINE_bool(
     "resume",
     False,
@@ -160,7 +165,7 @@ def finished_note(run_dir: str, saved: ConfigDict) -> str | None:
 RESUME_FIXED = (
     "env", "topology", "num_seeds", "num_envs", "critic_depth", "critic_width", "actor_depth",
     "actor_width", "max_actor_depth", "repr_dim", "scan_blocks", "deep_depth", "shallow_depth",
-    "collector_depth", "collector_width", "learner_depths", "learner_widths",
+    "collector_depth", "collector_width", "learner_depths", "learner_widths", "spare_tables", "attach_warm_start",
 )  # fmt: skip
 
 
@@ -226,6 +231,9 @@ def main(argv) -> int:
     if FLAGS.list_envs:
         list_envs()
         return 0
+    if FLAGS.attach or FLAGS.detach:
+        print(elastic_command())
+        return 0
     if FLAGS.resume:  # checked before anything else: a resume of no run, or of a finished one, writes nothing
         note = finished_note(FLAGS.run_dir, saved_config(FLAGS.run_dir))
         if note:
@@ -256,6 +264,22 @@ def main(argv) -> int:
     if row:
         print(final_line(row))
     return 0
+
+
+def elastic_command() -> str:
+    """``--attach RUN`` / ``--detach RUN``: ask the live run's driver, print its answer."""
+    if FLAGS.attach and FLAGS.detach:
+        raise UsageError("give --attach RUN or --detach RUN, not both")
+    warm = None
+    for item in FLAGS.set:
+        key, _, value = item.partition("=")
+        if key.strip() != "attach_warm_start":
+            raise UsageError(f"--attach/--detach take no --set {key.strip()} (only attach_warm_start=true|false)")
+        warm = value.strip().lower() in ("1", "true", "yes")
+    if FLAGS.detach:
+        return attach.detach(FLAGS.detach, FLAGS.role or "", FLAGS.attach_timeout_s)
+    return attach.attach(FLAGS.attach, FLAGS.learner_depths or "", FLAGS.learner_widths or "",
+                         FLAGS.gpus_per_learner, FLAGS.role or "", FLAGS.attach_timeout_s, warm)  # fmt: skip
 
 
 def final_line(row: dict) -> str:

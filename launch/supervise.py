@@ -32,6 +32,7 @@ from deepcrl.configs.experiment import Experiment
 from deepcrl.configs.validation import ConfigError
 from deepcrl.launch import ray_roles
 from deepcrl.launch.cli import RoleFailed
+from deepcrl.launch.elastic import Elastic
 from deepcrl.roles.collector import Collector
 from deepcrl.roles.learner import Learner
 from deepcrl.roles.replay import ReplayService
@@ -88,7 +89,8 @@ class Supervisor:
         self.collector_done = False
         self.port: int | None = None
         self.address = ""
-        self.env_steps_offset = 0  # collector's env steps minus the tables' inserts (in steps)
+        self.offsets: dict[str, int] = {}  # learner -> collector's env steps minus its table's inserts (steps)
+        self.detached: list = []  # RoleSpecs of learners detached from the live run (launch/elastic.py)
         # The watchdog (module docstring): limits, and what each role last told about its progress.
         self.stall_fixed_s = float(config.get("role_stall_timeout_s", 0.0))
         self.start_timeout_s = float(config.get("role_start_timeout_s", 900.0))
@@ -100,6 +102,7 @@ class Supervisor:
         self.progress_refs: dict = {}  # ref of progress() -> name
         self.watch: dict[str, dict] = {}  # name -> last_alive (monotonic), count, longest pause, phase
         self._next_poll = 0.0
+        self.elastic = Elastic(self)  # learners that join or leave the live run
 
     # ---------------------------------------------------------------- creating roles
     def _create(self, name: str, resume: bool):
@@ -114,8 +117,9 @@ class Supervisor:
             args = (self.experiment, self.address, run_dir, fetch, None, resume)
             gpus = float(c.gpus_per_collector)
             return ray_roles.create(Collector, name, *args, num_gpus=gpus, num_cpus=cpus, concurrency=3)
-        args = (self.experiment, name, self.address, run_dir, resume, self.env_steps_offset)
-        gpus = float(c.gpus_per_learner)
+        args = (self.experiment, name, self.address, run_dir, resume, self.offsets.get(name, 0))
+        spec_gpus = self.learners[name].gpus
+        gpus = float(c.gpus_per_learner) if spec_gpus < 0 else spec_gpus
         return ray_roles.create(Learner, name, *args, num_gpus=gpus, num_cpus=cpus, concurrency=4)
 
     def _launch(self, name: str, resume: bool):
@@ -163,20 +167,20 @@ class Supervisor:
                 self._start_run(name)
 
     def _align_env_steps(self, collector_steps: int, wait: bool = False) -> None:
-        """Tell the learners how the tables' insert counts map to the collector's env steps.
+        """Tell the learners how their tables' insert counts map to the collector's env steps.
 
         A replay restored from its checkpoint counts the inserts that checkpoint holds, while the
         collector continues from its own checkpoint (or, after a replay restart, from where it was);
-        without this, learners' metric rows would jump back in env steps after every restore.
+        without this, learners' metric rows would jump back in env steps after every restore. A table
+        fed since a learner attached counts from then.
         """
         info = self.ray.get(self.handles["replay"].info.remote(), timeout=60)
-        inserts = info[self.driving]["num_inserts"]  # every table gets every segment
-        self.env_steps_offset = int(collector_steps) - inserts * self.spec.segment_length
-        refs = [
-            self.handles[n].set_env_steps_offset.remote(self.env_steps_offset)
-            for n in self.names
-            if n in self.handles and n not in self.dropped
-        ]
+        refs = []
+        for n in self.names:
+            if n in self.handles and n not in self.dropped and n not in self.elastic.joining:
+                inserts = info[self.learners[n].table_name]["num_inserts"]
+                self.offsets[n] = int(collector_steps) - inserts * self.spec.segment_length
+                refs.append(self.handles[n].set_env_steps_offset.remote(self.offsets[n]))
         if wait:
             self.ray.get(refs, timeout=60)
 
@@ -238,7 +242,7 @@ class Supervisor:
         print(f"role {name} {what} ({err}); restart {r['restarts']}/{self.max_restarts}", file=sys.stderr)
         self._kill(name)
         if r["kind"] == "learner":
-            self.handles["replay"].drain.remote(name)
+            self.handles["replay"].drain.remote(self.learners[name].table_name)
         if name == "replay" and r["restarts"] > 1:
             self.port = None  # its old port may be taken: take any, and tell the clients
         self.starting[self._launch(name, resume=True)] = name
@@ -259,7 +263,7 @@ class Supervisor:
                         self.handles[n].reconnect.remote(self.address)
             for n in self.names:  # drains lived in the old server process
                 if self.roles.roles[n]["status"] != "running":
-                    h.drain.remote(n)
+                    h.drain.remote(self.learners[n].table_name)
             if "collector" in self.handles and self.roles.roles["collector"]["status"] == "running":
                 try:
                     steps = self.ray.get(self.handles["collector"].ready.remote(), timeout=60)["env_steps"]
@@ -270,9 +274,11 @@ class Supervisor:
                         file=sys.stderr,
                     )
         elif name in self.learners:
-            self.handles["replay"].stop_drain.remote(name)
+            self.handles["replay"].stop_drain.remote(self.learners[name].table_name)
             if name == self.driving and "collector" in self.handles:
                 self.handles["collector"].set_fetch.remote(_fetch_from(self.ray, h))
+            if self.elastic.started(name):  # attached: it runs once the collector feeds its table
+                return
         self._start_run(name)
 
     def _finished(self, name: str, ref) -> None:
@@ -281,7 +287,7 @@ class Supervisor:
         except Exception as e:
             self._died(name, e)
             return
-        if name == "replay":
+        if name == "replay" or self.elastic.finished(name, value):  # detached: launch/elastic.py
             return
         self.results[name] = value
         self.roles.update(name, status="finished")
@@ -411,6 +417,9 @@ class Supervisor:
                     self._finished(self.running.pop(ref), ref)
             self._poll()
             self._check_stalls()
+            self.elastic.poll()
+            if time.time() - self.roles.written > 5:  # a heartbeat: `--attach` tells a live driver by it
+                self.roles.write()
             if every and time.time() >= next_ckpt and self.roles.roles["replay"]["status"] == "running":
                 if ckpt_ref is None or ray.wait([ckpt_ref], timeout=0)[0]:
                     ckpt_ref = self.handles["replay"].checkpoint.remote()

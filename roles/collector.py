@@ -52,6 +52,13 @@ def _reverb_writer():
     return reverb_writer
 
 
+class _TableSwitch:
+    """A ``set_tables`` call: the tables asked for, and the env steps when they took effect."""
+
+    def __init__(self, tables: tuple[str, ...]) -> None:
+        self.tables, self.env_steps, self.done = tables, -1, threading.Event()
+
+
 class Collector(RoleBase):
     name = "collector"  # also its folder of the run directory
 
@@ -74,7 +81,11 @@ class Collector(RoleBase):
         self.agent = agent = make_agent(experiment.agents[experiment.collector.name])
         self.fetch_params = fetch_params
         # Reverb 0.14 logs a warning per item from ~50 unconfirmed items on; stay below that.
-        sink = sink or reverb_writer.SegmentWriter(address, self.spec, max_in_flight_items=32)
+        self.tables = experiment.fed_tables  # each learner's table (and spares fed for a warm attach)
+        sink = sink or reverb_writer.SegmentWriter(address, self.spec, self.tables, max_in_flight_items=32)
+        self._switch_lock = threading.Lock()
+        self._switch: _TableSwitch | None = None  # a set_tables() call the acting loop has yet to apply
+        self._in_loop = False
         self.writer = reverb_writer.AsyncSegmentWriter(sink, queue_size=config.writer_queue)
         self.dir = Path(run_dir) / self.name
         k_init, self.key = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -166,8 +177,35 @@ class Collector(RoleBase):
         reverb_writer = _reverb_writer()
         self.writer.abandon()  # what it still held is lost, and counted as such by the driver
         with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)
-            sink = reverb_writer.SegmentWriter(address, self.spec, max_in_flight_items=32)
+            sink = reverb_writer.SegmentWriter(address, self.spec, self.tables, max_in_flight_items=32)
         self.writer = reverb_writer.AsyncSegmentWriter(sink, queue_size=self.config.writer_queue)
+
+    def set_tables(self, tables: list[str]) -> int:
+        """Write every segment from the next collection step on to ``tables`` (a learner attached or
+        detached); returns the env steps collected before the switch, where the new data begins."""
+        switch = _TableSwitch(tuple(tables))
+        with self._switch_lock:
+            if self._in_loop:
+                self._switch = switch  # applied by the acting loop between two collection steps
+            else:
+                self._apply(switch)
+        if not switch.done.wait(timeout=600):
+            raise TimeoutError("the collector did not reach its next collection step within 600 s")
+        return switch.env_steps
+
+    def _apply(self, switch: _TableSwitch) -> None:
+        self.tables = switch.tables
+        if not self.writer.closed:
+            self.writer.set_tables(switch.tables)
+        switch.env_steps = self.env_steps
+        switch.done.set()
+
+    def _take_switch(self, leaving: bool = False) -> None:
+        with self._switch_lock:
+            switch, self._switch = self._switch, None
+            self._in_loop = not leaving
+            if switch is not None:
+                self._apply(switch)
 
     def set_fetch(self, fetch_params: FetchParams) -> None:
         """Take parameters from a new learner (the driving learner was restarted)."""
@@ -212,6 +250,7 @@ class Collector(RoleBase):
         success, lag = [], 0
         try:
             while self.env_steps < cfg.total_env_steps and not self._stop.is_set():
+                self._take_switch()
                 if since_fetch >= cfg.params_fetch_every:
                     lag = self._fetch(lag)
                     since_fetch = 0
@@ -244,6 +283,7 @@ class Collector(RoleBase):
                     success = []
                 self._save_record()
         finally:
+            self._take_switch(leaving=True)
             self.writer.close()
             if self._logged_at != self.env_steps:  # not logged at this step yet: the final row
                 self._log(self.env_steps - start_steps, start, acting_s, lag, success)

@@ -60,13 +60,18 @@ class LearnerRole(Role, Protocol):
     def get_actor_params(self, have_version: int = -1) -> tuple[int, object | None]:
         """(update count, actor parameters), or (count, None) if the caller has them already."""
 
-    def set_env_steps_offset(self, offset: int) -> None:
-        """The collector's env steps minus its table's inserts (in steps): where rows sit."""
+    def set_env_steps_offset(self, offset: int, joined_at: int | None = None) -> None:
+        """The collector's env steps minus its table's inserts (in steps): where rows sit; for a
+        learner attached to a live run, also the collector's env steps when its data began."""
 
 
 class CollectorRole(Role, Protocol):
     def set_fetch(self, fetch_params: FetchParams) -> None:
         """Take parameters from a new driving learner (it was restarted)."""
+
+    def set_tables(self, tables: list[str]) -> int:
+        """Write to these tables from the next collection step on (a learner attached or detached);
+        the env steps collected before the switch."""
 
 
 class ReplayRole(Role, Protocol):
@@ -81,6 +86,9 @@ class ReplayRole(Role, Protocol):
 
     def drained_counts(self) -> dict[str, int]:
         """Items discarded per table on behalf of a learner that was down."""
+
+    def reset(self, table: str) -> None:
+        """Empty ``table``: its learner was detached."""
 
 
 class Hosted(Protocol):

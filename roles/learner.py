@@ -80,8 +80,11 @@ class Learner(RoleBase):
         write_config(self.dir, experiment.role_config(name))
         self.log = MetricsLog(self.dir)
         self.segments_per_round = experiment.segments_per_round
-        self.sampler = _reverb().sampler.SegmentSampler(address, name, self.segments_per_round, self.spec)
+        role = experiment.learner(name)
+        self.table = role.table_name  # its own name, or the spare table it took when attached
+        self.sampler = _reverb().sampler.SegmentSampler(address, self.table, self.segments_per_round, self.spec)
         self.env_steps_offset = int(env_steps_offset)
+        self.joined_at = role.joined_at  # the collector's env steps when this learner's data began (-1: at 0)
         self._last_checkpoint = time.time()
         eval_venv = experiment.eval_venv()  # config.eval_env, or env itself
         goal_indices = env.spec.goal_indices
@@ -163,13 +166,16 @@ class Learner(RoleBase):
         """Where this role runs (roles.json) and from which update it starts."""
         return {"pid": os.getpid(), "node": socket.gethostname(), "updates": int(self.train_state.step)}
 
-    def set_env_steps_offset(self, offset: int) -> None:
+    def set_env_steps_offset(self, offset: int, joined_at: int | None = None) -> None:
         """The collector's env-step count minus its table's inserts (in steps), from the driver.
 
         Zero until the replay is restored from a checkpoint: its tables then count the inserts the
         checkpoint holds, while the collector resumes from its own (usually different) checkpoint.
+        A learner attached to a live run also learns here where its data began (``joined_at``).
         """
         self.env_steps_offset = int(offset)
+        if joined_at is not None:
+            self.joined_at = int(joined_at)
 
     def get_actor_params(self, have_version: int = -1) -> tuple[int, object | None]:
         """(update count, actor params as numpy), or (count, None) if the caller has them already.
@@ -196,7 +202,7 @@ class Learner(RoleBase):
         """
         try:
             with self.liveness.waiting("replay"):  # a frozen replay is watched on its own (up to 10 s)
-                inserts = _reverb().replay.table_info(self.address, timeout_s=10)[self.name]["num_inserts"]
+                inserts = _reverb().replay.table_info(self.address, timeout_s=10)[self.table]["num_inserts"]
         except Exception:  # the replay is down or restarting: the last count we saw
             return getattr(self, "_collector_env_steps", 0)
         self._collector_env_steps = inserts * self.layout.segment_length + self.env_steps_offset
@@ -210,10 +216,15 @@ class Learner(RoleBase):
         collector's own count stands still once it finished, while the learner still uses up its
         rate limiter's quota), and comparable with ``single`` at equal update count. With the
         default rate limiter it trails the collector's count by at most the limiter's error buffer;
-        the collector's count at each row is ``collector_env_steps``.
+        the collector's count at each row is ``collector_env_steps``. A learner attached to a live run
+        counts from the collector's env steps when it joined (with a warm start, without the prefill:
+        its table was full already).
         """
         collections = int(self.train_state.step) / int(self.config.num_minibatches)
-        return int(self.layout.prefill_env_steps + round(collections * self.layout.steps_per_collection))
+        origin = self.layout.prefill_env_steps
+        if self.joined_at >= 0:
+            origin = self.joined_at + (0 if self.config.get("attach_warm_start", False) else origin)
+        return int(origin + round(collections * self.layout.steps_per_collection))
 
     def _evaluate_and_log(self, extra: dict) -> dict:
         self.key, k = jax.random.split(self.key)
@@ -238,7 +249,7 @@ class Learner(RoleBase):
         self.address = address
         with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)
             self.sampler = _reverb().sampler.SegmentSampler(
-                address, self.name, self.segments_per_round, self.spec
+                address, self.table, self.segments_per_round, self.spec
             )
         self._samples_before += drawn
         self._wait_before += waited

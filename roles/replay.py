@@ -81,6 +81,11 @@ class ReplayService(RoleBase):
         if table in self._drains:
             self._drains[table].set()
 
+    def reset(self, table: str) -> None:
+        """Empty ``table`` (its learner left): it holds nothing back and is free for the next one."""
+        self.stop_drain(table)
+        reverb_replay.reset_table(self._local_address, table)
+
     def stop(self) -> None:
         for ev in self._drains.values():
             ev.set()

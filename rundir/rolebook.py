@@ -7,6 +7,7 @@ Written by the driver (``launch/supervise.py``); read by people, by tests that i
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -19,15 +20,20 @@ class RoleBook:
 
     def __init__(self, path: Path, kinds: dict[str, str]):
         self.path = Path(path)
-        self.roles = {
-            name: {
-                "kind": kind, "status": "starting", "node": None, "pid": None, "restarts": 0,
-                "deaths": 0, "stalls": 0, "last_error": None, "downtime_s": 0.0, "down_since": None,
-                "progress": None, "last_progress": None, "phase": None,
-            }
-            for name, kind in kinds.items()
-        }  # fmt: skip
+        self.roles: dict[str, dict] = {}
+        for name, kind in kinds.items():
+            self.add(name, kind, write=False)
         self.write()
+
+    def add(self, name: str, kind: str, write: bool = True) -> None:
+        """A new role (also one that joins a live run)."""
+        self.roles[name] = {
+            "kind": kind, "status": "starting", "node": None, "pid": None, "restarts": 0,
+            "deaths": 0, "stalls": 0, "last_error": None, "downtime_s": 0.0, "down_since": None,
+            "progress": None, "last_progress": None, "phase": None,
+        }  # fmt: skip
+        if write:
+            self.write()
 
     def update(self, name: str, write: bool = True, **fields) -> dict:
         self.roles[name].update(fields)
@@ -36,6 +42,10 @@ class RoleBook:
         return self.roles[name]
 
     def write(self) -> None:
+        self.written = time.time()
         write_json_atomic(
-            self.path, {"driver_pid": os.getpid(), "updated": time.time(), "roles": self.roles}, fsync=False
-        )
+            self.path,
+            {"driver_pid": os.getpid(), "driver_host": socket.gethostname(), "updated": self.written,
+             "roles": self.roles},
+            fsync=False,
+        )  # fmt: skip

@@ -239,8 +239,8 @@ def remote_methods(path: Path) -> list[str]:
 def test_every_remote_call_of_the_supervisor_is_in_the_contract():
     protocols = [c for c in vars(contract).values() if isinstance(c, type) and typing.Protocol in c.__mro__]
     names = set(declared(*protocols))
-    calls = remote_methods(ROOT / "launch/supervise.py") + remote_methods(ROOT / "launch/distributed.py")
-    assert {"start", "whoami", "run", "progress", "drain", "get_actor_params"} <= set(calls)
+    calls = [m for f in ("supervise", "distributed", "elastic") for m in remote_methods(ROOT / f"launch/{f}.py")]
+    assert {"start", "whoami", "run", "progress", "drain", "get_actor_params", "set_tables", "reset"} <= set(calls)
     assert sorted(set(calls) - names) == []
 
 
