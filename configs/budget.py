@@ -213,13 +213,14 @@ def estimate(exp: Experiment, accelerator: bool = False) -> dict:
         roles["replay"] = _role(
             {"replay": replay + items * len(learners) * REVERB_ITEM, "runtime": RUNTIME}, {}, False
         )
-        ccfg = exp.agents[exp.collector.name]
-        writes = (int(config.writer_queue) + 1) * int(config.num_envs) * int(config.unroll_length) * per_step
-        roles["collector"] = _role(
-            {"runtime": RUNTIME, "batches": writes, "train_state": actor_bytes(ccfg)},
-            {"train_state": train_state_bytes(ccfg), "envs": train_envs},
-            float(config.gpus_per_collector) > 0,
-        )
+        if exp.collector is not None:  # learners_from_replay has none
+            ccfg = exp.agents[exp.collector.name]
+            writes = (int(config.writer_queue) + 1) * int(config.num_envs) * int(config.unroll_length) * per_step
+            roles["collector"] = _role(
+                {"runtime": RUNTIME, "batches": writes, "train_state": actor_bytes(ccfg)},
+                {"train_state": train_state_bytes(ccfg), "envs": train_envs},
+                float(config.gpus_per_collector) > 0,
+            )
         for role in learners:
             cfg = exp.agents[role.name]
             ts = train_state_bytes(cfg)

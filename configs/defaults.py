@@ -15,6 +15,7 @@ TOPOLOGIES = (
     "collector_shallow_learner_deep",
     "collector_shallow_learner_shallow",
     "decoupling",
+    "learners_from_replay",
 )
 
 
@@ -126,6 +127,11 @@ def _set_distributed(c: ConfigDict) -> None:
     # from the start, so an attached learner begins with what the collector's table holds.
     c.spare_tables = 2
     c.attach_warm_start = False
+    # learners_from_replay: new learners train on the fixed data of a finished run's replay checkpoint
+    # (launch/run.py --from_run RUN fills these: RUN, its tables, the one every learner samples).
+    c.from_run = ""
+    c.from_tables = ""
+    c.from_table = ""
 
 
 def _set_liveness(c: ConfigDict) -> None:

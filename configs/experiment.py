@@ -112,7 +112,7 @@ class Experiment:
         if not self.distributed:
             return 1.0, 0.0
         c, n = self.config, len(self.learners)
-        cpus = float(c.get("cpus_per_role", 1.0)) * (n + 2)
+        cpus = float(c.get("cpus_per_role", 1.0)) * (n + 1 + (self.collector is not None))
         return cpus, float(c.gpus_per_learner) * n + float(c.gpus_per_collector)
 
     # ------------------------------------------------------------------ factories (built on first use)
@@ -175,8 +175,11 @@ def resolve(config: ConfigDict) -> Experiment:
         return Experiment(FrozenConfigDict(settings), layout, {"single": agent_config(settings, env)})
     collector, learners = resolve_roles(settings)
     agents = {r.name: agent_config(r.apply_to(settings), env) for r in learners}
-    spares = [f"spare{k + 1}" for k in range(int(settings.get("spare_tables", 0)))]
-    replay = _replay_spec(settings, env, layout, [r.name for r in learners] + spares)
+    if collector is None:  # learners_from_replay: the tables of the run whose data it trains on
+        tables = str(settings.from_tables).split(",")
+    else:
+        tables = [r.name for r in learners] + [f"spare{k + 1}" for k in range(int(settings.get("spare_tables", 0)))]
+    replay = _replay_spec(settings, env, layout, tables)
     return Experiment(FrozenConfigDict(settings), layout, agents, collector, tuple(learners), replay)
 
 

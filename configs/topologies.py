@@ -104,12 +104,15 @@ def validate_numbers(config: ConfigDict) -> None:
             raise ConfigError(f"{name} above 1 must be a whole number of GPUs, got {gpus:g}")
 
 
-def resolve_roles(config: ConfigDict) -> tuple[RoleSpec, list[RoleSpec]]:
-    """(the collector's policy role, all learner roles — the driving learner first)."""
+def resolve_roles(config: ConfigDict) -> tuple[RoleSpec | None, list[RoleSpec]]:
+    """(the collector's policy role, all learner roles — the driving learner first); with
+    ``learners_from_replay``, no collector and learners that all sample ``from_table``."""
     topology = config.topology
     if topology not in DISTRIBUTED:
         raise ConfigError(f"topology {topology!r} is not distributed; valid: {', '.join(DISTRIBUTED)}")
     validate_numbers(config)
+    if topology == "learners_from_replay":
+        return None, _from_replay_learners(config)
     deep, shallow = int(config.deep_depth), int(config.shallow_depth)
     if topology == "actor_learner":
         collector_depths = (int(config.actor_depth), int(config.critic_depth))
@@ -143,6 +146,18 @@ def resolve_roles(config: ConfigDict) -> tuple[RoleSpec, list[RoleSpec]]:
     )
     names = [f"learner{i + 1}_d{depth}" for i, depth in enumerate(learner_depths)]
     return collector, [collector, *_learner_specs(config, names, learner_depths, widths)]
+
+
+def _from_replay_learners(config: ConfigDict) -> list[RoleSpec]:
+    if not config.get("from_run") or not config.get("from_table"):
+        raise ConfigError("learners_from_replay needs --from_run RUN: a finished distributed run's directory")
+    if not config.learner_depths:
+        raise ConfigError("learners_from_replay needs --learner_depths, e.g. 4,16,64: one learner per depth")
+    depths = _int_list(config.learner_depths, "learner_depths")
+    _check_depths(depths)
+    names = [f"learner{i + 1}_d{depth}" for i, depth in enumerate(depths)]
+    specs = _learner_specs(config, names, depths, _widths(config.learner_widths, len(depths)))
+    return [dataclasses.replace(s, table=str(config.from_table)) for s in specs]
 
 
 def attach_specs(config: ConfigDict, depths_text: str, widths_text: str, taken: list[str],

@@ -63,10 +63,30 @@ def describe(experiment: Experiment) -> str:
     learners = [f"{r.name} (depth {r.critic_depth}{', drives the collector' if r.drives_collector else ''})"
                 for r in experiment.learners]  # fmt: skip
     where = f"the Ray cluster at {c.ray_address}" if c.ray_address else "an embedded local Ray"
+    if experiment.collector is None:
+        return (
+            f"{c.topology} on {c.env}: learners {', '.join(learners)} train on the data in the replay checkpoint "
+            f"of {c.from_run} (no collector), each for the updates `single` makes in "
+            f"{experiment.layout.total_env_steps:,} env steps, on {where}"
+        )
     return (
         f"{c.topology} on {c.env}: a collector, a Reverb replay and learners {', '.join(learners)}; "
         f"{experiment.layout.total_env_steps:,} env steps on {where}"
     )
+
+
+def data_held(experiment: Experiment, replay_info: dict) -> dict:
+    """For ``learners_from_replay``: how much data the checkpoint held (the table every learner
+    samples), and how much its collector had written in all."""
+    c = experiment.config
+    table = replay_info.get(str(c.get("from_table", "")))
+    if experiment.collector is not None or not table:
+        return {}
+    seg = experiment.layout.segment_length
+    held, written = table["size"] * seg, table["num_inserts"] * seg
+    line = (f"data: {held:,} env steps held by the replay checkpoint of {c.from_run} (the last of the "
+            f"{written:,} its collector wrote), {table['size']:,} segments of {seg} steps")  # fmt: skip
+    return {"from_run": c.from_run, "env_steps_held": held, "env_steps_written": written, "line": line}
 
 
 def roles_table(roles: dict, collector: dict | None) -> str:
@@ -82,6 +102,19 @@ def roles_table(roles: dict, collector: dict | None) -> str:
             f"lost to failures: {collector.get('segments_lost', 0)}"
         )
     return "\n".join(lines)
+
+
+def learner_rows(sup: Supervisor, results: dict, run_dir: Path) -> tuple[list[RoleSpec], list[dict]]:
+    """Every learner the run had (those detached from it included) and its summary row."""
+    rows = []
+    detached = {r["name"]: r for r in load_record(run_dir)["detached"]}
+    learners = [*sup.experiment.learners, *(s for s in sup.detached if s.name not in detached)]
+    learners += [RoleSpec(**{k: v for k, v in r.items() if k != "result"}) for r in detached.values()]
+    for role in learners:
+        r = results.get(role.name, detached.get(role.name, {}).get("result"))
+        if isinstance(r, dict):
+            rows.append({**r, "depth": f"{role.critic_depth}", "joined_at_env_steps": max(0, role.joined_at)})
+    return learners, rows
 
 
 def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
@@ -108,7 +141,8 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     started = time.time()
     sup = Supervisor(ray, experiment, run_dir, resume=resume)
     total = experiment.layout.total_env_steps
-    watcher = RoleWatcher(run_dir, ["collector", *names], total) if progress else None
+    roles = ["collector", *names] if experiment.collector is not None else names
+    watcher = RoleWatcher(run_dir, roles, total) if progress else None
     if watcher is not None:
         sup.elastic.on_new_learner = watcher.add
     try:
@@ -120,21 +154,16 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
         if not config.ray_address:
             ray.shutdown()
 
-    rows = []
-    detached = {r["name"]: r for r in load_record(run_dir)["detached"]}
-    learners = [*sup.experiment.learners, *(s for s in sup.detached if s.name not in detached)]
-    learners += [RoleSpec(**{k: v for k, v in r.items() if k != "result"}) for r in detached.values()]
-    for role in learners:
-        r = results.get(role.name, detached.get(role.name, {}).get("result"))
-        if isinstance(r, dict):
-            rows.append({**r, "depth": f"{role.critic_depth}", "joined_at_env_steps": max(0, role.joined_at)})
+    learners, rows = learner_rows(sup, results, run_dir)
     collector = results.get("collector")
     if isinstance(collector, dict) and replay_info:
         # Every segment handed to the writer is in the tables' insert counts, unless a failure lost it.
         inserted = replay_info[names[0]]["num_inserts"]
         collector["segments_lost"] = max(0, collector["segments_written"] - inserted)
+    data = data_held(experiment, replay_info)
     summary = {
         "topology": config.topology,
+        **({"data": data} if data else {}),
         "wall_time_s": time.time() - started,
         "collector": collector,
         "learners": rows,
@@ -144,7 +173,8 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     table = summary_table(rows)
     roles = roles_table(sup.roles.roles, collector)
-    (run_dir / "summary.md").write_text(f"# {config.topology} on {config.env}\n\n{table}\n\n{roles}\n")
+    note = f"{data['line']}\n\n" if data else ""
+    (run_dir / "summary.md").write_text(f"# {config.topology} on {config.env}\n\n{note}{table}\n\n{roles}\n")
     curves = {
         f"{r.name} (depth {r.critic_depth}{f', joined at {r.joined_at:,}' if r.joined_at >= 0 else ''})":
         read_metrics(run_dir / r.name / "metrics.jsonl")
@@ -152,10 +182,15 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     }
     plot_success(curves, run_dir / "success.png", title=f"{config.topology} — {config.env}")
     publish_to_wandb(run_dir, "driver", {"wall_time_s": summary["wall_time_s"], **(rows[0] if rows else {})})
+    if data:
+        print(data["line"])
     print(table)
     troubled = [n for n, r in sup.roles.roles.items() if r["restarts"] or r["status"] not in ("finished", "stopped", "detached")]
     print(roles if troubled else f"all {len(sup.roles.roles)} roles ran without a restart (roles.json, summary.md)")
-    return rows[0] if rows else {}  # the driving learner's (its name and depth included)
+    if not rows:
+        return {}
+    who = "the collector's learner" if experiment.collector is not None else f"trained on {config.from_run}'s data"
+    return {**rows[0], "who": who}  # the driving learner's (its name and depth included)
 
 
 __all__ = ["run_distributed", "RoleFailed"]

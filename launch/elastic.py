@@ -99,6 +99,8 @@ class Elastic:
     # ---------------------------------------------------------------- attach
     def _attach(self, req_id: str, req: dict) -> None:
         sup, exp = self.sup, self.sup.experiment
+        if exp.collector is None:
+            raise ConfigError(f"{exp.topology} runs have no collector to feed another learner; start another one")
         if sup.collector_done:
             raise ConfigError("the collector has finished: there is no more data to attach a learner to")
         warm = bool(exp.config.get("attach_warm_start", False))

@@ -68,6 +68,9 @@ flags.DEFINE_bool(
     "dry_run", False, "Validate the config, print the memory estimate and its limit, exit; write nothing"
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar")
+flags.DEFINE_string(
+    "from_run", None, "learners_from_replay: the finished distributed run whose replay checkpoint the learners train on"
+)
 flags.DEFINE_string("attach", None, "Add learners (--learner_depths 64,16) to the live distributed run in RUN")
 flags.DEFINE_string("detach", None, "Stop one learner (--role NAME) of the live distributed run in RUN")
 flags.DEFINE_string("role", None, "With --detach: the learner to stop; with --attach: a name for the one learner")
@@ -103,22 +106,22 @@ def load_config_file(spec: str) -> ConfigDict:
     return config
 
 
-def saved_config(run_dir: str | None) -> ConfigDict:
-    """The config a run directory was started with (for ``--resume``), over today's defaults.
+def saved_config(run_dir: str | None, flag: str = "--resume") -> ConfigDict:
+    """The config a run directory was started with (for ``--resume``, or the run ``--from_run``
+    names), over today's defaults.
 
-    ``UsageError`` when there is no run to resume: no ``--run_dir``, a directory that does not
-    exist or holds no ``config.json``, or a ``config.json`` that does not parse.
+    ``UsageError`` when there is no such run: no ``--run_dir``, a directory that does not exist or
+    holds no ``config.json``, or a ``config.json`` that does not parse.
     """
     if not run_dir:
         raise UsageError("--resume needs --run_dir: the run directory to continue")
     if not Path(run_dir).is_dir():
         what = "is a file, not a run directory" if Path(run_dir).exists() else "does not exist"
-        raise UsageError(f"--resume: run directory {run_dir} {what}")
+        raise UsageError(f"{flag}: run directory {run_dir} {what}")
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise UsageError(
-            f"--resume: {run_dir} holds no run (no config.json); start a new run without --resume"
-        )
+        hint = "start a new run without --resume" if flag == "--resume" else "give a finished run's directory"
+        raise UsageError(f"{flag}: {run_dir} holds no run (no config.json); {hint}")
     config = default_config()
     try:
         saved = json.loads(path.read_text())
@@ -130,7 +133,26 @@ def saved_config(run_dir: str | None) -> ConfigDict:
             config[key] = type(old)(value) if use else value
     except (OSError, ValueError, TypeError) as e:
         reason = " ".join(str(e).split())[:120]
-        raise UsageError(f"--resume: {path} does not parse ({reason}); the run cannot be resumed") from None
+        raise UsageError(f"{flag}: {path} does not parse ({reason}); that run cannot be used") from None
+    return config
+
+
+def from_run_config(run_dir: str) -> ConfigDict:
+    """The base config of a ``learners_from_replay`` run: the settings of the run in ``run_dir`` (env,
+    sizes, segment length: what its data was collected with), and the replay tables it left."""
+    source = saved_config(run_dir, "--from_run")
+    if source.topology == "single":
+        raise UsageError(f"--from_run: {run_dir} is a single run (no replay service); give a distributed run")
+    if not any((d / "DONE").is_file() for d in (Path(run_dir) / "replay").glob("*")):
+        raise UsageError(f"--from_run: {run_dir} left no Reverb checkpoint in {Path(run_dir) / 'replay'}")
+    try:
+        tables = resolve(source)
+    except ConfigError as e:
+        raise UsageError(f"--from_run: the config of {run_dir} no longer resolves ({e})") from None
+    config = source.copy_and_resolve_references()
+    config.update(topology="learners_from_replay", from_run=str(Path(run_dir).absolute()), learner_depths="",
+                  learner_widths="", from_tables=",".join(tables.replay.table_names),
+                  from_table=tables.learners[0].table_name, run_dir="")  # fmt: skip
     return config
 
 
@@ -185,6 +207,8 @@ def build_config() -> ConfigDict:
     saved = saved_config(FLAGS.run_dir) if FLAGS.resume else None
     if FLAGS.config:
         config = load_config_file(FLAGS.config)
+    elif FLAGS.from_run and saved is None:
+        config = from_run_config(FLAGS.from_run)
     elif saved is not None:
         config = saved.copy_and_resolve_references()  # flags override the copy; `saved` stays for the check
     else:
@@ -208,7 +232,19 @@ def build_config() -> ConfigDict:
     if config.get("wandb_project"):
         config.wandb_mode = wandb_mode(config)  # $WANDB_MODE resolved here: roles may run elsewhere
     check_resume_fields(saved, config)
+    if FLAGS.from_run and config.topology != "learners_from_replay":
+        raise UsageError(f"--from_run goes with --topology learners_from_replay, not {config.topology}")
     return config
+
+
+def check_from_run(experiment) -> None:
+    """The new learners' items must be shaped as the data the run in ``from_run`` left."""
+    source = resolve(saved_config(experiment.config.from_run, "--from_run")).replay
+    if source.item_shapes() != experiment.replay.item_shapes():
+        raise UsageError(
+            f"--from_run: its data holds segments shaped {source.item_shapes()}, these settings make "
+            f"{experiment.replay.item_shapes()}; leave the env, episode and segment sizes as that run had them"
+        )
 
 
 def list_envs() -> None:
@@ -247,6 +283,8 @@ def main(argv) -> int:
         memory = budget.check(experiment)  # sizes and counts, before anything is allocated
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    if experiment.topology == "learners_from_replay":
+        check_from_run(experiment)
     check_writable_dir(run_dir, "--run_dir")
     if FLAGS.dry_run:
         print(budget.table(memory))
@@ -286,7 +324,8 @@ def final_line(row: dict) -> str:
     """The run's result in one line: the final evaluation (of the driving learner, when distributed)."""
     nan = float("nan")
     tag, frac = row.get("eval/time_at_goal", nan), row.get("eval/time_at_goal_frac", nan)
-    who = f" of {row['learner']} (depth {row['depth']}, the collector's learner)" if row.get("learner") else ""
+    note = row.get("who", "the collector's learner")
+    who = f" of {row['learner']} (depth {row['depth']}, {note})" if row.get("learner") else ""
     return (
         f"final eval{who}: time at goal {tag:.1f} steps ({frac:.3f} of the episode), "
         f"success {row.get('eval/success', nan):.3f}"

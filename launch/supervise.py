@@ -78,7 +78,8 @@ class Supervisor:
         self.names = experiment.learner_names
         self.driving = self.names[0]
         self.resume = resume
-        kinds = {"replay": "replay", "collector": "collector", **{n: "learner" for n in self.names}}
+        kinds = {"replay": "replay", **({"collector": "collector"} if experiment.collector else {}),
+                 **{n: "learner" for n in self.names}}  # fmt: skip
         self.roles = RoleBook(self.run_dir / "roles.json", kinds)
         self.max_restarts = int(config.get("max_role_restarts", 3))
         self.handles: dict[str, object] = {}
@@ -110,7 +111,8 @@ class Supervisor:
         c, run_dir = self.config, str(self.run_dir)
         cpus = float(c.get("cpus_per_role", 1.0))
         if name == "replay":
-            args = (self.spec, str(self.run_dir / "replay"), self.port)
+            seed = str(Path(c.from_run) / "replay") if self.experiment.collector is None else None
+            args = (self.spec, str(self.run_dir / "replay"), self.port, seed)
             return ray_roles.create(ReplayService, name, *args, num_gpus=0, num_cpus=cpus, concurrency=8)
         if name == "collector":
             fetch = _fetch_from(self.ray, self.handles[self.driving])
@@ -158,11 +160,13 @@ class Supervisor:
         here ends the run (it would raise on a retry too); one that hangs is replaced."""
         info = self._await_start("replay", self._launch("replay", self.resume))
         self.address, self.port = info["address"], info["port"]
-        refs = {name: self._launch(name, self.resume) for name in (*self.names, "collector")}
+        collector = ["collector"] if self.experiment.collector is not None else []  # none: learners_from_replay
+        refs = {name: self._launch(name, self.resume) for name in (*self.names, *collector)}
         for name in self.names:
             self._await_start(name, refs[name])
-        self._align_env_steps(self._await_start("collector", refs["collector"])["env_steps"], wait=True)
-        for name in ("replay", *self.names, "collector"):
+        if collector:
+            self._align_env_steps(self._await_start("collector", refs["collector"])["env_steps"], wait=True)
+        for name in ("replay", *self.names, *collector):
             if name not in self.dropped:
                 self._start_run(name)
 
@@ -241,7 +245,7 @@ class Supervisor:
         what = "stalled" if stalled else "died"
         print(f"role {name} {what} ({err}); restart {r['restarts']}/{self.max_restarts}", file=sys.stderr)
         self._kill(name)
-        if r["kind"] == "learner":
+        if r["kind"] == "learner" and self.experiment.collector is not None:  # keep the collector going
             self.handles["replay"].drain.remote(self.learners[name].table_name)
         if name == "replay" and r["restarts"] > 1:
             self.port = None  # its old port may be taken: take any, and tell the clients
@@ -298,7 +302,8 @@ class Supervisor:
                     self.handles[n].stop.remote(use_up_quota=True)
 
     def _done(self) -> bool:
-        return self.collector_done and all(n in self.results for n in self.names)
+        collected = self.collector_done or self.experiment.collector is None
+        return collected and all(n in self.results for n in self.names)
 
     # ---------------------------------------------------------------- the watchdog
     def _poll(self) -> None:

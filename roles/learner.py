@@ -85,6 +85,8 @@ class Learner(RoleBase):
         self.sampler = _reverb().sampler.SegmentSampler(address, self.table, self.segments_per_round, self.spec)
         self.env_steps_offset = int(env_steps_offset)
         self.joined_at = role.joined_at  # the collector's env steps when this learner's data began (-1: at 0)
+        # Fixed data (learners_from_replay): it stops after the updates `single` makes for total_env_steps.
+        self.until_env_steps = self.layout.total_env_steps if experiment.collector is None else None
         self._last_checkpoint = time.time()
         eval_venv = experiment.eval_venv()  # config.eval_env, or env itself
         goal_indices = env.spec.goal_indices
@@ -295,6 +297,8 @@ class Learner(RoleBase):
                     self.liveness.beat()  # waiting for data is not a stall (the collector is watched)
                     continue
                 metrics = round_metrics
+                if self.until_env_steps is not None and self.env_steps() >= self.until_env_steps:
+                    self._stop.set()  # its share of the fixed data is done: the final evaluation follows
                 evaluate = self.rounds % eval_every_rounds == 0
                 if evaluate:
                     self._evaluate_and_log({"wall_time": wall(), **jax.device_get(metrics)})

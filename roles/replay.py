@@ -20,9 +20,15 @@ from deepcrl.roles.contract import RoleBase
 class ReplayService(RoleBase):
     name = "replay"
 
-    def __init__(self, spec: reverb_replay.ReplaySpec, checkpoint_dir: str | None, port: int | None = None):
+    def __init__(self, spec: reverb_replay.ReplaySpec, checkpoint_dir: str | None, port: int | None = None,
+                 seed_from: str | None = None):  # fmt: skip
+        """``seed_from``: a finished run's replay folder; its latest checkpoint is copied, rate limits
+        lifted, into ``checkpoint_dir`` (unless that holds one already: a restart) and served as
+        fixed data (``learners_from_replay``)."""
         super().__init__()  # liveness: inserts + samples served, read from its own server
         self.spec = spec
+        if seed_from and checkpoint_dir and reverb_replay.latest_checkpoint(checkpoint_dir) is None:
+            reverb_replay.frozen_copy(seed_from, checkpoint_dir)
         self._log = reverb_replay.server_log(checkpoint_dir) if checkpoint_dir else None
         self.server, self._local_address = reverb_replay.start_server(
             spec, port=port, checkpoint_dir=checkpoint_dir

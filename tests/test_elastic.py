@@ -124,3 +124,39 @@ def test_attach_refuses_what_is_not_a_live_distributed_run(tmp_path):
     _refused("no live run in", "--detach", str(stopped), "--role", "learner1_d32")
     _refused("give --attach RUN or --detach RUN, not both", "--attach", str(stopped), "--detach", str(stopped))
     assert sorted(p.name for p in stopped.iterdir()) == ["config.json", "roles.json"]  # nothing written
+
+
+def test_learners_from_a_finished_runs_replay_checkpoint(tmp_path):
+    """New learners of other depths train on the fixed data a finished run's replay checkpoint holds;
+    that run is left as it was."""
+    source = tmp_path / "source"
+    res = run_cli("--topology", "actor_learner", *TINY, "--total_env_steps", "12000", "--num_evals", "2",
+                  "--run_dir", str(source), timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    before = sorted(p.name for p in (source / "replay").iterdir())
+    written = json.loads((source / "summary.json").read_text())["collector"]["steps_written"]
+
+    run_dir = tmp_path / "again"
+    res = run_cli("--topology", "learners_from_replay", "--from_run", str(source), "--learner_depths", "4,8",
+                  "--run_dir", str(run_dir), timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    table = summary["replay_tables"]["collector_learner"]  # the source's driving table: every learner's
+    seg = written // json.loads((source / "summary.json").read_text())["collector"]["segments_written"]
+    assert summary["data"]["env_steps_held"] == table["size"] * seg and 0 < table["size"] * seg <= written
+    assert summary["data"]["env_steps_written"] == written
+    assert f"data: {table['size'] * seg:,} env steps held by the replay checkpoint of {source}" in res.stdout
+    assert summary["collector"] is None and not (run_dir / "collector").exists()
+    total = json.loads((run_dir / "config.json").read_text())["total_env_steps"]
+    for name in ("learner1_d4", "learner2_d8"):
+        rows = _rows(run_dir / name / "metrics.jsonl")
+        assert rows[0]["updates"] == 0 and rows[-1]["updates"] > 0 and rows[-1]["env_steps"] >= total, rows[-1]
+    assert "trained on" in res.stdout.strip().splitlines()[-1]
+    assert sorted(p.name for p in (source / "replay").iterdir()) == before  # the source is untouched
+
+    _refused("left no Reverb checkpoint", "--topology", "learners_from_replay", "--learner_depths", "4",
+             "--from_run", str(run_dir / "learner1_d4"), "--dry_run")  # fmt: skip
+    (tmp_path / "single").mkdir()
+    (tmp_path / "single" / "config.json").write_text(json.dumps({"topology": "single"}))
+    _refused("is a single run", "--topology", "learners_from_replay", "--learner_depths", "4",
+             "--from_run", str(tmp_path / "single"), "--dry_run")  # fmt: skip
