@@ -65,6 +65,14 @@ class Elastic:
             sup.roles.add(r["name"], "learner", write=False)
             sup.roles.update(r["name"], write=False, status="detached", table=r["table"], joined_at=r["joined_at"])
 
+    def drain_free_spares(self) -> None:
+        """With ``attach_warm_start`` the free spares are fed: the replay drains them (so they never
+        hold the collector back) until a learner takes one."""
+        exp = self.sup.experiment
+        if exp.config.get("attach_warm_start", False) and exp.collector is not None:
+            for table in exp.free_tables:
+                self.sup.handles["replay"].drain.remote(table)
+
     # ---------------------------------------------------------------- requests
     def poll(self) -> None:
         """Take new requests; collect the collector's answers to table switches."""

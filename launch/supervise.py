@@ -160,6 +160,7 @@ class Supervisor:
         here ends the run (it would raise on a retry too); one that hangs is replaced."""
         info = self._await_start("replay", self._launch("replay", self.resume))
         self.address, self.port = info["address"], info["port"]
+        self.elastic.drain_free_spares()
         collector = ["collector"] if self.experiment.collector is not None else []  # none: learners_from_replay
         refs = {name: self._launch(name, self.resume) for name in (*self.names, *collector)}
         for name in self.names:
@@ -268,6 +269,7 @@ class Supervisor:
             for n in self.names:  # drains lived in the old server process
                 if self.roles.roles[n]["status"] != "running":
                     h.drain.remote(self.learners[n].table_name)
+            self.elastic.drain_free_spares()
             if "collector" in self.handles and self.roles.roles["collector"]["status"] == "running":
                 try:
                     steps = self.ray.get(self.handles["collector"].ready.remote(), timeout=60)["env_steps"]

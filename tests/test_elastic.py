@@ -126,23 +126,37 @@ def test_attach_refuses_what_is_not_a_live_distributed_run(tmp_path):
     assert sorted(p.name for p in stopped.iterdir()) == ["config.json", "roles.json"]  # nothing written
 
 
-def test_learners_from_a_finished_runs_replay_checkpoint(tmp_path):
-    """New learners of other depths train on the fixed data a finished run's replay checkpoint holds;
-    that run is left as it was."""
-    source = tmp_path / "source"
-    res = run_cli("--topology", "actor_learner", *TINY, "--total_env_steps", "12000", "--num_evals", "2",
-                  "--run_dir", str(source), timeout=600)  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_a_warm_attach_then_learners_from_the_runs_replay_checkpoint(tmp_path):
+    """With attach_warm_start the spare is fed (and drained) from the start, so an attached learner
+    trains at once on what it holds. Then new learners of other depths train on the fixed data the
+    run's replay checkpoint holds; that run is left as it was."""
+    source, R = tmp_path / "source", str(tmp_path / "source")
+    proc = _start(source, "--topology", "actor_learner", *TINY, "--total_env_steps", "50000000", "--num_evals",
+                  "400", "--set", "spare_tables=1", "--set", "attach_warm_start=true")  # fmt: skip
+    try:
+        _wait_for(lambda: len(_rows(source / "collector_learner" / "metrics.jsonl")) >= 2, 300, "training", proc)
+        rc, out, err = _cli("--attach", R, "--learner_depths", "4", "--set", "attach_warm_start=true")
+        assert rc == 0 and out.startswith("attached learner1_d4: trains from table spare1"), (out, err)
+        joined = int(out.rsplit(" ", 1)[1].replace(",", ""))
+        _wait_for(lambda: len(_rows(source / "learner1_d4" / "metrics.jsonl")) >= 2, 300, "its rows", proc)
+        summary = _end_with_ctrl_c(proc, source)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    spare, collector = summary["replay_tables"]["spare1"], summary["collector"]
+    assert spare["num_inserts"] == collector["segments_written"]  # fed from the start ...
+    assert spare["drained_while_down"] > 0  # ... and drained until the learner took it
+    assert _rows(source / "learner1_d4" / "metrics.jsonl")[0]["env_steps"] == joined  # no prefill: data was there
     before = sorted(p.name for p in (source / "replay").iterdir())
-    written = json.loads((source / "summary.json").read_text())["collector"]["steps_written"]
+    written = collector["steps_written"]
 
     run_dir = tmp_path / "again"
     res = run_cli("--topology", "learners_from_replay", "--from_run", str(source), "--learner_depths", "4,8",
-                  "--run_dir", str(run_dir), timeout=600)  # fmt: skip
+                  "--total_env_steps", "12000", "--run_dir", str(run_dir), timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     table = summary["replay_tables"]["collector_learner"]  # the source's driving table: every learner's
-    seg = written // json.loads((source / "summary.json").read_text())["collector"]["segments_written"]
+    seg = written // collector["segments_written"]
     assert summary["data"]["env_steps_held"] == table["size"] * seg and 0 < table["size"] * seg <= written
     assert summary["data"]["env_steps_written"] == written
     assert f"data: {table['size'] * seg:,} env steps held by the replay checkpoint of {source}" in res.stdout
@@ -156,6 +170,8 @@ def test_learners_from_a_finished_runs_replay_checkpoint(tmp_path):
 
     _refused("left no Reverb checkpoint", "--topology", "learners_from_replay", "--learner_depths", "4",
              "--from_run", str(run_dir / "learner1_d4"), "--dry_run")  # fmt: skip
+    _refused("--from_run goes with --topology learners_from_replay", "--topology", "decoupling",
+             "--from_run", R, "--dry_run")  # fmt: skip
     (tmp_path / "single").mkdir()
     (tmp_path / "single" / "config.json").write_text(json.dumps({"topology": "single"}))
     _refused("is a single run", "--topology", "learners_from_replay", "--learner_depths", "4",
