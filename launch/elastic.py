@@ -61,6 +61,11 @@ class Elastic:
         self.requests: dict[str, dict] = {}  # request id -> {"names": [...], "done": {...}}
         self.leaving: dict[str, str] = {}  # learner being detached -> request id
         self.on_new_learner = lambda name: None  # the progress display adds a line
+        for path in self.dir.glob("*.json") if self.dir.is_dir() else []:  # requests of an earlier driver
+            if not path.name.endswith(".answer.json"):
+                self.requests[path.stem] = {"names": [], "done": {}}
+                if not (self.dir / f"{path.stem}.answer.json").exists():
+                    self._answer(path.stem, ok=False, error="the run's driver restarted before answering; ask again")
         for r in self.record["detached"]:  # a resumed run still shows who left it
             sup.roles.add(r["name"], "learner", write=False)
             sup.roles.update(r["name"], write=False, status="detached", table=r["table"], joined_at=r["joined_at"])
@@ -138,7 +143,7 @@ class Elastic:
             sup.names.append(s.name)
             sup.roles.add(s.name, "learner")
             self.joining[s.name] = req_id
-            sup.starting[sup._launch(s.name, resume=False)] = s.name
+            sup.starting[sup.launch(s.name, resume=False)] = s.name
             self.on_new_learner(s.name)
             print(f"attaching learner {s.name} (depth {s.critic_depth}) on table {s.table}", file=sys.stderr)
 
@@ -190,7 +195,7 @@ class Elastic:
         sup.roles.update(name, joined_at=int(steps), table=spec.table_name)
         self.record["attached"].append(spec.to_dict())
         self._save()
-        sup._start_run(name)
+        sup.start_run(name)
         req_id = self.joining.pop(name)
         request = self.requests[req_id]
         request["done"][name] = {"table": spec.table_name, "joined_at_env_steps": int(steps)}

@@ -124,7 +124,7 @@ class Supervisor:
         gpus = float(c.gpus_per_learner) if spec_gpus < 0 else spec_gpus
         return ray_roles.create(Learner, name, *args, num_gpus=gpus, num_cpus=cpus, concurrency=4)
 
-    def _launch(self, name: str, resume: bool):
+    def launch(self, name: str, resume: bool):
         """Create the role's actor (which answers ``whoami`` at once) and start it; the start's ref."""
         self.handles[name] = h = self._create(name, resume)
         self.created_at[name] = now = time.monotonic()
@@ -134,7 +134,7 @@ class Supervisor:
         self.roles.update(name, write=False, phase="starting")
         return h.start.remote()
 
-    def _start_run(self, name: str) -> None:
+    def start_run(self, name: str) -> None:
         h = self.handles[name]
         if name in self.learners and self.collector_done:
             h.stop.remote(use_up_quota=True)  # came back after the end: its remaining updates, then return
@@ -158,18 +158,18 @@ class Supervisor:
     def start(self) -> None:
         """Replay first (the others need its address), then learners and collector. A role that raises
         here ends the run (it would raise on a retry too); one that hangs is replaced."""
-        info = self._await_start("replay", self._launch("replay", self.resume))
+        info = self._await_start("replay", self.launch("replay", self.resume))
         self.address, self.port = info["address"], info["port"]
         self.elastic.drain_free_spares()
         collector = ["collector"] if self.experiment.collector is not None else []  # none: learners_from_replay
-        refs = {name: self._launch(name, self.resume) for name in (*self.names, *collector)}
+        refs = {name: self.launch(name, self.resume) for name in (*self.names, *collector)}
         for name in self.names:
             self._await_start(name, refs[name])
         if collector:
             self._align_env_steps(self._await_start("collector", refs["collector"])["env_steps"], wait=True)
         for name in ("replay", *self.names, *collector):
             if name not in self.dropped:
-                self._start_run(name)
+                self.start_run(name)
 
     def _align_env_steps(self, collector_steps: int, wait: bool = False) -> None:
         """Tell the learners how their tables' insert counts map to the collector's env steps.
@@ -250,7 +250,7 @@ class Supervisor:
             self.handles["replay"].drain.remote(self.learners[name].table_name)
         if name == "replay" and r["restarts"] > 1:
             self.port = None  # its old port may be taken: take any, and tell the clients
-        self.starting[self._launch(name, resume=True)] = name
+        self.starting[self.launch(name, resume=True)] = name
 
     def _started(self, name: str, ref) -> None:
         try:
@@ -285,7 +285,7 @@ class Supervisor:
                 self.handles["collector"].set_fetch.remote(_fetch_from(self.ray, h))
             if self.elastic.started(name):  # attached: it runs once the collector feeds its table
                 return
-        self._start_run(name)
+        self.start_run(name)
 
     def _finished(self, name: str, ref) -> None:
         try:

@@ -7,6 +7,8 @@ commands a user types: ``launch/run.py --attach RUN`` / ``--detach RUN --role NA
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 from conftest import run_cli
@@ -25,6 +27,16 @@ def _refused(needle: str, *args: str) -> None:
     assert rc == 2 and err.startswith("error:") and needle in err, (rc, err)
 
 
+def _refusals_of_a_live_run(R: str) -> None:
+    """One line each, exit 2; nothing is changed by them."""
+    _refused("drives the collector and cannot be detached", "--detach", R, "--role", "collector_learner")
+    _refused("no live learner named 'nope'", "--detach", R, "--role", "nope")
+    _refused("multiple of 4", "--attach", R, "--learner_depths", "6")
+    _refused("already belongs to this run", "--attach", R, "--learner_depths", "4", "--role", "learner1_d4")
+    _refused("warm attach needs a run started with", "--attach", R, "--learner_depths", "4",
+             "--set", "attach_warm_start=true")  # fmt: skip
+
+
 def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path):
     run_dir, R = tmp_path / "run", str(tmp_path / "run")
     args = ["--topology", "collector_deep_learner_shallow", *TINY, "--total_env_steps", "50000000",
@@ -32,13 +44,7 @@ def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path):
     proc = _start(run_dir, *args)
     try:
         _wait_for(lambda: len(_rows(run_dir / "learner1_d4" / "metrics.jsonl")) >= 2, 300, "training", proc)
-        # Refusals, one line each, exit 2: nothing is changed by them.
-        _refused("drives the collector and cannot be detached", "--detach", R, "--role", "collector_learner")
-        _refused("no live learner named 'nope'", "--detach", R, "--role", "nope")
-        _refused("multiple of 4", "--attach", R, "--learner_depths", "6")
-        _refused("already belongs to this run", "--attach", R, "--learner_depths", "4", "--role", "learner1_d4")
-        _refused("warm attach needs a run started with", "--attach", R, "--learner_depths", "4",
-                 "--set", "attach_warm_start=true")  # fmt: skip
+        _refusals_of_a_live_run(R)
 
         rc, out, err = _cli("--attach", R, "--learner_depths", "8", "--role", "extra")
         assert rc == 0, err
@@ -70,7 +76,11 @@ def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path):
         rc, out, err = _cli("--attach", R, "--learner_depths", "4")
         assert rc == 0 and out.startswith("attached learner3_d4: trains from table spare1"), (out, err)
         joined2 = int(out.rsplit(" ", 1)[1].replace(",", ""))
-        _wait_for(lambda: len(_rows(run_dir / "learner3_d4" / "metrics.jsonl")) >= 2, 300, "learner2 rows", proc)
+        _wait_for(lambda: len(_rows(run_dir / "learner3_d4" / "metrics.jsonl")) >= 2, 300, "learner3 rows", proc)
+        # An attached learner is a role like the others: killed, it is restarted on its own table.
+        os.kill(_roles(run_dir)["learner3_d4"]["pid"], signal.SIGKILL)
+        _wait_for(lambda: _roles(run_dir)["learner3_d4"]["restarts"] == 1
+                  and _roles(run_dir)["learner3_d4"]["status"] == "running", 300, "learner3 restarted", proc)  # fmt: skip
         summary = _end_with_ctrl_c(proc, run_dir)
     finally:
         if proc.poll() is None:
@@ -81,21 +91,15 @@ def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path):
     assert set(learners) == {"collector_learner", "learner1_d4", "extra", "learner3_d4"}
     assert learners["extra"]["joined_at_env_steps"] == joined and learners["learner3_d4"]["joined_at_env_steps"] == joined2
     assert learners["collector_learner"]["joined_at_env_steps"] == 0
-    tables, collector = summary["replay_tables"], summary["collector"]
-    # Switching the collector's tables lost and doubled nothing: the topology's tables got every
-    # segment, and the spare exactly those written since learner3_d4 joined (it was emptied when
-    # `extra` left).
-    for name in ("collector_learner", "learner1_d4"):
-        assert tables[name]["num_inserts"] == collector["segments_written"], (name, tables[name], collector)
-    L = collector["steps_written"] // collector["segments_written"]  # the segment length
-    # (a segment spans collection steps: the first one after the switch may begin before it)
-    fed = tables["spare1"]["num_inserts"] * L
-    assert abs(fed - (collector["steps_written"] - joined2)) <= config["num_envs"] * L, (fed, joined2, collector)
+    assert summary["roles"]["learner3_d4"]["restarts"] == 1 and summary["roles"]["learner3_d4"]["table"] == "spare1"
+    steps = [r["env_steps"] for r in _rows(run_dir / "learner3_d4" / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[0] > joined2, steps  # resumed from its checkpoint, no repeats
+    _check_tables(summary, config["num_envs"], joined2)
     assert "| extra | 8 |" in (run_dir / "summary.md").read_text()
 
     # --resume brings the attached learner back, from its checkpoint; the detached one stays detached.
     before = _rows(run_dir / "learner3_d4" / "metrics.jsonl")
-    total = collector["env_steps"] + 4_000
+    total = summary["collector"]["env_steps"] + 4_000
     res = run_cli("--resume", "--run_dir", R, "--total_env_steps", str(total), timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
     after = json.loads((run_dir / "summary.json").read_text())
@@ -105,6 +109,19 @@ def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path):
     assert learners["extra"] == {**summary_row(summary, "extra")}
     assert _roles(run_dir)["learner3_d4"]["resumed_from"] > 0
     assert Path(run_dir / "extra").is_dir()
+
+
+def _check_tables(summary: dict, num_envs: int, joined: int) -> None:
+    """Switching the collector's tables lost and doubled nothing: the topology's tables got every
+    segment, and the spare exactly those written since its last learner joined (it was emptied when
+    the one before left)."""
+    tables, collector = summary["replay_tables"], summary["collector"]
+    for name in ("collector_learner", "learner1_d4"):
+        assert tables[name]["num_inserts"] == collector["segments_written"], (name, tables[name], collector)
+    L = collector["steps_written"] // collector["segments_written"]  # the segment length
+    # (a segment spans collection steps: the first one after the switch may begin before it)
+    fed = tables["spare1"]["num_inserts"] * L
+    assert abs(fed - (collector["steps_written"] - joined)) <= num_envs * L, (fed, joined, collector)
 
 
 def summary_row(summary: dict, name: str) -> dict:
