@@ -43,6 +43,13 @@ def _reverb() -> types.SimpleNamespace:
     return types.SimpleNamespace(sampler=reverb_sampler, replay=reverb_replay)
 
 
+def host_copy(tree):
+    """Numpy arrays the caller owns. ``jax.device_get`` on CPU returns views of the device buffers,
+    which the next donating update may overwrite in place (seen on jaxlib 0.4.34 with an executable
+    loaded from the persistent compilation cache): published parameters would change under the collector."""
+    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), tree)
+
+
 class Learner(RoleBase):
     def __init__(
         self,
@@ -107,7 +114,7 @@ class Learner(RoleBase):
         self._use_up_quota = False
         self._save_soon = threading.Event()  # checkpoint() asked for one
         self._lock = threading.Lock()
-        self._published = (int(self.train_state.step), jax.device_get(self.train_state.actor))
+        self._published = (int(self.train_state.step), host_copy(self.train_state.actor))
         self.liveness.count = int(self.train_state.step)  # updates made; the driver watches it
 
     @property
@@ -271,7 +278,7 @@ class Learner(RoleBase):
         with self._lock:
             self._published = (
                 self.rounds * self.config.num_minibatches,
-                jax.device_get(self.train_state.actor),
+                host_copy(self.train_state.actor),
             )
         return metrics
 

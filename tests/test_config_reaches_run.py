@@ -89,8 +89,9 @@ def test_reset_to_first_start_reaches_the_training_envs(first):
     config = small_config(reset_to_first_start=first, episode_length=10)
     trainer = make_single_trainer(resolve(config))
     carry = trainer.init(jax.random.PRNGKey(0))
-    goal0 = np.asarray(carry.env_state.info["goal"])
-    start0 = np.asarray(carry.env_state.obs[:, : trainer.agent.config.state_size])
+    # Copies: prefill donates the carry, and a numpy view of a donated buffer may be overwritten.
+    goal0 = np.array(carry.env_state.info["goal"])
+    start0 = np.array(carry.env_state.obs[:, : trainer.agent.config.state_size])
     carry = trainer.prefill(carry)  # 2 unrolls of 25 steps of the run's training envs
     assert (np.asarray(carry.env_state.info["episode_id"]) == 5).all()
     goal5 = np.asarray(carry.env_state.info["goal"])

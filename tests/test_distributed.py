@@ -236,6 +236,11 @@ def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, sma
     assert stats["params_distinct_versions"] == len(set(versions))
     assert stats["params_last_version"] == versions[-1] > 0
     assert not np.allclose(before, after)  # the collector now acts with the learner's parameters
+    # What the learner publishes is its own copy, not a view of buffers its next (donating) update
+    # may overwrite in place.
+    _, published = learner.get_actor_params()
+    pairs = zip(jax.tree_util.tree_leaves(published), jax.tree_util.tree_leaves(learner.train_state.actor), strict=True)
+    assert not any(np.shares_memory(p, np.asarray(x)) for p, x in pairs)
 
 
 @pytest.mark.parametrize(
