@@ -46,8 +46,12 @@ def _reverb() -> types.SimpleNamespace:
 def host_copy(tree):
     """Numpy arrays the caller owns. ``jax.device_get`` on CPU returns views of the device buffers,
     which the next donating update may overwrite in place (seen on jaxlib 0.4.34 with an executable
-    loaded from the persistent compilation cache): published parameters would change under the collector."""
-    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), tree)
+    loaded from the persistent compilation cache): published parameters would change under the
+    collector. From an accelerator ``device_get`` already copies, so only CPU arrays are copied again."""
+    host = jax.device_get(tree)
+    leaves = jax.tree_util.tree_leaves(tree)
+    on_cpu = all(d.platform == "cpu" for x in leaves if isinstance(x, jax.Array) for d in x.devices())
+    return jax.tree_util.tree_map(np.copy, host) if on_cpu else host
 
 
 class Learner(RoleBase):
