@@ -161,7 +161,7 @@ class MetricsLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.folder / "metrics.jsonl"
         self.csv_path = self.folder / "metrics.csv"
-        self._csv_fields: list[str] | None = None
+        self._csv_fields = write_csv(self.csv_path, _rows(self.jsonl_path))  # with the rows of earlier lives
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter  # no TensorFlow import
@@ -174,12 +174,11 @@ class MetricsLog:
         row = {"env_steps": int(step), **{k: _scalar(v) for k, v in row.items()}}
         with self.jsonl_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        if self._csv_fields is None:
-            self._csv_fields = list(row)
-            with self.csv_path.open("w", newline="") as f:
-                csv.DictWriter(f, self._csv_fields).writeheader()
-        with self.csv_path.open("a", newline="") as f:
-            csv.DictWriter(f, self._csv_fields, extrasaction="ignore").writerow(row)
+        if all(k in self._csv_fields for k in row) and self.csv_path.exists():
+            with self.csv_path.open("a", newline="") as f:
+                csv.DictWriter(f, self._csv_fields, restval="").writerow(row)
+        else:  # a new column (a metric first logged now): the file widens, earlier rows leave it empty
+            self._csv_fields = write_csv(self.csv_path, _rows(self.jsonl_path), self._csv_fields)
         if self._tb is not None:
             for k, v in row.items():
                 if isinstance(v, float):
@@ -205,16 +204,57 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) -> list[str]:
+    """Write ``rows`` as ``path`` whole (every field, columns in first-seen order after ``fields``),
+    atomically; no rows: no file. Returns the columns.
+
+    ``metrics.csv`` is rewritten from ``metrics.jsonl`` whenever a column appears or a log opens, so it
+    always holds the JSONL's rows, all their fields, across resumes (rows are few: this is cheap).
+    """
+    fields = list(fields or [])
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    if not rows:
+        Path(path).unlink(missing_ok=True)
+        return fields
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return fields
+
+
 def truncate_metrics(folder: Path, keep) -> None:
-    """Keep only the metric rows for which ``keep(row)`` holds (used when a run resumes)."""
+    """Keep only the metric rows for which ``keep(row)`` holds (used when a run resumes).
+
+    Kept rows stay byte for byte; a line torn by a killed process is dropped. The CSV follows.
+    """
     folder = Path(folder)
-    rows = [r for r in read_metrics(folder / "metrics.jsonl") if keep(r)]
-    for name in ("metrics.jsonl", "metrics.csv"):
-        (folder / name).unlink(missing_ok=True)
-    if rows:
-        log = MetricsLog(folder, tensorboard=False, wandb=False)
-        for r in rows:
-            log.write(r.pop("env_steps"), r)
+    path = folder / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    kept = [(line, row) for line in lines if (row := _parse(line)) is not None and keep(row)]
+    if kept:  # replaced at once: a kill meanwhile leaves the old rows, not half of them
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(line if line.endswith("\n") else line + "\n" for line, _ in kept))
+        os.replace(tmp, path)
+    else:
+        path.unlink(missing_ok=True)
+    write_csv(folder / "metrics.csv", [row for _, row in kept])
+
+
+def _rows(path: Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``, without a line torn by a killed process."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [row for line in lines if (row := _parse(line)) is not None]
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        return json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
 
 
 def ensure_writable(run_dir: Path) -> Path:
