@@ -46,11 +46,18 @@ def _clock(seconds: float) -> str:
 
 
 class RunProgress:
-    """Progress lines, one per name; ``update(name, done, row)`` after each metrics row."""
+    """Progress lines, one per name; ``update(name, done, row)`` after each metrics row.
 
-    def __init__(self, totals: Mapping[str, int], stream: IO[str] | None = None):
+    ``done``: the counts already done when this session began (a resumed run), so the rate shown
+    counts this session's steps over this session's time, not the whole run's over this session's.
+    """
+
+    def __init__(
+        self, totals: Mapping[str, int], stream: IO[str] | None = None, done: Mapping[str, int] | None = None
+    ):
         self.stream = stream or sys.stderr
         self.totals = dict(totals)
+        self.done_before = dict(done or {})
         self.start = time.time()
         self._live = None
         if self.stream.isatty():
@@ -76,13 +83,13 @@ class RunProgress:
             self._tasks = {n: self._live.add_task(n, total=t, stats="") for n, t in self.totals.items()}
             self._live.start()
 
-    def add(self, name: str, total: int) -> None:
-        self.totals[name] = total
+    def add(self, name: str, total: int, done: int = 0) -> None:
+        self.totals[name], self.done_before[name] = total, done
         if self._live is not None:
             self._tasks[name] = self._live.add_task(name, total=total, stats="")
 
     def update(self, name: str, done: int, row: Mapping[str, Any] | None = None) -> None:
-        rate = done / max(time.time() - self.start, 1e-9)
+        rate = max(done - self.done_before.get(name, 0), 0) / max(time.time() - self.start, 1e-9)
         text = stats_text(row, rate)
         if self._live is not None:
             self._live.update(self._tasks[name], completed=done, stats=text)
@@ -131,7 +138,11 @@ class RoleWatcher:
                  stream: IO[str] | None = None):  # fmt: skip
         self.run_dir, self.roles, self.period_s = Path(run_dir), list(roles), period_s
         self.total = total_env_steps
-        self.progress = RunProgress({r: total_env_steps for r in self.roles}, stream=stream)
+        # Rows of an earlier session (a resume): the rates shown count from there.
+        before = {
+            r: int((last_row(self.run_dir / r / "metrics.jsonl") or {}).get("env_steps", 0)) for r in roles
+        }
+        self.progress = RunProgress({r: total_env_steps for r in self.roles}, stream=stream, done=before)
         self._seen: dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)

@@ -156,10 +156,10 @@ def run_single(
     """Train, evaluate after every epoch, and write the run directory; returns the last eval row.
 
     After every epoch the agent is checkpointed to ``checkpoints/latest``; with
-    ``resume`` a run continues from there, or from ``checkpoints/latest.old``
-    (the one before) if the latest is damaged (the replay buffer is not saved: it
-    is refilled by the usual prefill, with the restored policy). A finished
-    run writes ``checkpoints/final`` and ``complete.json``.
+    ``resume`` a run continues from there, or from ``checkpoints/latest.old`` (the one before) if the
+    latest is damaged (the replay buffer is not saved: the usual prefill refills it with the restored
+    policy, uncounted, so rows sit where an uninterrupted run's do; wall_time goes on, env_steps_per_s
+    counts this session). A finished run writes ``checkpoints/final`` and ``complete.json``.
 
     With ``num_seeds = K > 1``, ``seed_{s}/`` holds what a one-seed run with
     seed ``seed + s`` writes (config.json, metrics, complete.json,
@@ -180,18 +180,18 @@ def run_single(
     write_config(run_dir, experiment.record())  # after the restore: a CheckpointError leaves the run as it was
     for s, folder in enumerate(seed_dirs):
         write_config(folder, _seed_config(experiment.record(), s))
-    first_epoch, env_steps = 0, 0
     if saved is not None:
-        carry = carry.replace(train_state=saved["train_state"], coverage=saved["coverage"])
-        first_epoch, env_steps, key = int(saved["epoch"]), int(saved["env_steps"]), saved["key"]
-    for folder in [run_dir, *seed_dirs]:  # rows after the restored epoch (all rows, starting afresh) go
-        truncate_metrics(folder, keep=lambda row: saved is not None and row.get("epoch", 0) <= first_epoch)
+        carry, key = carry.replace(train_state=saved["train_state"], coverage=saved["coverage"]), saved["key"]
+    first_epoch, env_steps, wall_before = _continue_from(saved, run_dir, seed_dirs)
     logs = SeedLogs(run_dir, seed_dirs)
 
     start = time.time()
     carry = trainer.prefill(carry)
-    env_steps += layout.prefill_env_steps
-    bar = RunProgress({"single": layout.total_env_steps * num_seeds}) if progress else None
+    if saved is None:  # a resumed run's refill is not counted: its saved env_steps hold the prefill once
+        env_steps += layout.prefill_env_steps
+    session_start = env_steps  # rates count this session's training steps only
+    total, done = layout.total_env_steps * num_seeds, env_steps * num_seeds
+    bar = RunProgress({"single": total}, done={"single": done}) if progress else None
     row: dict = {}
     if first_epoch == 0:
         key, k_eval = _split(key, many)
@@ -212,8 +212,8 @@ def run_single(
                 {
                     "epoch": epoch + 1,
                     "updates": carry.train_state.step if many else int(carry.train_state.step),
-                    "wall_time": elapsed,
-                    "env_steps_per_s": (env_steps - layout.prefill_env_steps) / elapsed,
+                    "wall_time": wall_before + elapsed,  # continues across a resume
+                    "env_steps_per_s": (env_steps - session_start) / elapsed,
                     **_prefixed(eval_metrics),
                     **_coverage(carry.coverage, trainer.grid, num_seeds),
                     **metrics,
@@ -226,6 +226,18 @@ def run_single(
             bar.close()
         logs.close(title=config.env)
     return _finish(config, carry, logs, row)
+
+
+def _continue_from(saved: dict | None, run_dir: Path, seed_dirs: list[Path]) -> tuple[int, int, float]:
+    """(epoch, env steps, wall time) the run goes on from; the rows after the restored epoch are
+    dropped (all rows when nothing was restored: the run starts afresh)."""
+    first_epoch = int(saved["epoch"]) if saved is not None else 0
+    for folder in [run_dir, *seed_dirs]:
+        truncate_metrics(folder, keep=lambda row: saved is not None and row.get("epoch", 0) <= first_epoch)
+    if saved is None:
+        return 0, 0, 0.0
+    walls = [r.get("wall_time", 0.0) for r in read_metrics(run_dir / "metrics.jsonl")]
+    return first_epoch, int(saved["env_steps"]), max(walls, default=0.0)  # wall_time continues
 
 
 def _seed_dirs(run_dir: Path, seed_dirs: list[Path] | None, num_seeds: int) -> list[Path]:

@@ -49,3 +49,11 @@ def test_role_watcher_reads_each_roles_last_row(tmp_path):
     assert lines[0].startswith("[collector] 300/400 steps") and lines[1].startswith(
         "[learner_0] 200/400 steps"
     )
+
+
+def test_a_resumed_runs_rate_counts_this_session_only():
+    log = io.StringIO()
+    with RunProgress({"single": 1000}, stream=log, done={"single": 900}) as bar:  # 900 done before
+        bar.start -= 10.0  # this session began 10 s ago
+        bar.update("single", 950, {"eval/success": 0.5})
+    assert "  5 steps/s  success 0.50" in log.getvalue(), log.getvalue()  # 50 steps in 10 s, not 950

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+from metrics_files import assert_csv_equals_jsonl
 from ml_collections import ConfigDict
 from PIL import Image
 from restore_spy import (
@@ -170,8 +171,9 @@ def test_killed_single_run_resumes_from_its_latest_checkpoint(tmp_path):
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     epochs = [r["epoch"] for r in rows]
     assert epochs == list(range(7)), epochs  # no epoch lost or duplicated
-    # Not a silent restart: the rows from before the kill are kept byte for byte (metrics.jsonl; the
-    # resumed MetricsLog starts metrics.csv over with its first row's columns, so the csv is not) ...
+    # Not a silent restart: the rows from before the kill are kept byte for byte, and metrics.csv holds
+    # every row of metrics.jsonl with every field (training metrics first appear in epoch 1's row) ...
+    assert_csv_equals_jsonl(run_dir)
     before = complete_lines((at_kill / "metrics.jsonl").read_text())
     assert before.count("\n") >= 3  # epochs 0-2
     assert metrics.read_text().startswith(before)
@@ -184,8 +186,13 @@ def test_killed_single_run_resumes_from_its_latest_checkpoint(tmp_path):
     assert [r["updates"] for r in rows] == [e * per_epoch for e in range(7)]
     saved_epoch = int(saved.step) // per_epoch
     assert int(saved.step) == saved_epoch * per_epoch and 2 <= saved_epoch < 6
-    # env_steps too; the resumed run refills its replay buffer first, and those steps count.
+    # env_steps too, where an uninterrupted run's sit: the replay buffer's refill is not counted again.
     prefill, per_epoch_steps = rows[0]["env_steps"], rows[1]["env_steps"] - rows[0]["env_steps"]
-    refills = lambda e: prefill if e > saved_epoch else 0  # noqa: E731
-    assert [r["env_steps"] for r in rows] == [prefill + e * per_epoch_steps + refills(e) for e in range(7)]
+    assert [r["env_steps"] for r in rows] == [prefill + e * per_epoch_steps for e in range(7)]
+    # wall_time goes on from the last row kept; the rate after the resume counts this session only.
+    walls = [r["wall_time"] for r in rows[1:]]
+    assert walls == sorted(walls) and len(set(walls)) == 6, walls
+    last, first = rows[saved_epoch], rows[saved_epoch + 1]
+    session_rate = (first["env_steps"] - last["env_steps"]) / (first["wall_time"] - last["wall_time"])
+    assert first["env_steps_per_s"] == pytest.approx(session_rate, rel=1e-6)
     assert json.loads((run_dir / "complete.json").read_text())["epoch"] == 6

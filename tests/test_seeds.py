@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+from metrics_files import assert_csv_equals_jsonl
 from ml_collections import ConfigDict
 from restore_spy import (
     assert_trees_bitwise_equal,
@@ -114,10 +115,13 @@ def test_k_seeds_resume_continues_from_the_saved_state(k_seeds):
         assert [r["updates"] for r in rows] == [e * per_epoch for e in range(5)]
         saved_epoch = steps[0] // per_epoch
         assert 1 <= saved_epoch < 4  # killed after epoch 1, before the end
-        # The resumed run refills its replay buffer first (prefill), and those env steps count.
+        # Rows sit where an uninterrupted run's do: the replay buffer's refill is not counted again.
         prefill, per_epoch_steps = rows[0]["env_steps"], rows[1]["env_steps"] - rows[0]["env_steps"]
-        expected = [prefill + e * per_epoch_steps + (prefill if e > saved_epoch else 0) for e in range(5)]
-        assert [r["env_steps"] for r in rows] == expected
+        assert [r["env_steps"] for r in rows] == [prefill + e * per_epoch_steps for e in range(5)]
+    for folder in [k_seeds, *(k_seeds / f"seed_{s}" for s in range(K))]:  # every row, every field
+        rows = assert_csv_equals_jsonl(folder)
+        walls = [r["wall_time"] for r in rows[1:]]  # going on across the resume
+        assert walls == sorted(walls) and len(set(walls)) == 4, (folder, walls)
 
 
 @pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
