@@ -163,7 +163,7 @@ class CollectorBench:
         writer = AsyncSegmentWriter(sink, queue_size=self.col.config.writer_queue)
         self.col.writer = TimedWriter(writer) if timed else writer
         self.col.log = MetricsLog(folder)
-        self.col.config.total_env_steps = self.col.env_steps + unrolls * self.steps_per_unroll
+        self.col.until_env_steps = self.col.env_steps + unrolls * self.steps_per_unroll
         return self.col.run(), folder
 
     def _cpu(self) -> tuple[float, float]:

@@ -253,8 +253,7 @@ def estimate(exp: Experiment, accelerator: bool = False) -> dict:
 
 def counts(config: ConfigDict, layout: Layout) -> dict:
     """Env steps (per seed) and SGD updates (per learner) the run will make."""
-    collections = layout.num_epochs * layout.collections_per_epoch
-    return {"env_steps": layout.total_env_steps, "updates": collections * int(config.num_minibatches)}
+    return {"env_steps": layout.total_env_steps, "updates": layout.collections * int(config.num_minibatches)}
 
 
 def check_counts(config: ConfigDict, layout: Layout) -> None:

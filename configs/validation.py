@@ -94,10 +94,15 @@ class Layout:
         return self.prefill_unrolls * self.steps_per_collection
 
     @property
+    def collections(self) -> int:
+        """Collection steps after the prefill: one round of ``num_minibatches`` updates each."""
+        return self.num_epochs * self.collections_per_epoch
+
+    @property
     def total_env_steps(self) -> int:
-        return (
-            self.prefill_env_steps + self.num_epochs * self.collections_per_epoch * self.steps_per_collection
-        )
+        """The env steps a run really makes (whole epochs): what ``single`` collects, where a
+        distributed collector stops, and the last row of every learner."""
+        return self.prefill_env_steps + self.collections * self.steps_per_collection
 
 
 def check(config: ConfigDict, env: GoalEnv, eval_env: GoalEnv) -> Layout:

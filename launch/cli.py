@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +16,84 @@ from absl import app, logging
 
 class UsageError(Exception):
     """Bad input from the user: printed as one ``error:`` line, exit code 2."""
+
+
+class Interrupted(RuntimeError):
+    """The run was stopped by Ctrl-C or SIGTERM after it saved what it could; exit code 130."""
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM (a scheduler's preemption) stop a run, within ``grace_s`` whatever it is doing.
+
+    The first signal sets ``requested`` and raises ``KeyboardInterrupt`` in the main thread, so the run
+    stops its roles and keeps its checkpoints; loops that wait on other processes also check
+    ``requested`` (a library may swallow the exception). Python runs signal handlers only between
+    bytecodes, so a main thread inside a long native call (an XLA compile) would not see it: a thread
+    woken by the signal itself (``signal.set_wakeup_fd``) ends the process ``grace_s`` after the first
+    signal, and at once on a second one, with exit code 130. ``on_hard_exit`` runs before that exit
+    (e.g. marking ``roles.json`` stopped).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, grace_s: float = 25.0):
+        self.grace_s = grace_s
+        self.requested = threading.Event()
+        self.count = 0
+        self.on_hard_exit: list[Callable[[], None]] = []
+        self.resume_hint = ""
+        self._pipe: tuple[int, int] | None = None
+
+    def install(self) -> None:
+        """(Re)install the handlers: call again after a library replaced them (``ray.init`` does)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._handler)
+        if self._pipe is None:
+            self._pipe = os.pipe()
+            os.set_blocking(self._pipe[1], False)
+            threading.Thread(target=self._watch, name="stop-signals", daemon=True).start()
+        signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested.is_set():
+            return  # the second one: the watcher thread ends the process
+        self.requested.set()
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: stopping the run, keeping its checkpoints (again: stop at once)", file=sys.stderr)
+        raise KeyboardInterrupt
+
+    def _watch(self) -> None:
+        deadline = None
+        while True:
+            ready, _, _ = select.select([self._pipe[0]], [], [], 1.0)
+            if ready:
+                got = [b for b in os.read(self._pipe[0], 64) if b in (int(s) for s in self.SIGNALS)]
+                self.count += len(got)
+                if got and deadline is None:
+                    deadline = time.monotonic() + self.grace_s
+            if self.count >= 2:
+                self._hard_exit("stopped at once (second signal)")
+            if deadline is not None and time.monotonic() > deadline:
+                self._hard_exit(f"not stopped within {self.grace_s:.0f} s; ended")
+
+    def _hard_exit(self, why: str) -> None:
+        for callback in self.on_hard_exit:
+            try:
+                callback()
+            except Exception:  # best effort: the exit must happen
+                pass
+        print(f"interrupted: {why}. {self.resume_hint}".strip(), file=sys.stderr, flush=True)
+        os._exit(130)
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a stop was asked (for loops that may have lost the first one)."""
+        if self.requested.is_set():
+            raise KeyboardInterrupt
+
+
+STOP = StopSignals()  # one per process: the entry point installs it
 
 
 class RoleFailed(RuntimeError):
@@ -31,6 +113,7 @@ def run_main(main: Callable[[list[str]], int]) -> None:
             sys.exit(2)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    STOP.install()
     app.run(entry)
 
 

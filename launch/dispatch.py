@@ -7,6 +7,7 @@ from pathlib import Path
 
 from deepcrl.configs.experiment import Experiment
 from deepcrl.launch.single import run_single
+from deepcrl.rundir.lock import DriverLock
 
 
 def run_experiment(
@@ -21,10 +22,12 @@ def run_experiment(
     the driving learner's, named in the row's ``learner`` field).
 
     ``seed_dirs`` (``single`` with K seeds): where each seed's own run directory goes.
+    The driver holds ``run_dir`` for its whole life (``rundir/lock.py``); ``RunDirBusy`` when another does.
     """
-    if not experiment.distributed:
-        return run_single(experiment, run_dir, progress=progress, resume=resume, seed_dirs=seed_dirs)
-    # Ray and Reverb come with the `distributed` extra; the core install runs `single` without them.
-    from deepcrl.launch.distributed import run_distributed
+    with DriverLock(run_dir):  # one driver per run directory (RunDirBusy names the live one)
+        if not experiment.distributed:
+            return run_single(experiment, run_dir, progress=progress, resume=resume, seed_dirs=seed_dirs)
+        # Ray and Reverb come with the `distributed` extra; the core install runs `single` without them.
+        from deepcrl.launch.distributed import run_distributed
 
-    return run_distributed(experiment, run_dir, resume=resume, progress=progress)
+        return run_distributed(experiment, run_dir, resume=resume, progress=progress)

@@ -29,7 +29,7 @@ from deepcrl.configs.budget import check_nodes
 from deepcrl.configs.experiment import Experiment
 from deepcrl.configs.topologies import RoleSpec
 from deepcrl.configs.validation import ConfigError
-from deepcrl.launch.cli import RoleFailed
+from deepcrl.launch.cli import STOP, Interrupted, RoleFailed
 from deepcrl.launch.cluster import check_resources, connect
 from deepcrl.launch.elastic import load_record, with_attached
 from deepcrl.launch.progress import RoleWatcher
@@ -128,6 +128,7 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     config, names = experiment.config, experiment.learner_names
     print(describe(experiment), flush=True)
     connect(config.ray_address)
+    STOP.install()  # ray.init replaces the SIGTERM handler: a scheduler's preemption stops the run as Ctrl-C does
     try:
         check_resources(ray.cluster_resources(), experiment)
         if config.ray_address:  # roles run on the cluster's nodes: the largest must fit on one
@@ -187,6 +188,8 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     print(table)
     troubled = [n for n, r in sup.roles.roles.items() if r["restarts"] or r["status"] not in ("finished", "stopped", "detached")]
     print(roles if troubled else f"all {len(sup.roles.roles)} roles ran without a restart (roles.json, summary.md)")
+    if sup.interrupted:  # after the summary: what the run did before the stop is recorded
+        raise Interrupted("stopped by Ctrl-C or SIGTERM")
     if not rows:
         return {}
     who = "the collector's learner" if experiment.collector is not None else f"trained on {config.from_run}'s data"

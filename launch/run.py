@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 from absl import flags
@@ -21,9 +23,10 @@ from deepcrl.configs.defaults import get_config as default_config
 from deepcrl.configs.experiment import resolve
 from deepcrl.configs.validation import ConfigError, apply_override
 from deepcrl.launch import attach
-from deepcrl.launch.cli import RoleFailed, UsageError, check_writable_dir, run_main
+from deepcrl.launch.cli import STOP, Interrupted, RoleFailed, UsageError, check_writable_dir, run_main
 from deepcrl.launch.dispatch import run_experiment
 from deepcrl.rundir.checkpoints import CheckpointError
+from deepcrl.rundir.lock import LOCK_NAME, RunDirBusy, live_driver
 from deepcrl.rundir.metrics import WANDB_MODES, default_run_dir, wandb_mode, wandb_problem
 
 FLAGS = flags.FLAGS
@@ -75,6 +78,9 @@ flags.DEFINE_string("attach", None, "Add learners (--learner_depths 64,16) to th
 flags.DEFINE_string("detach", None, "Stop one learner (--role NAME) of the live distributed run in RUN")
 flags.DEFINE_string("role", None, "With --detach: the learner to stop; with --attach: a name for the one learner")
 flags.DEFINE_float("attach_timeout_s", 900.0, "How long --attach/--detach wait for the driver's answer")
+flags.DEFINE_bool(
+    "overwrite", False, "Start a new run in a --run_dir that holds one: the old run is moved aside, not deleted"
+)
 flags.DEFINE_bool(
     "resume",
     False,
@@ -247,6 +253,73 @@ def check_from_run(experiment) -> None:
         )
 
 
+def what_is_there(run_dir: Path) -> str | None:
+    """What ``run_dir`` holds, in a few words (None: nothing, or the directory does not exist)."""
+    try:
+        entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not entries:
+        return None
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        state = "finished" if {"complete.json", "summary.json"} & set(entries) else "unfinished"
+        return f"a {state} {saved.get('topology', '?')} run on {saved.get('env', '?')}"
+    except (OSError, ValueError, AttributeError):
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        return f"{len(entries)} entries ({shown})"
+
+
+def set_aside_path(run_dir: Path) -> Path:
+    """Where ``--overwrite`` moves an old run: beside it, named by the time (never an existing path)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}"), 1
+    while aside.exists():
+        n += 1
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{n}")
+    return aside
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool) -> None:
+    """A live driver on ``run_dir`` refuses everything; a new run never writes over an old one:
+    ``--resume`` continues it, ``--overwrite`` moves it aside first (one line says where)."""
+    busy = live_driver(run_dir)
+    if busy:
+        raise UsageError(busy)
+    if resume:
+        if overwrite:
+            raise UsageError("give --resume (continue the run) or --overwrite (start over), not both")
+        return
+    there = what_is_there(run_dir)
+    if there is None:
+        return
+    aside = set_aside_path(run_dir)
+    if not overwrite:
+        go_on = "" if there.startswith("a finished") else "continue it with --resume, "
+        raise UsageError(
+            f"--run_dir {run_dir} already holds {there}; {go_on}start over with --overwrite (it is moved "
+            f"aside to {aside.name}), or give another --run_dir"
+        )
+    if dry_run:
+        print(f"--overwrite would move {there} in {run_dir} aside to {aside}")
+        return
+    try:
+        run_dir.rename(aside)
+    except OSError as e:
+        raise UsageError(f"--overwrite could not move {run_dir} aside to {aside}: {e.strerror or e}") from None
+    print(f"note: moved {there} from {run_dir} aside to {aside}", file=sys.stderr)
+
+
+def fresh_run_dir(config: ConfigDict) -> Path:
+    """The default run directory: unique even for two runs started in the same second."""
+    base = default_run_dir(config.env, config.topology)
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
 def list_envs() -> None:
     describe = getattr(envs, "describe_envs", None)
     if describe is None:
@@ -271,12 +344,16 @@ def main(argv) -> int:
         print(elastic_command())
         return 0
     if FLAGS.resume:  # checked before anything else: a resume of no run, or of a finished one, writes nothing
-        note = finished_note(FLAGS.run_dir, saved_config(FLAGS.run_dir))
+        saved = saved_config(FLAGS.run_dir)
+        busy = live_driver(FLAGS.run_dir)
+        if busy:
+            raise UsageError(busy)
+        note = finished_note(FLAGS.run_dir, saved)
         if note:
             print(note)
             return 0
     config = build_config()
-    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.env, config.topology)
+    run_dir = Path(config.run_dir) if config.run_dir else fresh_run_dir(config)
     config.run_dir = str(run_dir)
     try:
         experiment = resolve(config)
@@ -286,22 +363,36 @@ def main(argv) -> int:
     if experiment.topology == "learners_from_replay":
         check_from_run(experiment)
     check_writable_dir(run_dir, "--run_dir")
+    check_run_dir(run_dir, FLAGS.resume, FLAGS.overwrite, FLAGS.dry_run)
     if FLAGS.dry_run:
         print(budget.table(memory))
         print("dry run: nothing started, nothing written")
         return 0
     experiment = experiment.with_memory(memory)  # recomputed on every start (--resume too); config.json keeps it
+    hint = f"continue with: {resume_command(run_dir)}"
+    STOP.resume_hint = hint
     try:
+        STOP.check()  # a Ctrl-C during the checks above
         row = run_experiment(experiment, run_dir, resume=FLAGS.resume, progress=FLAGS.progress)
-    except (CheckpointError, ConfigError) as e:  # raised before anything is written
+    except (CheckpointError, ConfigError, RunDirBusy) as e:  # raised before anything is written
         raise UsageError(str(e)) from None
     except RoleFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, Interrupted):
+        print(f"interrupted: the run in {run_dir} stopped with its checkpoints; {hint}", file=sys.stderr)
+        return 130
     print(f"run directory: {run_dir}")
     if row:
         print(final_line(row))
     return 0
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues the run in ``run_dir`` (as this one was started)."""
+    python = os.path.relpath(sys.executable)
+    python = python if not python.startswith("..") else Path(sys.executable).name
+    return f"{python} {sys.argv[0]} --resume --run_dir {run_dir}"
 
 
 def elastic_command() -> str:

@@ -22,8 +22,6 @@ Every remote call made here is a method of ``roles/contract.py`` (``tests/test_l
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -31,27 +29,16 @@ from pathlib import Path
 from deepcrl.configs.experiment import Experiment
 from deepcrl.configs.validation import ConfigError
 from deepcrl.launch import ray_roles
-from deepcrl.launch.cli import RoleFailed
+from deepcrl.launch.cli import STOP, RoleFailed
 from deepcrl.launch.elastic import Elastic
+from deepcrl.launch.watchdog import RoleStalled, Watchdog, root_cause
 from deepcrl.roles.collector import Collector
 from deepcrl.roles.learner import Learner
 from deepcrl.roles.replay import ReplayService
 from deepcrl.rundir.checkpoints import CheckpointError
-from deepcrl.rundir.liveness import stall_limit_s
 from deepcrl.rundir.rolebook import RoleBook
 
-
-class RoleStalled(RuntimeError):
-    """A role made no progress for longer than its limit (it was killed; the message says how long)."""
-
-
-def root_cause(e: BaseException) -> str:
-    cause = getattr(e, "cause", None) or e.__cause__ or e
-    text = [line for line in str(cause).strip().splitlines() if line.strip()]
-    last = text[-1].strip() if text else ""
-    last = last.split(" Some common causes")[0]  # Ray's advice after the facts
-    # Ray's death notes run on for lines of advice; the first sentences say what happened.
-    return f"{type(cause).__name__}: {last if len(last) <= 240 else last[:240] + '...'}"
+INTERRUPT_S = 18.0  # after Ctrl-C/SIGTERM: time the roles get to stop and checkpoint (the process ends by 25 s)
 
 
 def _fetch_from(ray, handle):
@@ -63,7 +50,7 @@ def _fetch_from(ray, handle):
     return fetch
 
 
-class Supervisor:
+class Supervisor(Watchdog):
     def __init__(
         self,
         ray,
@@ -92,6 +79,7 @@ class Supervisor:
         self.address = ""
         self.offsets: dict[str, int] = {}  # learner -> collector's env steps minus its table's inserts (steps)
         self.detached: list = []  # RoleSpecs of learners detached from the live run (launch/elastic.py)
+        self.interrupted = False  # Ctrl-C or SIGTERM stopped the run
         # The watchdog (module docstring): limits, and what each role last told about its progress.
         self.stall_fixed_s = float(config.get("role_stall_timeout_s", 0.0))
         self.start_timeout_s = float(config.get("role_start_timeout_s", 900.0))
@@ -156,8 +144,9 @@ class Supervisor:
         )  # fmt: skip
 
     def start(self) -> None:
-        """Replay first (the others need its address), then learners and collector. A role that raises
-        here ends the run (it would raise on a retry too); one that hangs is replaced."""
+        """Replay first (the others need its address), then learners and collector. A role whose own
+        code raises here ends the run (it would raise on a retry too); one that dies or hangs while
+        starting is replaced (``_await_start``)."""
         info = self._await_start("replay", self.launch("replay", self.resume))
         self.address, self.port = info["address"], info["port"]
         self.elastic.drain_free_spares()
@@ -166,7 +155,11 @@ class Supervisor:
         for name in self.names:
             self._await_start(name, refs[name])
         if collector:
-            self._align_env_steps(self._await_start("collector", refs["collector"])["env_steps"], wait=True)
+            steps = self._await_start("collector", refs["collector"])["env_steps"]
+            try:
+                self._align_env_steps(steps, wait=True)
+            except Exception as e:  # a role died meanwhile: its restart (or the replay's) aligns again
+                print(f"warning: env steps not aligned at start: {root_cause(e)}", file=sys.stderr)
         for name in ("replay", *self.names, *collector):
             if name not in self.dropped:
                 self.start_run(name)
@@ -190,29 +183,43 @@ class Supervisor:
             self.ray.get(refs, timeout=60)
 
     def _await_start(self, name: str, ref) -> dict:
-        """Wait for a role's first start; one that hangs past ``role_start_timeout_s`` is replaced
-        (up to ``max_role_restarts``), one that raises ends the run: it would raise again."""
+        """Wait for a role's first start. A fault of its process while it is created, compiled or made
+        ready (killed, stopped, Ray's RPC to it failing) or a hang past ``role_start_timeout_s`` is that
+        role's death: restarted (up to ``max_role_restarts``) or, a train-only learner, dropped. An error
+        its own code raises ends the run: it would raise again."""
         while True:
+            STOP.check()  # a Ctrl-C that a library swallowed while this waited
             done, _ = self.ray.wait([ref], num_returns=1, timeout=1.0)
             self._poll()  # PIDs into roles.json as soon as the roles answer whoami
             if done:
                 try:
                     info = self.ray.get(ref)
+                    break
                 except Exception as e:
-                    cause = getattr(e, "cause", None) or e.__cause__ or e
-                    if isinstance(cause, (CheckpointError, ConfigError)):  # bad input: one line, exit 2
-                        raise ConfigError(f"role {name}: {str(cause).strip().splitlines()[-1]}") from None
-                    raise RoleFailed(f"role {name} failed to start: {root_cause(e)}") from None
-                break
-            silent = time.monotonic() - self.created_at[name]
-            if silent > self.start_timeout_s:
+                    self._start_failed(name, e)  # raises unless the role's process is to blame
+                    self._kill_for_certain(name)  # a stopped process does not answer Ray
+                    self._died(name, e)
+            else:
+                silent = time.monotonic() - self.created_at[name]
+                if silent <= self.start_timeout_s:
+                    continue
                 self._stalled(name, silent, self.start_timeout_s)
-                if name in self.dropped:  # a train-only learner that kept hanging: the run goes on
-                    return {}
-                ref = next(r for r, n in self.starting.items() if n == name)
-                del self.starting[ref]
+            if name in self.dropped:  # a train-only learner that kept failing to start: the run goes on
+                return {}
+            ref = next(r for r, n in self.starting.items() if n == name)
+            del self.starting[ref]
         self._mark_up(name, info)
         return info
+
+    def _start_failed(self, name: str, e: BaseException) -> None:
+        """Raise what ends the run for a start that raised: bad input (``ConfigError``: one line, exit 2),
+        or the role's own error (``RoleFailed``). Return when Ray reports the process itself failed."""
+        cause = getattr(e, "cause", None) or e.__cause__ or e
+        if isinstance(cause, (CheckpointError, ConfigError)):  # bad input: one line, exit 2
+            raise ConfigError(f"role {name}: {str(cause).strip().splitlines()[-1]}") from None
+        if isinstance(e, self.ray.exceptions.RayTaskError):  # its own code raised: it would again
+            raise RoleFailed(f"role {name} failed to start: {root_cause(e)}") from None
+        print(f"role {name} failed while starting ({root_cause(e)}); treated as its death", file=sys.stderr)
 
     # ---------------------------------------------------------------- events
     def _died(self, name: str, e: BaseException) -> None:
@@ -307,99 +314,27 @@ class Supervisor:
         collected = self.collector_done or self.experiment.collector is None
         return collected and all(n in self.results for n in self.names)
 
-    # ---------------------------------------------------------------- the watchdog
-    def _poll(self) -> None:
-        """Collect answers to whoami()/progress() without waiting; ask again every poll period."""
-        ray, now, changed = self.ray, time.monotonic(), False
-        for refs, on_answer in ((self.where_refs, self._located), (self.progress_refs, self._progressed)):
-            if refs:
-                done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
-                for ref in done:
-                    name = refs.pop(ref)
-                    try:
-                        answer = ray.get(ref)
-                    except Exception:  # it died: its run() or start() ref says so
-                        continue
-                    on_answer(name, answer, now)
-                    changed = True
-        if self.poll_every_s > 0 and now >= self._next_poll:
-            asked = set(self.progress_refs.values())
-            for name in set(self.running.values()) - asked:
-                self.progress_refs[self.handles[name].progress.remote()] = name
-            self._next_poll = now + self.poll_every_s
-        if changed:
-            self.roles.write()
-
-    def _located(self, name: str, facts: dict, now: float) -> None:
-        if name not in self.where:  # start()'s fuller answer wins
-            self.where[name] = facts
-            self.roles.update(name, write=False, pid=facts["pid"], node=facts["node"], node_id=facts["node_id"])
-
-    def _progressed(self, name: str, report: dict, now: float) -> None:
-        w = self.watch[name]
-        w["last_alive"] = max(w["last_alive"], now - report["silent_s"])
-        w["longest"], w["phase"] = report["longest_pause_s"], report["phase"]
-        fields = {"phase": f"waiting on {report['waiting_on']}" if report["waiting_on"] else report["phase"]}
-        if report["count"] != w["count"]:
-            w["count"] = report["count"]
-            fields.update(progress=report["count"], last_progress=time.time())
-        self.roles.update(name, write=False, **fields)
-
-    def _check_stalls(self) -> None:
-        """Replace every role silent past its limit (see the module docstring)."""
-        now = time.monotonic()
-        for name in sorted(set(self.running.values()) | set(self.starting.values())):
-            w = self.watch[name]
-            if name in self.starting.values() or w["phase"] == "starting":
-                silent, limit = now - self.created_at[name], self.start_timeout_s
-            else:
-                silent, limit = now - w["last_alive"], stall_limit_s(self.stall_fixed_s, w["longest"])
-            if silent > limit:
-                self._stalled(name, silent, limit)
-
-    def _stalled(self, name: str, silent_s: float, limit_s: float) -> None:
-        starting = self.watch[name]["phase"] == "starting"
-        what = "not ready" if starting else "no progress"
-        pid = (self.where.get(name) or {}).get("pid")
-        self._kill_for_certain(name)
-        self._died(name, RoleStalled(f"{what} for {silent_s:.0f} s (limit {limit_s:.0f} s); killed PID {pid}"))
-
-    def _forget(self, name: str) -> None:
-        """Drop every outstanding call to the role (it is being replaced)."""
-        for refs in (self.running, self.starting, self.progress_refs, self.where_refs):
-            for ref in [r for r, n in refs.items() if n == name]:
-                del refs[ref]
-
-    def _kill_for_certain(self, name: str) -> None:
-        """SIGKILL the role's PID on its node (a stopped process ignores Ray), then ``ray.kill``."""
-        facts = self.where.get(name) or {}
-        pid, node_id = facts.get("pid"), facts.get("node_id")
-        if pid and (node_id is None or node_id == self.node_id):
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        elif pid:
-            try:
-                ray_roles.sigkill_on_node(node_id, int(pid))
-            except Exception as e:
-                print(f"warning: could not SIGKILL {name} (PID {pid}): {root_cause(e)}", file=sys.stderr)
-        self._kill(name)
-
     # ---------------------------------------------------------------- main loop
     def run(self) -> tuple[dict, dict]:
-        """Run to the end; returns (results per role, replay table info)."""
+        """Run to the end; returns (results per role, replay table info). After Ctrl-C or SIGTERM
+        (``interrupted`` is then set) every role is stopped within ``INTERRUPT_S`` seconds, keeping the
+        checkpoints they finish in that time; those that do not finish are killed (their earlier
+        checkpoints stay)."""
+        STOP.on_hard_exit.append(self._mark_stopped)
+        deadline = None
         try:
             self.start()
             self._loop()
         except KeyboardInterrupt:
-            print("\ninterrupted: stopping every role and writing final checkpoints", file=sys.stderr)
-            self._stop_all()
+            self.interrupted = True
+            print("interrupted: stopping every role and writing final checkpoints", file=sys.stderr)
+            deadline = time.monotonic() + INTERRUPT_S
+            self._stop_all(deadline=deadline)
         except (RoleFailed, ConfigError):  # ConfigError: a role refused its input (a damaged checkpoint)
             self._stop_all(kill_collector=True)
             self._mark_stopped()
             raise
-        info = self._final_replay_info()
+        info = self._final_replay_info(deadline)
         self._mark_stopped()
         return self.results, info
 
@@ -415,6 +350,7 @@ class Supervisor:
         every = float(c.get("replay_checkpoint_every_s", 0.0))
         next_ckpt, ckpt_ref = time.time() + every, None
         while not self._done():
+            STOP.check()
             refs = [*self.running, *self.starting]
             done, _ = ray.wait(refs, num_returns=1, timeout=1.0)
             for ref in done:
@@ -434,14 +370,15 @@ class Supervisor:
             if not self.collector_done and deadline and time.time() > deadline:
                 raise RoleFailed(f"run exceeded role_timeout_s={c.role_timeout_s}")
 
-    def _final_replay_info(self) -> dict:
+    def _final_replay_info(self, deadline: float | None = None) -> dict:
         replay = self.handles.get("replay")
         if replay is None:
             return {}
+        left = lambda cap: cap if deadline is None else max(1.0, min(cap, deadline - time.monotonic()))  # noqa: E731
         try:
-            info = self.ray.get(replay.info.remote(), timeout=60)
-            self.ray.get(replay.checkpoint.remote(), timeout=300)
-            drained = self.ray.get(replay.drained_counts.remote(), timeout=60)
+            info = self.ray.get(replay.info.remote(), timeout=left(60))
+            self.ray.get(replay.checkpoint.remote(), timeout=left(300))
+            drained = self.ray.get(replay.drained_counts.remote(), timeout=left(60))
         except Exception as e:
             print(f"warning: no final replay checkpoint: {root_cause(e)}", file=sys.stderr)
             return {}
@@ -449,13 +386,15 @@ class Supervisor:
             info[table]["drained_while_down"] = n
         return info
 
-    def _stop_all(self, kill_collector: bool = False) -> None:
+    def _stop_all(self, kill_collector: bool = False, deadline: float | None = None) -> None:
         """Stop the collector first (learners keep draining the rate-limited tables meanwhile),
-        then the learners, collecting what they return (final checkpoints included).
+        then the learners, collecting what they return (final checkpoints included) until
+        ``deadline`` (monotonic; none: up to 300 s each).
 
         After a role died its table may no longer be drained, so the collector may be blocked
         on an insert for good: then it is killed instead of stopped.
         """
+        timeout = lambda: 300.0 if deadline is None else max(0.5, deadline - time.monotonic())  # noqa: E731
         refs = {name: ref for ref, name in self.running.items() if name != "replay"}
         collector = self.handles.get("collector")
         if collector is not None:
@@ -465,12 +404,12 @@ class Supervisor:
             else:
                 collector.stop.remote()
                 if "collector" in refs:
-                    self.results["collector"] = self._get_or_reason(refs.pop("collector"))
+                    self.results["collector"] = self._get_or_reason(refs.pop("collector"), timeout())
         for name in self.names:
             if name in self.handles:
                 self.handles[name].stop.remote()
         for name, ref in refs.items():
-            self.results[name] = self._get_or_reason(ref)
+            self.results[name] = self._get_or_reason(ref, timeout())
 
     def _get_or_reason(self, ref, timeout: float = 300):
         try:

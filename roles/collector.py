@@ -61,6 +61,8 @@ class _TableSwitch:
 
 class Collector(RoleBase):
     name = "collector"  # also its folder of the run directory
+    _wall_before = 0.0  # wall time of its earlier lives (restored): wall_time goes on across restarts
+    _started: float | None = None  # when this life's run() began
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class Collector(RoleBase):
         self.config = config = experiment.config
         env = experiment.env()
         self.layout = experiment.layout
+        self.until_env_steps = experiment.layout.total_env_steps  # whole epochs: what `single` collects
         self.spec = experiment.replay
         self.venv = experiment.train_venv()  # with the config's reset rule
         self.agent = agent = make_agent(experiment.agents[experiment.collector.name])
@@ -133,6 +136,7 @@ class Collector(RoleBase):
                 "collections": int(record["collections"]),
                 "segments_put": int(record["segments_put"]),
                 "fetch_failures": int(record.get("fetch_failures", 0)),
+                "wall_time": float(record.get("wall_time", 0.0)),
                 "key": np.asarray(record["key"], np.uint32),
             }
 
@@ -149,6 +153,7 @@ class Collector(RoleBase):
             self.coverage = restore_with_fallback(coverage, load_coverage, what="collector coverage")
         rows = self._rows_kept(lambda row: row["env_steps"] <= self.env_steps)  # the cursor: env steps
         self._logged_at = rows[-1]["env_steps"] if rows else -1
+        self._wall_before = max([record["wall_time"], *(r.get("wall_time", 0.0) for r in rows)])
 
     def _save_record(self) -> None:
         write_json_atomic(
@@ -159,6 +164,7 @@ class Collector(RoleBase):
                 "segments_put": self.segments_written,
                 "fetch_failures": self.fetch_failures,
                 "key": np.asarray(jax.device_get(self.key)).tolist(),
+                "wall_time": self._wall_time(),
             },
             fsync=False,  # survives a killed process; only a machine crash could lose the last steps
             keep_previous=True,  # checkpoint.json.old: _restore falls back to it if the latest is damaged
@@ -236,7 +242,8 @@ class Collector(RoleBase):
         self._stop.set()
 
     def run(self) -> dict:
-        """Collect until ``total_env_steps`` (or ``stop()``); returns the collector's counters."""
+        """Collect the env steps ``single`` makes (``layout.total_env_steps``: whole epochs), or until
+        ``stop()``; returns the collector's counters."""
         WriterAbandoned = _reverb_writer().WriterAbandoned  # noqa: N806  (an exception class)
         cfg = self.config
         k_reset, self.key = jax.random.split(self.key)
@@ -246,10 +253,10 @@ class Collector(RoleBase):
         since_fetch, acting_s = (cfg.params_fetch_every if self.resumed else 0), 0.0
         start_steps = self.env_steps
         log_every = max(1, self.layout.collections_per_epoch)
-        start = time.time()
+        start = self._started = time.time()
         success, lag = [], 0
         try:
-            while self.env_steps < cfg.total_env_steps and not self._stop.is_set():
+            while self.env_steps < self.until_env_steps and not self._stop.is_set():
                 self._take_switch()
                 if since_fetch >= cfg.params_fetch_every:
                     lag = self._fetch(lag)
@@ -301,9 +308,13 @@ class Collector(RoleBase):
             "params_fetch_failures": self.fetch_failures,
             "writer_blocked_puts": self.writer.puts_blocked,
             "writer_blocked_s": self.writer.put_blocked_s,
-            "wall_time": time.time() - start,
+            "wall_time": self._wall_time(),
             **coverage_metrics(self.coverage, self.grid),
         }
+
+    def _wall_time(self) -> float:
+        """Seconds collecting, over every life of the collector (a restart goes on from its record)."""
+        return self._wall_before + (time.time() - self._started if self._started is not None else 0.0)
 
     def _log(self, steps_this_life, start, acting_s, lag, success) -> None:
         """One metrics row; rates count this life of the collector only (a restart resets them)."""
@@ -313,7 +324,7 @@ class Collector(RoleBase):
         self.log.write(
             self.env_steps,
             {
-                "wall_time": elapsed,
+                "wall_time": self._wall_time(),
                 "env_steps_per_s": env_steps / elapsed,
                 "acting_env_steps_per_s": env_steps / max(acting_s, 1e-9),
                 "segments_written": self.segments_written,

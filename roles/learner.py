@@ -96,8 +96,10 @@ class Learner(RoleBase):
         self.sampler = _reverb().sampler.SegmentSampler(address, self.table, self.segments_per_round, self.spec)
         self.env_steps_offset = int(env_steps_offset)
         self.joined_at = role.joined_at  # the collector's env steps when this learner's data began (-1: at 0)
-        # Fixed data (learners_from_replay): it stops after the updates `single` makes for total_env_steps.
-        self.until_env_steps = self.layout.total_env_steps if experiment.collector is None else None
+        # Every learner stops after exactly the updates `single` makes in the run's env steps (counted
+        # from its join when attached): its last row sits at the collector's total. The rate limiter
+        # alone would also grant its error buffer (+5.6 % updates in the headline job).
+        self.until_env_steps = self.layout.total_env_steps
         self._last_checkpoint = time.time()
         eval_venv = experiment.eval_venv()  # config.eval_env, or env itself
         goal_indices = env.spec.goal_indices
@@ -201,9 +203,9 @@ class Learner(RoleBase):
 
     def stop(self, use_up_quota: bool = False) -> None:
         """Stop training. With ``use_up_quota`` (the collector has finished) it first makes the updates
-        its table's rate limiter still grants: the learner trails the collector by up to the limiter's
-        error buffer, and without this a distributed run would end with fewer updates per env step
-        than ``single`` (5,600 instead of 5,952 in a 300k-step probe)."""
+        its table's rate limiter still grants, up to the count ``single`` makes: the learner trails the
+        collector by up to the limiter's error buffer, and without this a distributed run would end
+        with fewer updates per env step than ``single`` (5,600 instead of 5,952 in a 300k-step probe)."""
         self._use_up_quota = use_up_quota and self.config.rate_limit == "ratio"
         self._stop.set()
 
@@ -297,7 +299,7 @@ class Learner(RoleBase):
         wall = lambda: self._wall_before + time.time() - start
         every_s = float(self.config.get("checkpoint_every_s", 0.0) or 0.0)
         try:
-            while not self._stop.is_set() or self._use_up_quota:
+            while (not self._stop.is_set() or self._use_up_quota) and self.env_steps() < self.until_env_steps:
                 address = self._moved_to()
                 if address is not None:
                     self._switch_replay(address)
@@ -308,8 +310,9 @@ class Learner(RoleBase):
                     self.liveness.beat()  # waiting for data is not a stall (the collector is watched)
                     continue
                 metrics = round_metrics
-                if self.until_env_steps is not None and self.env_steps() >= self.until_env_steps:
-                    self._stop.set()  # its share of the fixed data is done: the final evaluation follows
+                if self.env_steps() >= self.until_env_steps:
+                    self._stop.set()  # the updates `single` makes are done: the final evaluation follows
+                    self._use_up_quota = False
                 evaluate = self.rounds % eval_every_rounds == 0
                 if evaluate:
                     self._evaluate_and_log({"wall_time": wall(), **jax.device_get(metrics)})

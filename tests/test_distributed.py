@@ -52,7 +52,10 @@ def test_collector_deep_learner_shallow_end_to_end_and_both_learners_learn(tmp_p
     learners = {r["learner"]: r for r in summary["learners"]}
     assert set(learners) == {"collector_learner", "learner1_d4"}
     collector = summary["collector"]
-    assert collector["env_steps"] >= config["total_env_steps"] and collector["segments_written"] > 0
+    # Exact counts: the collector makes the env steps `single` makes (whole epochs) and every learner
+    # exactly `single`'s updates, its last row at the collector's total (issue 24: not "close").
+    layout = resolve(ConfigDict(config)).layout
+    assert collector["env_steps"] == layout.total_env_steps and collector["segments_written"] > 0
     for name, row in learners.items():
         assert row["updates"] > 0, name
         table = summary["replay_tables"][name]
@@ -70,10 +73,10 @@ def test_collector_deep_learner_shallow_end_to_end_and_both_learners_learn(tmp_p
         steps = [r["env_steps"] for r in rows]
         assert steps == sorted(set(steps)), f"{name}: two rows at one env step {steps}"
         assert last["updates"] == row["updates"]
-        # Every learner made the updates its rate limiter granted for the data, as `single` would: it
-        # did not stop when the collector did, with its share of the last segments unused.
-        per_round = last["samples_drawn"] / last["rounds"]
-        assert last["rounds"] >= table["samples_per_insert"] * table["num_inserts"] / per_round - 1, last
+        # Every learner made exactly the updates `single` makes for these env steps: it did not stop
+        # when the collector did (its share of the last segments unused), nor use the limiter's slack.
+        assert row["updates"] == layout.collections * nm, (name, row["updates"], layout)
+        assert last["env_steps"] == row["env_steps"] == collector["env_steps"], (name, last)
         assert (run_dir / name / "checkpoints" / "final").is_dir()
         # It learned: 64 eval envs, three evaluations averaging 0.3 are out of reach of a policy at the
         # untrained level.

@@ -239,7 +239,7 @@ def remote_methods(path: Path) -> list[str]:
 def test_every_remote_call_of_the_supervisor_is_in_the_contract():
     protocols = [c for c in vars(contract).values() if isinstance(c, type) and typing.Protocol in c.__mro__]
     names = set(declared(*protocols))
-    calls = [m for f in ("supervise", "distributed", "elastic") for m in remote_methods(ROOT / f"launch/{f}.py")]
+    calls = [m for f in ("supervise", "watchdog", "distributed", "elastic") for m in remote_methods(ROOT / f"launch/{f}.py")]
     assert {"start", "whoami", "run", "progress", "drain", "get_actor_params", "set_tables", "reset"} <= set(calls)
     assert sorted(set(calls) - names) == []
 

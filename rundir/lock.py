@@ -1,0 +1,131 @@
+"""One driver per run directory: an OS lock held for the driver's whole life, plus a heartbeat.
+
+``RUN/driver.lock`` holds the live driver's host, PID and start time. The driver keeps an exclusive
+``flock`` on it (released by the kernel when the process dies, however it dies: a stale lock never
+blocks a resume) and touches it every ``HEARTBEAT_S`` seconds. File systems that do not carry locks
+between hosts (some NFS set-ups) would let a driver on another host take the lock too, so a lock file
+written by another host and touched within ``STALE_S`` seconds also counts as live.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+LOCK_NAME = "driver.lock"
+HEARTBEAT_S = 10.0
+STALE_S = 45.0
+
+
+class RunDirBusy(RuntimeError):
+    """Another driver is live on the run directory; the message (one line) names its host and PID."""
+
+
+def _describe(owner: dict, run_dir: Path) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("started", 0)))
+    return (
+        f"{run_dir} is in use by a live driver (host {owner.get('host', '?')}, PID {owner.get('pid', '?')}, "
+        f"since {since}); wait for it to end or stop it (Ctrl-C), or give another --run_dir"
+    )
+
+
+def _read_owner(path: Path) -> dict:
+    try:
+        owner = json.loads(path.read_text() or "{}")
+        return owner if isinstance(owner, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def live_driver(run_dir: str | Path) -> str | None:
+    """A line naming the driver live on ``run_dir``, or None. Reads only: creates and changes nothing."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.is_file():
+        return None
+    owner = _read_owner(path)
+    try:
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _describe(owner, Path(run_dir))
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    if _remote_heartbeat(path, owner):
+        return _describe(owner, Path(run_dir))
+    return None
+
+
+def _remote_heartbeat(path: Path, owner: dict) -> bool:
+    """A lock file of another host, touched recently: that driver is live (its lock may not reach us)."""
+    if not owner or owner.get("host") == socket.gethostname() or owner.get("released"):
+        return False
+    try:
+        return time.time() - path.stat().st_mtime < STALE_S
+    except OSError:
+        return False
+
+
+class DriverLock:
+    """``with DriverLock(run_dir):`` holds the run directory for this process (``RunDirBusy`` if taken)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self._file = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> DriverLock:
+        busy = live_driver(self.run_dir)
+        if busy:
+            raise RunDirBusy(busy)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # not truncated before the lock is ours: the owner's facts stay readable
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise RunDirBusy(_describe(_read_owner(self.path), self.run_dir)) from None
+        f.seek(0)
+        f.truncate()
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        f.write(json.dumps(owner) + "\n")
+        f.flush()
+        self._file = f
+        self._thread = threading.Thread(target=self._beat, name="driver-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:  # the folder was moved or the disk is gone: the flock still holds
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._file is not None:
+            try:
+                self._file.seek(0)
+                self._file.truncate()
+                self._file.write(json.dumps({"released": time.time()}) + "\n")
+                self._file.flush()
+            except OSError:
+                pass
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> DriverLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
