@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+from metrics_files import assert_csv_equals_jsonl
 
 from deepcrl.rundir.checkpoints import restore_train_state
 
@@ -297,6 +298,10 @@ def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_pat
     # (up to the partial segments the collector held when it was killed and at the end: 400 steps each).
     seen = [r["collector_env_steps"] for r in rows]
     assert abs(seen[-1] - summary["collector"]["env_steps"]) <= 1_000, seen
+    # wall_time goes on across the resume (each role's from its checkpoint); metrics.csv holds every row.
+    for folder in (name, "collector"):
+        walls = [r["wall_time"] for r in assert_csv_equals_jsonl(run_dir / folder)]
+        assert walls == sorted(walls) and walls[-1] > before[folder][-1]["wall_time"], (folder, walls)
 
 
 def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_path):
