@@ -18,6 +18,35 @@ from deepcrl.configs.validation import ConfigError
 
 DISTRIBUTED = tuple(t for t in TOPOLOGIES if t != "single")
 
+# The flags (config fields) that shape a run's roles, and which topologies never read them: giving one
+# to such a topology is an error (``launch/run.py``), not a setting silently ignored.
+ROLE_FIELDS = (
+    "critic_depth", "actor_depth", "critic_width", "actor_width", "collector_depth", "collector_width",
+    "learner_depths", "learner_widths", "gpus_per_collector", "gpus_per_learner", "cpus_per_role", "ray_address",
+)  # fmt: skip
+_DISTRIBUTED_ONLY = ROLE_FIELDS[4:]
+_GRID = ("critic_depth", "actor_depth")  # depths from deep_depth/shallow_depth, --collector_depth, --learner_depths
+IGNORED = {
+    "single": _DISTRIBUTED_ONLY,
+    "actor_learner": (),
+    "learners_from_replay": (*_GRID, "collector_depth", "collector_width", "gpus_per_collector"),
+    **{t: _GRID for t in DISTRIBUTED if t.startswith("collector_") or t == "decoupling"},
+}
+
+
+def unused_field(topology: str, given: list[str]) -> str | None:
+    """A one-line reason if one of the fields ``given`` (by flag or ``--set``) is not read by ``topology``."""
+    ignored = IGNORED.get(topology, ())
+    for name in given:
+        if name in ignored:
+            uses = ", ".join(f"--{f}" for f in ROLE_FIELDS if f not in ignored)
+            why = {"single": "it has no collector, learners or Ray roles",
+                   "learners_from_replay": "no collector; its learners' depths come from --learner_depths"}.get(
+                topology, "its roles' depths come from --collector_depth and --learner_depths"
+            )
+            return f"--{name} is not used by topology {topology} ({why}); the role flags it uses: {uses}"
+    return None
+
 
 @dataclasses.dataclass(frozen=True)
 class RoleSpec:

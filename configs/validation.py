@@ -145,6 +145,9 @@ def check_fields(config: ConfigDict) -> None:
     for name in ("segment_length", "episode_length"):
         if int(config[name]) < 0:
             raise ConfigError(f"{name} must be >= 0 (0 means the env's default), got {config[name]}")
+    for name in ("actor_lr", "critic_lr", "alpha_lr"):  # at 0 the run would train nothing, silently
+        if not 0.0 < float(config[name]) < math.inf:
+            raise ConfigError(f"{name} must be a positive learning rate, got {config[name]}")
     if not 0.0 < float(config.gamma) < 1.0:
         raise ConfigError(f"gamma must lie in (0, 1), got {config.gamma}")
     for role in ("actor", "critic"):

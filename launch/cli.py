@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -105,7 +106,9 @@ def run_main(main: Callable[[list[str]], int]) -> None:
     """``app.run`` with quiet logging and ``UsageError`` turned into ``error: ...`` / exit 2."""
 
     def entry(argv) -> None:
-        logging.set_verbosity(logging.WARNING)  # keep orbax/absl chatter out of progress output
+        # Keep orbax/absl chatter out of the console: their errors reach us as exceptions, said in one line
+        # (a full disk made orbax log three tracebacks before raising).
+        logging.set_verbosity(logging.FATAL)
         try:
             sys.exit(main(argv))
         except UsageError as e:
@@ -119,7 +122,8 @@ def run_main(main: Callable[[list[str]], int]) -> None:
 
 def check_writable_dir(path: str | Path, flag: str) -> None:
     """``UsageError`` unless ``path`` is a directory this process can write, or can be created as
-    one (its first existing ancestor is a writable directory). Creates and changes nothing."""
+    one (its first existing ancestor is a writable directory). Leaves nothing behind (the proof that
+    it can write is an empty folder, made and removed)."""
     path = Path(path).absolute()
     try:
         if path.exists() and not path.is_dir():
@@ -131,6 +135,10 @@ def check_writable_dir(path: str | Path, flag: str) -> None:
             raise UsageError(f"{flag} {path} cannot be created: {probe} is a file, not a directory")
     except OSError as e:  # e.g. a parent that cannot be searched
         raise UsageError(f"{flag} {path} cannot be used: {e.strerror or e}") from None
+    where = "it" if probe == path else f"its parent {probe}"
     if not os.access(probe, os.W_OK | os.X_OK):
-        where = "it" if probe == path else f"its parent {probe}"
         raise UsageError(f"{flag} {path} is not writable: no permission to write in {where}")
+    try:  # access() says yes to root on /proc and the like: make (and remove) an empty folder to be sure
+        os.rmdir(tempfile.mkdtemp(prefix=".deepcrl-probe-", dir=probe))
+    except OSError as e:
+        raise UsageError(f"{flag} {path} cannot be created: writing in {where} fails ({e.strerror or e})") from None

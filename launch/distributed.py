@@ -57,24 +57,6 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def describe(experiment: Experiment) -> str:
-    """One line saying what is about to run, and where."""
-    c = experiment.config
-    learners = [f"{r.name} (depth {r.critic_depth}{', drives the collector' if r.drives_collector else ''})"
-                for r in experiment.learners]  # fmt: skip
-    where = f"the Ray cluster at {c.ray_address}" if c.ray_address else "an embedded local Ray"
-    if experiment.collector is None:
-        return (
-            f"{c.topology} on {c.env}: learners {', '.join(learners)} train on the data in the replay checkpoint "
-            f"of {c.from_run} (no collector), each for the updates `single` makes in "
-            f"{experiment.layout.total_env_steps:,} env steps, on {where}"
-        )
-    return (
-        f"{c.topology} on {c.env}: a collector, a Reverb replay and learners {', '.join(learners)}; "
-        f"{experiment.layout.total_env_steps:,} env steps on {where}"
-    )
-
-
 def data_held(experiment: Experiment, replay_info: dict) -> dict:
     """For ``learners_from_replay``: how much data the checkpoint held (the table every learner
     samples), and how much its collector had written in all."""
@@ -126,7 +108,6 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     if resume:  # the learners attached to it before, and the detached ones' results
         experiment = with_attached(experiment, run_dir)
     config, names = experiment.config, experiment.learner_names
-    print(describe(experiment), flush=True)
     connect(config.ray_address)
     STOP.install()  # ray.init replaces the SIGTERM handler: a scheduler's preemption stops the run as Ctrl-C does
     try:

@@ -18,14 +18,18 @@ from absl import flags
 from ml_collections import ConfigDict
 
 from deepcrl import envs
-from deepcrl.configs import budget
+from deepcrl.configs import budget, disk
+from deepcrl.configs.budget import fmt
 from deepcrl.configs.defaults import get_config as default_config
 from deepcrl.configs.experiment import resolve
+from deepcrl.configs.topologies import unused_field
 from deepcrl.configs.validation import ConfigError, apply_override
 from deepcrl.launch import attach
 from deepcrl.launch.cli import STOP, Interrupted, RoleFailed, UsageError, check_writable_dir, run_main
 from deepcrl.launch.dispatch import run_experiment
+from deepcrl.launch.plan import plan
 from deepcrl.rundir.checkpoints import CheckpointError
+from deepcrl.rundir.diskspace import DiskFull, describe_full_disk, full_disk_path
 from deepcrl.rundir.lock import LOCK_NAME, RunDirBusy, live_driver
 from deepcrl.rundir.metrics import WANDB_MODES, default_run_dir, wandb_mode, wandb_problem
 
@@ -230,6 +234,10 @@ def build_config() -> ConfigDict:
             apply_override(config, item)
         except ConfigError as e:
             raise UsageError(str(e)) from None
+    given = [n for n in FLAG_FIELDS if getattr(FLAGS, n) is not None] + [i.partition("=")[0] for i in FLAGS.set]
+    unused = unused_field(str(config.topology), given)
+    if unused:
+        raise UsageError(unused)
     if config.get("wandb_mode") and config.wandb_mode not in WANDB_MODES:
         raise UsageError(f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {config.wandb_mode!r}")
     problem = wandb_problem(config)
@@ -364,6 +372,12 @@ def main(argv) -> int:
         check_from_run(experiment)
     check_writable_dir(run_dir, "--run_dir")
     check_run_dir(run_dir, FLAGS.resume, FLAGS.overwrite, FLAGS.dry_run)
+    try:
+        space = disk.check(experiment, run_dir, resume=FLAGS.resume)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    print(plan(experiment), flush=True)
+    print(f"  disk: writes up to ~{fmt(space['need'])}; {fmt(space['free'])} free at {space['where']}", flush=True)
     if FLAGS.dry_run:
         print(budget.table(memory))
         print("dry run: nothing started, nothing written")
@@ -382,6 +396,15 @@ def main(argv) -> int:
     except (KeyboardInterrupt, Interrupted):
         print(f"interrupted: the run in {run_dir} stopped with its checkpoints; {hint}", file=sys.stderr)
         return 130
+    except DiskFull as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a full disk met by `single` itself (the distributed driver raises DiskFull)
+        full = full_disk_path(e)
+        if full is None:
+            raise
+        print(f"error: {describe_full_disk(full, run_dir)}", file=sys.stderr)
+        return 2
     print(f"run directory: {run_dir}")
     if row:
         print(final_line(row))

@@ -36,6 +36,7 @@ from deepcrl.roles.collector import Collector
 from deepcrl.roles.learner import Learner
 from deepcrl.roles.replay import ReplayService
 from deepcrl.rundir.checkpoints import CheckpointError
+from deepcrl.rundir.diskspace import DiskFull, describe_full_disk, full_disk_path
 from deepcrl.rundir.rolebook import RoleBook
 
 INTERRUPT_S = 18.0  # after Ctrl-C/SIGTERM: time the roles get to stop and checkpoint (the process ends by 25 s)
@@ -215,6 +216,9 @@ class Supervisor(Watchdog):
         """Raise what ends the run for a start that raised: bad input (``ConfigError``: one line, exit 2),
         or the role's own error (``RoleFailed``). Return when Ray reports the process itself failed."""
         cause = getattr(e, "cause", None) or e.__cause__ or e
+        full = full_disk_path(e)
+        if full is not None:
+            raise DiskFull(describe_full_disk(full, self.run_dir, f"role {name}"))
         if isinstance(cause, (CheckpointError, ConfigError)):  # bad input: one line, exit 2
             raise ConfigError(f"role {name}: {str(cause).strip().splitlines()[-1]}") from None
         if isinstance(e, self.ray.exceptions.RayTaskError):  # its own code raised: it would again
@@ -223,7 +227,11 @@ class Supervisor(Watchdog):
 
     # ---------------------------------------------------------------- events
     def _died(self, name: str, e: BaseException) -> None:
-        """A role is gone (an error, a dead process, or a stall it was killed for): restart or drop it."""
+        """A role is gone (an error, a dead process, or a stall it was killed for): restart or drop it.
+        A full disk ends the run instead (``DiskFull``): a restart would meet the same full disk."""
+        full = full_disk_path(e)
+        if full is not None:
+            raise DiskFull(describe_full_disk(full, self.run_dir, f"role {name}"))
         err = root_cause(e)
         stalled = isinstance(e, RoleStalled)
         key = "stalls" if stalled else "deaths"
@@ -330,7 +338,7 @@ class Supervisor(Watchdog):
             print("interrupted: stopping every role and writing final checkpoints", file=sys.stderr)
             deadline = time.monotonic() + INTERRUPT_S
             self._stop_all(deadline=deadline)
-        except (RoleFailed, ConfigError):  # ConfigError: a role refused its input (a damaged checkpoint)
+        except (RoleFailed, ConfigError, DiskFull):  # ConfigError: a role refused its input (a damaged checkpoint)
             self._stop_all(kill_collector=True)
             self._mark_stopped()
             raise
