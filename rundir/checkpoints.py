@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 # Test hook (tests/test_faults.py): pause at a named point of a save so a kill can land there.
@@ -121,16 +123,20 @@ def save_train_state(path: Path, train_state) -> Path:
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(tmp, jax.device_get(train_state))
     ckptr.wait_until_finished()
-    _write_manifest(tmp)
+    write_manifest(tmp)
     _pause("before_swap")
     _swap_in(tmp, path)
     return path
 
 
-def _write_manifest(folder: Path) -> None:
+def write_manifest(folder: Path) -> None:
+    """``folder/MANIFEST``: every other file's size and CRC32 (written whole or not at all)."""
+    folder = Path(folder)
     files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name != MANIFEST)
     manifest = {str(f.relative_to(folder)): [f.stat().st_size, _crc32(f)] for f in files}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=0) + "\n")
+    tmp = _tmp_name(folder / MANIFEST)
+    tmp.write_text(json.dumps(manifest, indent=0) + "\n")
+    os.replace(tmp, folder / MANIFEST)
 
 
 def _crc32(path: Path) -> int:
@@ -141,7 +147,7 @@ def _crc32(path: Path) -> int:
     return crc
 
 
-def _check_manifest(folder: Path) -> None:
+def check_manifest(folder: Path) -> None:
     """Raise ``_Damaged`` naming the first file that is missing or differs from the manifest.
 
     Checked before Orbax reads the checkpoint: a damaged one then fails here with a clear reason
@@ -213,14 +219,33 @@ def restore_with_fallback(path: Path, load: Callable[[Path], T], what: str = "ch
 
 def restore_train_state(path: Path, target, fallbacks: list[Path] | None = None):
     """Restore what ``save_train_state(path, ...)`` wrote, else its previous version (see
-    ``restore_first``), else each of ``fallbacks`` in turn; ``CheckpointError`` when none restores."""
+    ``restore_first``), else each of ``fallbacks`` in turn; ``CheckpointError`` when none restores.
+
+    Leaves that are JAX arrays in ``target`` come back as JAX arrays in memory XLA allocated, the
+    others as numpy (see ``_owned_by_jax``)."""
     path = Path(path).absolute()
     paths = [path, previous(path), *(Path(p).absolute() for p in fallbacks or [])]
-    return restore_first(paths, lambda found: _restore_orbax(found, target))
+    return restore_first(paths, lambda found: _owned_by_jax(_restore_orbax(found, target), target))
+
+
+def _owned_by_jax(restored, target):
+    """Copy into XLA's own buffers the restored leaves that ``target`` holds as JAX arrays.
+
+    Orbax returns numpy arrays, and a numpy array passed to a jitted function on CPU is used in
+    place (zero-copy). An executable loaded from JAX's persistent compilation cache (jaxlib 0.4.34,
+    CPU) then writes a donated argument's result into that numpy memory and returns an array that
+    points there; once numpy frees it, the train state is freed memory: a restarted learner (or a
+    resumed ``single``) crashed with heap corruption at its first updates (docs/testing.md).
+    """
+
+    def own(saved, like):
+        return jnp.array(saved) if isinstance(like, jax.Array) and isinstance(saved, np.ndarray) else saved
+
+    return jax.tree_util.tree_map(own, restored, target)
 
 
 def _restore_orbax(found: Path, target):
-    _check_manifest(found)
+    check_manifest(found)
     ckptr = ocp.StandardCheckpointer()
     try:
         return ckptr.restore(found, target=jax.device_get(target))
