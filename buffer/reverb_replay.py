@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ import tensorflow as tf
 from reverb import pybind as reverb_pybind
 
 from deepcrl.buffer.replay_spec import ReplaySpec, TableSpec, make_spec  # noqa: F401  (the contract, re-exported)
+from deepcrl.rundir.checkpoints import check_manifest, read_json, write_json_atomic, write_manifest
 
 # Field order of the flattened item columns. dm-tree flattens dicts in sorted key order, so the writer's
 # `create_item(trajectory=dict)` lays the columns out in this order; the sampler relies on it.
@@ -102,19 +105,82 @@ def start_server(
     """Start a Reverb server in this process; returns it and the address clients connect to.
 
     With `checkpoint_dir`, checkpoints go there and a server started again from the same directory
-    restores the latest one (tables, items, rate-limiter counters). The server listens on all interfaces;
+    restores the latest one that restores (``start_restored``). The server listens on all interfaces;
     `host` only shapes the returned address (give the node's IP when learners run on other machines).
     """
     if checkpoint_dir is None:
         server = reverb.Server(tables=make_tables(spec), port=port)
         return server, f"{host}:{server.port}"
-    checkpointer = reverb.checkpointers.DefaultCheckpointer(path=str(checkpoint_dir))
+    server, address, _ = start_restored(spec, checkpoint_dir, port, host)
+    return server, address
+
+
+def _server(
+    spec: ReplaySpec, port: int | None, checkpoint_dir: str | Path, fallback: Path | None
+) -> reverb.Server:
+    """A server checkpointing to ``checkpoint_dir``; it restores that folder's newest complete checkpoint,
+    or ``fallback`` when the folder holds none."""
+    checkpointer = reverb.checkpointers.DefaultCheckpointer(
+        path=str(checkpoint_dir), fallback_checkpoint_path=str(fallback) if fallback else None
+    )
     # Reverb's C++ start-up notes (checkpointer, restore, port) go to CHECKPOINT_DIR.log, not to the
     # run's console; a failure still raises here with its message. Not inside the checkpoint folder:
     # Reverb takes any entry there for a checkpoint, and a file named after the real ones hides them.
     with _stderr_to(server_log(checkpoint_dir)):
-        server = reverb.Server(tables=make_tables(spec), port=port, checkpointer=checkpointer)
-    return server, f"{host}:{server.port}"
+        return reverb.Server(tables=make_tables(spec), port=port, checkpointer=checkpointer)
+
+
+def start_restored(
+    spec: ReplaySpec, checkpoint_dir: str | Path, port: int | None = None, host: str = "localhost"
+) -> tuple[reverb.Server, str, Path | None]:
+    """A server restored from the newest checkpoint that restores: ``checkpoint_dir``'s own, else the
+    previous one kept beside it (``previous_dir``), else none (empty tables, which refill).
+
+    A checkpoint whose files differ from its manifest, or that Reverb fails to read, is moved into
+    ``damaged_dir`` (never deleted) and named in one ``warning:`` line, as the roles' checkpoints are
+    (``rundir/checkpoints.py``). Returns the server, its address and the checkpoint it restored.
+    """
+    root = Path(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    tried: list[str] = []
+    for found in restorable(root):
+        why = _differs_from_manifest(found)  # checked before Reverb reads: a chunk it misses aborts
+        if why is None:
+            try:
+                server = _server(spec, port, root, None if found.parent == root else found)
+            except Exception as e:  # noqa: BLE001 - a damaged checkpoint fails in many ways
+                if _restores(spec, found):
+                    raise  # the checkpoint is fine: the server failed for another reason (its port)
+                why = _one_line(e)
+        if why is not None:
+            moved = _set_aside(found, damaged_dir(root))
+            tried.append(f"replay checkpoint {found} is damaged ({why}), moved to {moved}")
+            continue
+        if tried:
+            print(
+                f"warning: {'; '.join(tried)}; restored the previous one {found}", file=sys.stderr, flush=True
+            )
+        return server, f"{host}:{server.port}", found
+    server = _server(spec, port, root, None)
+    if tried:
+        print(f"warning: {'; '.join(tried)}; none other to restore: the replay starts with empty tables, "
+              "which the collector refills", file=sys.stderr, flush=True)  # fmt: skip
+    return server, f"{host}:{server.port}", None
+
+
+def _restores(spec: ReplaySpec, found: Path) -> bool:
+    """Whether a server on any port restores ``found`` (told apart from a server that failed to start)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            _server(spec, None, Path(tmp) / "probe", found).stop()  # its notes to tmp/probe.log
+        except Exception:  # noqa: BLE001
+            return False
+    return True
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def server_log(checkpoint_dir: str | Path) -> Path:
@@ -169,6 +235,7 @@ def checkpoint(address: str, log: Path | None = None) -> str:
     Goes to the server's `checkpoint_dir` (or a temp dir when it was started without one). Blocks the
     tables while writing, so call it rarely (e.g. next to the learners' own checkpoints). Called in the
     server's own process with its ``log`` (``server_log``), Reverb's "Stored checkpoint" note goes there.
+    Reverb deletes every older checkpoint of the folder; ``save_checkpoint`` keeps the previous one.
     """
     if log is None:
         return reverb.Client(address).checkpoint()
@@ -176,15 +243,90 @@ def checkpoint(address: str, log: Path | None = None) -> str:
         return reverb.Client(address).checkpoint()
 
 
+STATE = "deepcrl_state.json"  # inside a checkpoint: what the replay role keeps with it (its drain counts)
+
+
+def save_checkpoint(address: str, checkpoint_dir: str | Path, state: dict, log: Path | None = None) -> str:
+    """``checkpoint``, keeping the one it replaces in ``previous_dir`` (hard links: no data copied), with
+    ``state`` (JSON) and a manifest of the files' sizes and CRC32s written into it. Called in the
+    server's process, one call at a time; returns the new checkpoint's path."""
+    root = Path(checkpoint_dir)
+    latest = latest_checkpoint(root)
+    if latest is not None:
+        _keep_as_previous(latest, previous_dir(root))
+    path = Path(checkpoint(address, log))
+    write_json_atomic(path / STATE, state, fsync=False)  # a kill before the manifest: passes unchecked
+    write_manifest(path)
+    return str(path)
+
+
+def restored_state(found: Path | None) -> dict:
+    """The ``state`` saved with a checkpoint (``save_checkpoint``); {} for none or one saved without."""
+    return (read_json(found / STATE) or {}) if found is not None else {}
+
+
+def previous_dir(checkpoint_dir: str | Path) -> Path:
+    """``CHECKPOINT_DIR.previous``: the checkpoint before the latest. Beside the folder, not in it: Reverb
+    deletes all but the newest entry of its folder at every checkpoint."""
+    return Path(str(checkpoint_dir).rstrip("/") + ".previous")
+
+
+def damaged_dir(checkpoint_dir: str | Path) -> Path:
+    """``CHECKPOINT_DIR.damaged``: checkpoints that did not restore, moved aside for the user to inspect."""
+    return Path(str(checkpoint_dir).rstrip("/") + ".damaged")
+
+
+def _complete(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.glob("*") if not d.name.startswith(".") and (d / "DONE").is_file())
+
+
 def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The checkpoint a server started from ``checkpoint_dir`` restores: the newest complete one."""
-    done = sorted(d for d in Path(checkpoint_dir).glob("*") if (d / "DONE").is_file())
+    """The checkpoint a server started from ``checkpoint_dir`` tries first: the newest complete one."""
+    done = _complete(Path(checkpoint_dir))
     return done[-1] if done else None
 
 
+def restorable(checkpoint_dir: str | Path) -> list[Path]:
+    """The complete checkpoints a server started from ``checkpoint_dir`` may restore, in the order it
+    tries them: the folder's own, newest first, then the previous one kept beside it."""
+    root = Path(checkpoint_dir)
+    return [*reversed(_complete(root)), *reversed(_complete(previous_dir(root)))]
+
+
+def _keep_as_previous(latest: Path, kept: Path) -> None:
+    """Hard-link ``latest`` into ``kept`` (copies where links fail), then drop what ``kept`` held before."""
+    if (kept / latest.name / "DONE").is_file():
+        return
+    tmp = kept / f".{latest.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(latest, tmp, copy_function=_link_or_copy)
+    os.rename(tmp, kept / latest.name)
+    for old in kept.iterdir():
+        if old.name != latest.name:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _set_aside(found: Path, into: Path) -> Path:
+    """Move a checkpoint that did not restore into ``into`` (a new name if that one is taken)."""
+    into.mkdir(parents=True, exist_ok=True)
+    target, n = into / found.name, 1
+    while target.exists():
+        target, n = into / f"{found.name}.{n}", n + 1
+    shutil.move(str(found), str(target))
+    return target
+
+
 def frozen_copy(source_dir: str | Path, target_dir: str | Path) -> dict[str, dict[str, int]]:
-    """Copy the latest checkpoint in ``source_dir`` to ``target_dir`` with every table's rate limiter
-    lifted, so a server restored from the copy serves its fixed data for as long as it is sampled.
+    """Copy the latest checkpoint in ``source_dir`` that passes its manifest to ``target_dir`` with every
+    table's rate limiter lifted, so a server restored from the copy serves its fixed data for as long
+    as it is sampled.
 
     A restored table keeps its checkpointed limiter (the server's own table definitions only name
     the tables), and a sample-to-insert ratio admits no samples once inserts stop; the copy's limiters
@@ -192,11 +334,9 @@ def frozen_copy(source_dir: str | Path, target_dir: str | Path) -> dict[str, dic
     the ``PriorityTableCheckpoint`` protos it ships); items and chunks are copied as they are. Returns
     per table the inserts and samples it had counted. ``FileNotFoundError`` without a checkpoint.
     """
-    import shutil
-
     from reverb.cc.checkpointing import checkpoint_pb2
 
-    source = latest_checkpoint(source_dir)
+    source = next((c for c in restorable(source_dir) if _differs_from_manifest(c) is None), None)
     if source is None:
         raise FileNotFoundError(f"no complete Reverb checkpoint in {source_dir}")
     target = Path(target_dir) / source.name
@@ -211,7 +351,18 @@ def frozen_copy(source_dir: str | Path, target_dir: str | Path) -> dict[str, dic
     with tf.io.TFRecordWriter(str(target / "tables.tfrecord"), options="ZLIB") as writer:
         for table in tables:
             writer.write(table.SerializeToString())
+    write_json_atomic(target / STATE, {}, fsync=False)  # the source's drain counts are not the copy's
+    write_manifest(target)
     return out
+
+
+def _differs_from_manifest(folder: Path) -> str | None:
+    """How ``folder``'s files differ from its manifest (a file missing, short, its CRC32); None: they don't."""
+    try:
+        check_manifest(folder)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def reset_table(address: str, table: str) -> None:

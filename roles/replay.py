@@ -2,7 +2,9 @@
 
 A plain class implementing ``roles/contract.ReplayRole`` (``launch/ray_roles.py`` makes it a Ray actor);
 every Reverb call is in ``buffer/reverb_replay.py``. Restarted on the port it had, it restores its latest
-checkpoint (Reverb's own, in ``RUN/replay/``) and the clients' gRPC channels reconnect by themselves.
+checkpoint (Reverb's own, in ``RUN/replay/``; the previous one is kept in ``RUN/replay.previous/`` and
+restored, with one ``warning:`` line, when the latest is damaged) and the clients' gRPC channels
+reconnect by themselves.
 ``drain(table)`` samples and discards from a table whose learner is down, so the table's rate limiter
 keeps admitting the collector's inserts.
 """
@@ -27,15 +29,23 @@ class ReplayService(RoleBase):
         fixed data (``learners_from_replay``)."""
         super().__init__()  # liveness: inserts + samples served, read from its own server
         self.spec = spec
-        if seed_from and checkpoint_dir and reverb_replay.latest_checkpoint(checkpoint_dir) is None:
+        self.checkpoint_dir = checkpoint_dir
+        if seed_from and checkpoint_dir and not reverb_replay.restorable(checkpoint_dir):
             reverb_replay.frozen_copy(seed_from, checkpoint_dir)
         self._log = reverb_replay.server_log(checkpoint_dir) if checkpoint_dir else None
-        self.server, self._local_address = reverb_replay.start_server(
-            spec, port=port, checkpoint_dir=checkpoint_dir
-        )
+        restored = None
+        if checkpoint_dir is None:
+            self.server, self._local_address = reverb_replay.start_server(spec, port=port)
+        else:  # the latest checkpoint that restores (a damaged one: one warning line), or empty tables
+            self.server, self._local_address, restored = reverb_replay.start_restored(
+                spec, checkpoint_dir, port
+            )
         self._stopped = threading.Event()
         self._drains: dict[str, threading.Event] = {}
-        self.drained: dict[str, int] = {}
+        self._checkpointing = threading.Lock()
+        # Samples discarded per table while its learner was down (summary.json: drained_while_down),
+        # kept with each checkpoint: they continue from the one restored.
+        self.drained: dict[str, int] = dict(reverb_replay.restored_state(restored).get("drained", {}))
         self.liveness.beat()  # the server is up, so it is running
 
     def ready(self) -> dict:
@@ -53,8 +63,14 @@ class ReplayService(RoleBase):
         return reverb_replay.table_info(self._local_address)
 
     def checkpoint(self) -> str:
-        with self.liveness.waiting("its own checkpoint"):  # a large table takes a while to write
-            return reverb_replay.checkpoint(self._local_address, self._log)
+        """Reverb's checkpoint, with the drain counts and a manifest in it; the one it replaces is kept
+        beside the folder (``reverb_replay.save_checkpoint``). One at a time (the driver's periodic
+        ones and the final one may cross)."""
+        with self._checkpointing, self.liveness.waiting("its own checkpoint"):  # a large table takes a while
+            if self.checkpoint_dir is None:
+                return reverb_replay.checkpoint(self._local_address, self._log)
+            state = {"drained": self.drained_counts()}
+            return reverb_replay.save_checkpoint(self._local_address, self.checkpoint_dir, state, self._log)
 
     def progress(self) -> dict:
         """Inserts and samples served by every table; a server that does not answer is not alive."""
