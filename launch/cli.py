@@ -139,6 +139,8 @@ def check_writable_dir(path: str | Path, flag: str) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path} is not writable: no permission to write in {where}")
     try:  # access() says yes to root on /proc and the like: make (and remove) an empty folder to be sure
+        st = probe.stat()
         os.rmdir(tempfile.mkdtemp(prefix=".deepcrl-probe-", dir=probe))
+        os.utime(probe, ns=(st.st_atime_ns, st.st_mtime_ns))  # and leave its times as they were
     except OSError as e:
         raise UsageError(f"{flag} {path} cannot be created: writing in {where} fails ({e.strerror or e})") from None

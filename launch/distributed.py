@@ -20,6 +20,7 @@ Ctrl-C stops every role cleanly, keeping their final checkpoints, and
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -137,6 +138,14 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
             ray.shutdown()
 
     learners, rows = learner_rows(sup, results, run_dir)
+    total = experiment.layout.total_env_steps
+    current = {r.name for r in sup.experiment.learners} - sup.dropped  # not detached, not dropped
+    for r in rows:  # exact unless a learner lost more samples to restarts than the limiter's slack
+        if not sup.interrupted and r.get("env_steps", total) < total and r.get("learner") in current:
+            r["short_of_single"] = True
+            print(f"note: learner {r['learner']} ended at {r['env_steps']:,} of {total:,} env steps: samples "
+                  "it lost to restarts (its table drained while it was down) were not granted again",
+                  file=sys.stderr)  # fmt: skip
     collector = results.get("collector")
     if isinstance(collector, dict) and replay_info:
         # Every segment handed to the writer is in the tables' insert counts, unless a failure lost it.

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -33,6 +34,7 @@ def named_role(cls: type, name: str) -> type:
 
     def start(self) -> dict:
         args, kwargs = self._role_args
+        _start_pause(name)
         cls.__init__(self, *args, **kwargs)
         return {**self.ready(), **whoami(devices=True)}
 
@@ -41,6 +43,15 @@ def named_role(cls: type, name: str) -> type:
 
     members = {"__init__": __init__, "start": start, "whoami": where, "__repr__": lambda self: name}
     return type(cls.__name__, (cls,), members)
+
+
+def _start_pause(name: str) -> None:
+    """Test hook (tests/test_start_faults.py): a role named in ``$DEEPCRL_START_PAUSE`` ("replay:6,
+    collector:6") waits that long as its start begins, so a fault can land while it is starting."""
+    for item in os.environ.get("DEEPCRL_START_PAUSE", "").split(","):
+        role, _, seconds = item.partition(":")
+        if role == name:
+            time.sleep(float(seconds or 5))
 
 
 def whoami(devices: bool) -> dict:

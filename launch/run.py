@@ -295,8 +295,6 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool) -
     if busy:
         raise UsageError(busy)
     if resume:
-        if overwrite:
-            raise UsageError("give --resume (continue the run) or --overwrite (start over), not both")
         return
     there = what_is_there(run_dir)
     if there is None:
@@ -351,6 +349,8 @@ def main(argv) -> int:
     if FLAGS.attach or FLAGS.detach:
         print(elastic_command())
         return 0
+    if FLAGS.resume and FLAGS.overwrite:
+        raise UsageError("give --resume (continue the run) or --overwrite (start over), not both")
     if FLAGS.resume:  # checked before anything else: a resume of no run, or of a finished one, writes nothing
         saved = saved_config(FLAGS.run_dir)
         busy = live_driver(FLAGS.run_dir)

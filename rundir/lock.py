@@ -1,6 +1,6 @@
 """One driver per run directory: an OS lock held for the driver's whole life, plus a heartbeat.
 
-``RUN/driver.lock`` holds the live driver's host, PID and start time. The driver keeps an exclusive
+``RUN/driver.lock`` holds the live driver's host, PID and start time (and is removed when it ends). The driver keeps an exclusive
 ``flock`` on it (released by the kernel when the process dies, however it dies: a stale lock never
 blocks a resume) and touches it every ``HEARTBEAT_S`` seconds. File systems that do not carry locks
 between hosts (some NFS set-ups) would let a driver on another host take the lock too, so a lock file
@@ -64,7 +64,7 @@ def live_driver(run_dir: str | Path) -> str | None:
 
 def _remote_heartbeat(path: Path, owner: dict) -> bool:
     """A lock file of another host, touched recently: that driver is live (its lock may not reach us)."""
-    if not owner or owner.get("host") == socket.gethostname() or owner.get("released"):
+    if not owner or owner.get("host") == socket.gethostname():
         return False
     try:
         return time.time() - path.stat().st_mtime < STALE_S
@@ -86,7 +86,9 @@ class DriverLock:
         busy = live_driver(self.run_dir)
         if busy:
             raise RunDirBusy(busy)
+        self._made_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._before = self._state()
         f = open(self.path, "a+")  # not truncated before the lock is ours: the owner's facts stay readable
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -98,6 +100,7 @@ class DriverLock:
         owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         f.write(json.dumps(owner) + "\n")
         f.flush()
+        self._dir_mtime = self.run_dir.stat().st_mtime_ns
         self._file = f
         self._thread = threading.Thread(target=self._beat, name="driver-lock", daemon=True)
         self._thread.start()
@@ -110,19 +113,39 @@ class DriverLock:
             except OSError:  # the folder was moved or the disk is gone: the flock still holds
                 pass
 
+    def _state(self) -> tuple:
+        """The lock file's bytes and times, and the folder's times, before this driver came."""
+        try:
+            st = self.path.stat()
+            old = (self.path.read_bytes(), (st.st_atime_ns, st.st_mtime_ns))
+        except OSError:
+            old = None
+        st = self.run_dir.stat()
+        return old, (st.st_atime_ns, st.st_mtime_ns)
+
     def release(self) -> None:
+        """Let go, leaving the lock file and the folder as they were before (a run refused after it
+        took the lock, e.g. a damaged checkpoint, changes nothing in its run directory)."""
         self._stop.set()
-        if self._file is not None:
-            try:
-                self._file.seek(0)
-                self._file.truncate()
-                self._file.write(json.dumps({"released": time.time()}) + "\n")
-                self._file.flush()
-            except OSError:
-                pass
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        if self._file is None:
+            return
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
+        (old, dir_times) = self._before
+        try:
+            untouched = self.run_dir.stat().st_mtime_ns == self._dir_mtime  # no entry added or removed since
+            if old is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                self.path.write_bytes(old[0])
+                os.utime(self.path, ns=old[1])
+            if self._made_dir and untouched:
+                self.run_dir.rmdir()  # made for a run that wrote nothing
+            elif untouched:
+                os.utime(self.run_dir, ns=dir_times)
+        except OSError:  # moved or removed meanwhile: nothing to put back
+            pass
 
     def __enter__(self) -> DriverLock:
         return self.acquire()

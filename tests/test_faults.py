@@ -64,10 +64,15 @@ def _start(run_dir: Path, *args: str) -> subprocess.Popen:
 
 
 def _end_with_ctrl_c(proc: subprocess.Popen, run_dir: Path) -> dict:
-    """End an endless run the way a user does (Ctrl-C to its process group); its summary."""
+    """End an endless run the way a user does (Ctrl-C to its process group); its summary. It stops
+    within 30 s with exit code 130, no traceback, and says how to resume."""
     os.killpg(proc.pid, signal.SIGINT)
+    asked = time.time()
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    took = time.time() - asked
+    assert proc.returncode == 130, err[-3000:]
+    assert took < 30, f"Ctrl-C took {took:.1f} s"
+    assert f"--resume --run_dir {run_dir}" in err and "Traceback" not in err, err[-3000:]
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -264,7 +269,7 @@ def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_pat
         _wait_for(
             lambda: len(_rows(run_dir / name / "metrics.jsonl")) >= 2
             and (run_dir / name / "checkpoints" / "latest").exists()
-            and any(p.is_dir() for p in (run_dir / "replay").glob("*")),
+            and any((run_dir / "replay.previous").glob("*/DONE")),  # two replay checkpoints
             timeout=300, what="learner and replay checkpoints", proc=proc,
         )  # fmt: skip
         roles = _roles(run_dir)
@@ -275,11 +280,18 @@ def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_pat
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    # Random bytes over the data of the latest replay checkpoint: the replay restores the previous one
+    # with one warning line naming it, and the run goes on (issue 24, item 11).
+    damaged = max(p for p in (run_dir / "replay").iterdir() if (p / "DONE").is_file())
+    (damaged / "chunks.tfrecord").write_bytes(os.urandom((damaged / "chunks.tfrecord").stat().st_size))
     before = {n: _rows(run_dir / n / "metrics.jsonl") for n in (name, "collector")}
     assert before["collector"][-1]["env_steps"] < total // 2, "the first run was not interrupted early"
 
     res = run_cli("--resume", "--run_dir", str(run_dir), timeout=600)  # no other flag: config.json is used
     assert res.returncode == 0, res.stderr[-4000:]
+    warned = [line for line in res.stderr.splitlines() if "warning: replay checkpoint" in line]
+    assert len(warned) == 1 and f"{damaged} is damaged (chunks.tfrecord has corrupted bytes" in warned[0], warned
+    assert "restored the previous one" in warned[0] and (run_dir / "replay.damaged" / damaged.name).is_dir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["collector"]["env_steps"] >= total
     collector_rows = _rows(run_dir / "collector" / "metrics.jsonl")
