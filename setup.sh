@@ -4,10 +4,10 @@
 # Re-running is cheap: it reinstalls only when pyproject.toml or the constraints changed.
 #   ./setup.sh            the pinned set in .venv/
 #   ./setup.sh --gpu      the same, plus jax[cuda12]
-#   ./setup.sh --latest   the core (envs, learner, buffer, collector, `single`) on today's JAX, Flax,
-#                         Optax, Brax and MuJoCo (constraints-latest.txt, Python 3.12) in .venv-latest/;
-#                         no Reverb, TensorFlow or Ray. GPU hosts carry today's JAX: this is the set
-#                         the core is tested on for them.
+#   ./setup.sh --latest   today's JAX, Flax, Optax, Brax, MuJoCo and Ray (constraints-latest.txt,
+#                         Python 3.12) in .venv-latest/: every topology, the distributed ones on the Ray
+#                         replay backend; no Reverb, no TensorFlow. GPU hosts (aarch64 ones too) carry
+#                         today's JAX: this is the set tested for them.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,7 +38,7 @@ if [ "${1:-}" = "--latest" ]; then
     fi
   done
   [ -n "$PY" ] || { echo "error: --latest needs Python 3.12 (set PYTHON_LATEST=/path/to/python3.12)" >&2; exit 2; }
-  install .venv-latest "$PY" constraints-latest.txt test
+  install .venv-latest "$PY" constraints-latest.txt test,ray
   exit 0
 fi
 

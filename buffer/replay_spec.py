@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+# The fields of a segment batch, in the order Reverb flattens its item columns (dm-tree sorts dict keys),
+# and their dtypes: the data contract of every replay backend (``reverb_replay``, ``ray_replay``).
+FIELDS: tuple[str, ...] = ("action", "episode_id", "state")
+DTYPES: dict[str, np.dtype] = {
+    "action": np.dtype(np.float32),
+    "episode_id": np.dtype(np.int32),
+    "state": np.dtype(np.float32),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +56,7 @@ class ReplaySpec:
     state_size: int
     action_size: int
     min_size_steps: int = 1
+    backend: str = "reverb"  # which replay backend serves these tables (buffer/replay_backend.py)
 
     def __post_init__(self) -> None:
         if not self.tables:
@@ -99,6 +111,7 @@ def make_spec(
     min_size_steps: int = 1,
     samples_per_insert: float | None = None,
     error_buffer: float | None = None,
+    backend: str = "reverb",
 ) -> ReplaySpec:
     """Convenience: a spec whose tables all share one rate-limiter setting."""
     return ReplaySpec(
@@ -108,4 +121,20 @@ def make_spec(
         state_size=state_size,
         action_size=action_size,
         min_size_steps=min_size_steps,
+        backend=backend,
     )
+
+
+def check_batch(spec: ReplaySpec, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A segment batch [N, L, ...] checked against the spec, each field C-contiguous in its contract dtype
+    (copied only where it is not already): what a writer sends, whatever the backend."""
+    missing = set(FIELDS) - set(batch)
+    if missing:
+        raise KeyError(f"segment batch lacks fields {sorted(missing)}")
+    out = {k: np.ascontiguousarray(batch[k], dtype=DTYPES[k]) for k in FIELDS}
+    n = out["state"].shape[0]
+    shapes = spec.item_shapes()
+    for k in FIELDS:
+        if out[k].shape != (n, *shapes[k]):
+            raise ValueError(f"field {k!r} has shape {out[k].shape}, expected {(n, *shapes[k])} [N, L, ...]")
+    return out

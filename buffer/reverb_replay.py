@@ -31,22 +31,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import reverb
 import tensorflow as tf
 from reverb import pybind as reverb_pybind
 
-from deepcrl.buffer.replay_spec import ReplaySpec, TableSpec, make_spec  # noqa: F401  (the contract, re-exported)
+from deepcrl.buffer.replay_spec import DTYPES, FIELDS, ReplaySpec, TableSpec, make_spec  # noqa: F401  (the contract, re-exported)
 from deepcrl.rundir.checkpoints import check_manifest, read_json, write_json_atomic, write_manifest
 
-# Field order of the flattened item columns. dm-tree flattens dicts in sorted key order, so the writer's
-# `create_item(trajectory=dict)` lays the columns out in this order; the sampler relies on it.
-FIELDS: tuple[str, ...] = ("action", "episode_id", "state")
-DTYPES: dict[str, np.dtype] = {
-    "action": np.dtype(np.float32),
-    "episode_id": np.dtype(np.int32),
-    "state": np.dtype(np.float32),
-}
+# FIELDS (replay_spec.py) is the field order of the flattened item columns: dm-tree flattens dicts in
+# sorted key order, so the writer's `create_item(trajectory=dict)` lays the columns out in this order;
+# the sampler relies on it.
 # Leading entries of a pybind sampler row before the data columns: key, probability, table_size,
 # priority, times_sampled.
 NUM_INFO = 5

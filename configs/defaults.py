@@ -104,6 +104,9 @@ def _set_networks(c: ConfigDict) -> None:
 def _set_distributed(c: ConfigDict) -> None:
     """Distributed topologies (ignored by `single`): roles, replay, checkpoints, restarts."""
     c.ray_address = ""  # empty: start an embedded local Ray
+    # The replay service: "reverb" (the reference; x86-64 Linux, Python <= 3.11) or "ray" (a Ray actor,
+    # every platform Ray reaches). Empty: reverb where it is installed, else ray (recorded in config.json).
+    c.replay_backend = ""
     c.deep_depth = 32
     c.shallow_depth = 4
     c.collector_depth = 0  # 0: the topology's default

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from ml_collections import ConfigDict, FrozenConfigDict
 
+from deepcrl.buffer import replay_backend
 from deepcrl.buffer.relabel import segments_needed
 from deepcrl.buffer.replay_spec import ReplaySpec, make_spec
 from deepcrl.configs.topologies import RoleSpec, resolve_roles
@@ -192,6 +193,10 @@ def _replay_spec(config: ConfigDict, env: GoalEnv, layout: Layout, table_names: 
     """
     if config.rate_limit not in RATE_LIMITS:
         raise ConfigError(f"unknown rate_limit {config.rate_limit!r}; valid: {', '.join(RATE_LIMITS)}")
+    backend = str(config.get("replay_backend", "") or replay_backend.default())
+    problem = replay_backend.problem(backend)
+    if problem:
+        raise ConfigError(problem)
     seg_len = layout.segment_length
     per_round = segments_needed(int(config.num_minibatches) * int(config.batch_size), seg_len)
     spi = error_buffer = None
@@ -209,6 +214,7 @@ def _replay_spec(config: ConfigDict, env: GoalEnv, layout: Layout, table_names: 
         min_size_steps=config.min_replay_steps_per_env * config.num_envs,
         samples_per_insert=spi,
         error_buffer=error_buffer,
+        backend=backend,
     )
 
 

@@ -100,6 +100,18 @@ def learner_rows(sup: Supervisor, results: dict, run_dir: Path) -> tuple[list[Ro
     return learners, rows
 
 
+def _mark_short(sup: Supervisor, rows: list[dict]) -> None:
+    """Name a learner that ended short of `single`'s updates: exact unless it lost more samples to
+    restarts (its table drained while it was down) than the rate limiter's slack grants again."""
+    total = sup.experiment.layout.total_env_steps
+    current = {r.name for r in sup.experiment.learners} - sup.dropped  # not detached, not dropped
+    for r in rows:
+        if not sup.interrupted and r.get("env_steps", total) < total and r.get("learner") in current:
+            r["short_of_single"] = True
+            print(f"note: learner {r['learner']} ended at {r['env_steps']:,} of {total:,} env steps: samples "
+                  "it lost to restarts were not granted again", file=sys.stderr)  # fmt: skip
+
+
 def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
     """Run a distributed topology to the end; returns the driving learner's summary row.
 
@@ -138,14 +150,7 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
             ray.shutdown()
 
     learners, rows = learner_rows(sup, results, run_dir)
-    total = experiment.layout.total_env_steps
-    current = {r.name for r in sup.experiment.learners} - sup.dropped  # not detached, not dropped
-    for r in rows:  # exact unless a learner lost more samples to restarts than the limiter's slack
-        if not sup.interrupted and r.get("env_steps", total) < total and r.get("learner") in current:
-            r["short_of_single"] = True
-            print(f"note: learner {r['learner']} ended at {r['env_steps']:,} of {total:,} env steps: samples "
-                  "it lost to restarts (its table drained while it was down) were not granted again",
-                  file=sys.stderr)  # fmt: skip
+    _mark_short(sup, rows)
     collector = results.get("collector")
     if isinstance(collector, dict) and replay_info:
         # Every segment handed to the writer is in the tables' insert counts, unless a failure lost it.

@@ -27,7 +27,8 @@ def describe(experiment: Experiment) -> str:
             f"{experiment.layout.total_env_steps:,} env steps, on {where}"
         )
     return (
-        f"{c.topology} on {c.env}: a collector, a Reverb replay and learners {', '.join(learners)}; "
+        f"{c.topology} on {c.env}: a collector, a {experiment.replay.backend.capitalize()} replay and learners "
+        f"{', '.join(learners)}; "
         f"{experiment.layout.total_env_steps:,} env steps on {where}"
     )
 

@@ -18,6 +18,7 @@ from absl import flags
 from ml_collections import ConfigDict
 
 from deepcrl import envs
+from deepcrl.buffer import replay_backend
 from deepcrl.configs import budget, disk
 from deepcrl.configs.budget import fmt
 from deepcrl.configs.defaults import get_config as default_config
@@ -61,6 +62,8 @@ for _name, _help in [
 flags.DEFINE_string(
     "ray_address", None, "Join an existing Ray cluster at HOST:PORT (default: embedded local Ray)"
 )
+flags.DEFINE_string("replay", None, "Replay backend of a distributed run: reverb | ray (default: reverb where "
+                    "installed, else ray)")
 flags.DEFINE_integer("collector_depth", None, "Depth of the collector agent (distributed topologies)")
 flags.DEFINE_integer("collector_width", None, "Width of the collector agent (distributed topologies)")
 flags.DEFINE_string("learner_depths", None, "Depths of the train-only learners, e.g. 32,4")
@@ -141,6 +144,8 @@ def saved_config(run_dir: str | None, flag: str = "--resume") -> ConfigDict:
             old = config.get(key)
             use = isinstance(old, (int, float, str)) and value is not None
             config[key] = type(old)(value) if use else value
+        if saved.get("topology", "single") != "single" and "replay_backend" not in saved:
+            config.replay_backend = "reverb"  # runs from before the choice: their checkpoints are Reverb's
     except (OSError, ValueError, TypeError) as e:
         reason = " ".join(str(e).split())[:120]
         raise UsageError(f"{flag}: {path} does not parse ({reason}); that run cannot be used") from None
@@ -153,8 +158,12 @@ def from_run_config(run_dir: str) -> ConfigDict:
     source = saved_config(run_dir, "--from_run")
     if source.topology == "single":
         raise UsageError(f"--from_run: {run_dir} is a single run (no replay service); give a distributed run")
-    if not any((d / "DONE").is_file() for d in (Path(run_dir) / "replay").glob("*")):
-        raise UsageError(f"--from_run: {run_dir} left no Reverb checkpoint in {Path(run_dir) / 'replay'}")
+    wrote = source.get("replay_backend") or "reverb"
+    problem = replay_backend.problem(wrote)
+    if problem:
+        raise UsageError(f"--from_run: {run_dir}'s replay checkpoint needs its backend: {problem}")
+    if not replay_backend.load(wrote).restorable(str(Path(run_dir) / "replay")):
+        raise UsageError(f"--from_run: {run_dir} left no {wrote} replay checkpoint in {Path(run_dir) / 'replay'}")
     try:
         tables = resolve(source)
     except ConfigError as e:
@@ -198,6 +207,7 @@ RESUME_FIXED = (
     "env", "topology", "num_seeds", "num_envs", "critic_depth", "critic_width", "actor_depth",
     "actor_width", "max_actor_depth", "repr_dim", "scan_blocks", "deep_depth", "shallow_depth",
     "collector_depth", "collector_width", "learner_depths", "learner_widths", "spare_tables", "attach_warm_start",
+    "replay_backend",
 )  # fmt: skip
 
 
@@ -227,6 +237,15 @@ def build_config() -> ConfigDict:
         value = getattr(FLAGS, name)
         if value is not None:
             config[name] = value
+    if FLAGS.replay:
+        if config.topology == "single":
+            raise UsageError("--replay is not used by topology single (its replay lives on the device, in its program)")
+        config.replay_backend = FLAGS.replay
+        problem = replay_backend.problem(FLAGS.replay)
+        if problem:
+            raise UsageError(problem)
+    if config.topology != "single" and not config.get("replay_backend"):
+        config.replay_backend = replay_backend.default()  # recorded in config.json: a resume keeps it
     if FLAGS.wandb:
         config.wandb_project = FLAGS.wandb
     for item in FLAGS.set:
@@ -248,6 +267,11 @@ def build_config() -> ConfigDict:
     check_resume_fields(saved, config)
     if FLAGS.from_run and config.topology != "learners_from_replay":
         raise UsageError(f"--from_run goes with --topology learners_from_replay, not {config.topology}")
+    if FLAGS.from_run:
+        wrote = saved_config(FLAGS.from_run, "--from_run").replay_backend
+        if wrote != config.replay_backend:
+            raise UsageError(f"--from_run: the replay checkpoint of {FLAGS.from_run} was written by the {wrote} "
+                             f"backend, which alone reads it; use --replay {wrote}")  # fmt: skip
     return config
 
 

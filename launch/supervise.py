@@ -72,7 +72,7 @@ class Supervisor(Watchdog):
         self.max_restarts = int(config.get("max_role_restarts", 3))
         self.handles: dict[str, object] = {}
         self.running: dict = {}  # ref of a role's run() -> name
-        self.starting: dict = {}  # ref of a restarted role's start() -> name
+        self.starting: dict = {}  # ref of a role's start() -> name, until it is up
         self.results: dict = {}
         self.dropped: set[str] = set()
         self.collector_done = False
@@ -89,6 +89,7 @@ class Supervisor(Watchdog):
         self.created_at: dict[str, float] = {}  # monotonic time of each role's latest (re)creation
         self.where: dict[str, dict] = {}  # name -> pid, node_id, ... (whoami, then start's answer)
         self.where_refs: dict = {}  # ref of whoami() -> name
+        self.ping_refs: dict = {}  # ref of whoami() asked of a starting role (is its process alive?) -> name
         self.progress_refs: dict = {}  # ref of progress() -> name
         self.watch: dict[str, dict] = {}  # name -> last_alive (monotonic), count, longest pause, phase
         self._next_poll = 0.0
@@ -132,7 +133,7 @@ class Supervisor(Watchdog):
     def _mark_up(self, name: str, info: dict) -> None:
         r = self.roles.roles[name]
         down = time.time() - r["down_since"] if r["down_since"] else 0.0
-        if name == "replay":  # the node's IP (from Ray) and the port the server took
+        if name == "replay" and not info.get("address"):  # the node's IP (from Ray) and the server's port
             info["address"] = f"{info['ip']}:{info['port']}"
         self.where[name] = info
         where = {k: info[k] for k in ("node_id", "gpu_ids", "jax_devices", "address") if k in info}
@@ -148,15 +149,17 @@ class Supervisor(Watchdog):
         """Replay first (the others need its address), then learners and collector. A role whose own
         code raises here ends the run (it would raise on a retry too); one that dies or hangs while
         starting is replaced (``_await_start``)."""
-        info = self._await_start("replay", self.launch("replay", self.resume))
+        self.starting[self.launch("replay", self.resume)] = "replay"
+        info = self._await_start("replay")
         self.address, self.port = info["address"], info["port"]
         self.elastic.drain_free_spares()
         collector = ["collector"] if self.experiment.collector is not None else []  # none: learners_from_replay
-        refs = {name: self.launch(name, self.resume) for name in (*self.names, *collector)}
+        for name in (*self.names, *collector):
+            self.starting[self.launch(name, self.resume)] = name
         for name in self.names:
-            self._await_start(name, refs[name])
+            self._await_start(name)
         if collector:
-            steps = self._await_start("collector", refs["collector"])["env_steps"]
+            steps = self._await_start("collector")["env_steps"]
             try:
                 self._align_env_steps(steps, wait=True)
             except Exception as e:  # a role died meanwhile: its restart (or the replay's) aligns again
@@ -183,32 +186,30 @@ class Supervisor(Watchdog):
         if wait:
             self.ray.get(refs, timeout=60)
 
-    def _await_start(self, name: str, ref) -> dict:
+    def _await_start(self, name: str) -> dict:
         """Wait for a role's first start. A fault of its process while it is created, compiled or made
-        ready (killed, stopped, Ray's RPC to it failing) or a hang past ``role_start_timeout_s`` is that
-        role's death: restarted (up to ``max_role_restarts``) or, a train-only learner, dropped. An error
-        its own code raises ends the run: it would raise again."""
+        ready (killed, stopped, Ray's RPC to it failing) or a hang (``_check_stalls``: silent to pings,
+        or not ready within ``role_start_timeout_s``) is that role's death: restarted (up to
+        ``max_role_restarts``) or, a train-only learner, dropped; meanwhile every other starting role is
+        watched too. An error its own code raises ends the run: it would raise again."""
         while True:
             STOP.check()  # a Ctrl-C that a library swallowed while this waited
+            ref = next((r for r, n in self.starting.items() if n == name), None)
+            if ref is None:  # a train-only learner that kept failing to start: the run goes on
+                return {}
             done, _ = self.ray.wait([ref], num_returns=1, timeout=1.0)
             self._poll()  # PIDs into roles.json as soon as the roles answer whoami
             if done:
+                del self.starting[ref]
                 try:
                     info = self.ray.get(ref)
                     break
                 except Exception as e:
                     self._start_failed(name, e)  # raises unless the role's process is to blame
                     self._kill_for_certain(name)  # a stopped process does not answer Ray
-                    self._died(name, e)
-            else:
-                silent = time.monotonic() - self.created_at[name]
-                if silent <= self.start_timeout_s:
+                    self._died(name, e)  # its replacement's start goes into self.starting
                     continue
-                self._stalled(name, silent, self.start_timeout_s)
-            if name in self.dropped:  # a train-only learner that kept failing to start: the run goes on
-                return {}
-            ref = next(r for r, n in self.starting.items() if n == name)
-            del self.starting[ref]
+            self._check_stalls()
         self._mark_up(name, info)
         return info
 

@@ -18,7 +18,11 @@ import sys
 import time
 
 from deepcrl.launch import ray_roles
-from deepcrl.rundir.liveness import stall_limit_s
+from deepcrl.rundir.liveness import process_cpu_s, stall_limit_s
+
+
+class RoleExited(RuntimeError):
+    """A starting role's process is gone (seen by the watchdog before Ray reports it)."""
 
 
 class RoleStalled(RuntimeError):
@@ -41,7 +45,8 @@ class Watchdog:
     def _poll(self) -> None:
         """Collect answers to whoami()/progress() without waiting; ask again every poll period."""
         ray, now, changed = self.ray, time.monotonic(), False
-        for refs, on_answer in ((self.where_refs, self._located), (self.progress_refs, self._progressed)):
+        for refs, on_answer in ((self.where_refs, self._located), (self.progress_refs, self._progressed),
+                                (self.ping_refs, self._pinged)):  # fmt: skip
             if refs:
                 done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
                 for ref in done:
@@ -56,14 +61,34 @@ class Watchdog:
             asked = set(self.progress_refs.values())
             for name in set(self.running.values()) - asked:
                 self.progress_refs[self.handles[name].progress.remote()] = name
+            # A starting role has no loop to report on yet, but its process answers whoami() while it
+            # builds and compiles (another thread): one that stops answering is frozen, not slow.
+            for name in set(self.starting.values()) - set(self.ping_refs.values()):
+                self.ping_refs[self.handles[name].whoami.remote()] = name
+            for name in set(self.starting.values()):
+                self._computing(name, now)
             self._next_poll = now + self.poll_every_s
         if changed:
             self.roles.write()
 
     def _located(self, name: str, facts: dict, now: float) -> None:
+        self.watch[name]["last_alive"] = now  # its process answers: pings count from here
         if name not in self.where:  # start()'s fuller answer wins
             self.where[name] = facts
             self.roles.update(name, write=False, pid=facts["pid"], node=facts["node"], node_id=facts["node_id"])
+
+    def _pinged(self, name: str, facts: dict, now: float) -> None:
+        self.watch[name]["last_alive"] = now
+
+    def _computing(self, name: str, now: float) -> None:
+        """A starting role on this host whose CPU time advanced is alive, answering or not (a compile
+        may hold Python's lock for minutes). Roles on other nodes are judged by their answers alone."""
+        facts = self.where.get(name) or {}
+        if not facts.get("pid") or facts.get("node_id") not in (None, self.node_id):
+            return
+        cpu, w = process_cpu_s(facts["pid"]), self.watch[name]
+        if cpu is not None and cpu != w.get("cpu_s"):
+            w["cpu_s"], w["last_alive"] = cpu, now
 
     def _progressed(self, name: str, report: dict, now: float) -> None:
         w = self.watch[name]
@@ -80,23 +105,31 @@ class Watchdog:
         now = time.monotonic()
         for name in sorted(set(self.running.values()) | set(self.starting.values())):
             w = self.watch[name]
+            limit = stall_limit_s(self.stall_fixed_s, w["longest"])
             if name in self.starting.values() or w["phase"] == "starting":
-                silent, limit = now - self.created_at[name], self.start_timeout_s
-            else:
-                silent, limit = now - w["last_alive"], stall_limit_s(self.stall_fixed_s, w["longest"])
-            if silent > limit:
-                self._stalled(name, silent, limit)
+                # On this host a starting role is alive while it answers pings or uses CPU, counted once
+                # its process has answered (before, it is importing); elsewhere the start limit alone
+                # judges it (a compile can hold Python's lock, and answer nothing, for minutes).
+                local = (self.where.get(name) or {}).get("node_id", "?") in (None, self.node_id)
+                building = name in self.starting.values()  # its start() has not returned yet
+                pid = (self.where.get(name) or {}).get("pid")
+                if building and local and pid and process_cpu_s(pid) is None:  # killed: a death, seen now
+                    self._died(name, RoleExited(f"its process (PID {pid}) exited while starting"))
+                elif building and local and now - w["last_alive"] > limit:  # neither answers nor computes
+                    self._stalled(name, now - w["last_alive"], limit, "frozen while starting")
+                elif now - self.created_at[name] > self.start_timeout_s:
+                    self._stalled(name, now - self.created_at[name], self.start_timeout_s, "not ready")
+            elif now - w["last_alive"] > limit:
+                self._stalled(name, now - w["last_alive"], limit, "no progress")
 
-    def _stalled(self, name: str, silent_s: float, limit_s: float) -> None:
-        starting = self.watch[name]["phase"] == "starting"
-        what = "not ready" if starting else "no progress"
+    def _stalled(self, name: str, silent_s: float, limit_s: float, what: str) -> None:
         pid = (self.where.get(name) or {}).get("pid")
         self._kill_for_certain(name)
         self._died(name, RoleStalled(f"{what} for {silent_s:.0f} s (limit {limit_s:.0f} s); killed PID {pid}"))
 
     def _forget(self, name: str) -> None:
         """Drop every outstanding call to the role (it is being replaced)."""
-        for refs in (self.running, self.starting, self.progress_refs, self.where_refs):
+        for refs in (self.running, self.starting, self.progress_refs, self.where_refs, self.ping_refs):
             for ref in [r for r, n in refs.items() if n == name]:
                 del refs[ref]
 

@@ -29,6 +29,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from deepcrl.buffer import replay_backend
+from deepcrl.buffer.async_writer import AsyncSegmentWriter, WriterAbandoned
 from deepcrl.collector.coverage import coverage_metrics, grid_for, init_coverage, update_coverage
 from deepcrl.collector.rollout import unroll
 from deepcrl.collector.segments import SegmentAssembler
@@ -42,14 +44,6 @@ from deepcrl.rundir.checkpoints import (
     write_json_atomic,
 )
 from deepcrl.rundir.metrics import MetricsLog
-
-
-def _reverb_writer():
-    """``buffer/reverb_writer`` (Reverb and TensorFlow), imported on first use: the core install has
-    no Reverb, yet imports this role to test its restore rules."""
-    from deepcrl.buffer import reverb_writer
-
-    return reverb_writer
 
 
 class _TableSwitch:
@@ -73,7 +67,6 @@ class Collector(RoleBase):
         sink=None,
         resume: bool = False,
     ):
-        reverb_writer = _reverb_writer()
         super().__init__()  # liveness: env steps collected, read by the driver's watchdog via progress()
         self.config = config = experiment.config
         env = experiment.env()
@@ -85,11 +78,12 @@ class Collector(RoleBase):
         self.fetch_params = fetch_params
         # Reverb 0.14 logs a warning per item from ~50 unconfirmed items on; stay below that.
         self.tables = experiment.fed_tables  # each learner's table (and spares fed for a warm attach)
-        sink = sink or reverb_writer.SegmentWriter(address, self.spec, self.tables, max_in_flight_items=32)
+        self.backend = replay_backend.load(self.spec.backend)  # its side of the replay, Reverb's or Ray's
+        sink = sink or self.backend.SegmentWriter(address, self.spec, self.tables, max_in_flight_items=32)
         self._switch_lock = threading.Lock()
         self._switch: _TableSwitch | None = None  # a set_tables() call the acting loop has yet to apply
         self._in_loop = False
-        self.writer = reverb_writer.AsyncSegmentWriter(sink, queue_size=config.writer_queue)
+        self.writer = AsyncSegmentWriter(sink, queue_size=config.writer_queue)
         self.dir = Path(run_dir) / self.name
         k_init, self.key = jax.random.split(jax.random.PRNGKey(config.seed))
         # The untrained policy acts until the learner publishes its first parameters.
@@ -180,11 +174,10 @@ class Collector(RoleBase):
         return str(self.record_path)
 
     def _switch_replay(self, address: str) -> None:
-        reverb_writer = _reverb_writer()
         self.writer.abandon()  # what it still held is lost, and counted as such by the driver
         with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)
-            sink = reverb_writer.SegmentWriter(address, self.spec, self.tables, max_in_flight_items=32)
-        self.writer = reverb_writer.AsyncSegmentWriter(sink, queue_size=self.config.writer_queue)
+            sink = self.backend.SegmentWriter(address, self.spec, self.tables, max_in_flight_items=32)
+        self.writer = AsyncSegmentWriter(sink, queue_size=self.config.writer_queue)
 
     def set_tables(self, tables: list[str]) -> int:
         """Write every segment from the next collection step on to ``tables`` (a learner attached or
@@ -244,7 +237,6 @@ class Collector(RoleBase):
     def run(self) -> dict:
         """Collect the env steps ``single`` makes (``layout.total_env_steps``: whole epochs), or until
         ``stop()``; returns the collector's counters."""
-        WriterAbandoned = _reverb_writer().WriterAbandoned  # noqa: N806  (an exception class)
         cfg = self.config
         k_reset, self.key = jax.random.split(self.key)
         env_state = jax.jit(self.venv.reset)(k_reset)

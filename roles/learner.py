@@ -18,7 +18,6 @@ import os
 import socket
 import threading
 import time
-import types
 import zlib
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepcrl.buffer import replay_backend
 from deepcrl.buffer.relabel import relabeled_minibatches
 from deepcrl.collector.rollout import evaluate
 from deepcrl.configs.experiment import Experiment
@@ -33,14 +33,6 @@ from deepcrl.learner.agent import make_agent
 from deepcrl.roles.contract import RoleBase
 from deepcrl.rundir.checkpoints import restore_train_state, save_train_state
 from deepcrl.rundir.metrics import HEADLINE, MetricsLog, write_config
-
-
-def _reverb() -> types.SimpleNamespace:
-    """The learner's side of Reverb (``buffer/reverb_sampler``, ``reverb_replay``), imported on first
-    use: the core install has no Reverb, yet imports this role to test its restore rules."""
-    from deepcrl.buffer import reverb_replay, reverb_sampler
-
-    return types.SimpleNamespace(sampler=reverb_sampler, replay=reverb_replay)
 
 
 def host_copy(tree):
@@ -93,7 +85,8 @@ class Learner(RoleBase):
         self.segments_per_round = experiment.segments_per_round
         role = experiment.learner(name)
         self.table = role.table_name  # its own name, or the spare table it took when attached
-        self.sampler = _reverb().sampler.SegmentSampler(address, self.table, self.segments_per_round, self.spec)
+        self.backend = replay_backend.load(self.spec.backend)  # its side of the replay, Reverb's or Ray's
+        self.sampler = self.backend.SegmentSampler(address, self.table, self.segments_per_round, self.spec)
         self.env_steps_offset = int(env_steps_offset)
         self.joined_at = role.joined_at  # the collector's env steps when this learner's data began (-1: at 0)
         # Every learner stops after exactly the updates `single` makes in the run's env steps (counted
@@ -217,7 +210,7 @@ class Learner(RoleBase):
         """
         try:
             with self.liveness.waiting("replay"):  # a frozen replay is watched on its own (up to 10 s)
-                inserts = _reverb().replay.table_info(self.address, timeout_s=10)[self.table]["num_inserts"]
+                inserts = self.backend.table_info(self.address, timeout_s=10)[self.table]["num_inserts"]
         except Exception:  # the replay is down or restarting: the last count we saw
             return getattr(self, "_collector_env_steps", 0)
         self._collector_env_steps = inserts * self.layout.segment_length + self.env_steps_offset
@@ -263,7 +256,7 @@ class Learner(RoleBase):
         drawn, waited = self.sampler.items_sampled, self.sampler.wait_s
         self.address = address
         with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)
-            self.sampler = _reverb().sampler.SegmentSampler(
+            self.sampler = self.backend.SegmentSampler(
                 address, self.table, self.segments_per_round, self.spec
             )
         self._samples_before += drawn

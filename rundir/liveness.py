@@ -19,6 +19,7 @@ least ``STALL_FLOOR_S``, unless ``role_stall_timeout_s`` fixes the limit.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -93,3 +94,19 @@ class Liveness:
                 "phase": self.phase,
                 "waiting_on": ",".join(waiting) or None,
             }
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds the process ``pid`` of this host has used (user + system), or None if it is gone.
+
+    A role that is starting may hold Python's lock for long stretches (an XLA compile) and then answers
+    no call, yet its CPU time advances; a frozen one (SIGSTOP, a wedged driver) neither answers nor
+    computes."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):  # a zombie or dead process
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

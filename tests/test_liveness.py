@@ -80,7 +80,7 @@ def test_frozen_roles_are_killed_and_replaced_and_a_slow_one_is_left_alone(tmp_p
         _wait_for(lambda: _roles(run_dir)[learner]["stalls"] == 2, START_S + 30, "the hung start found", proc)
         assert time.time() - stopped <= START_S + 15
         _wait_for(lambda: not _alive(hung), 10, "the hung learner killed for certain")
-        assert "not ready" in _roles(run_dir)[learner]["last_error"]
+        assert "frozen while starting" in _roles(run_dir)[learner]["last_error"]  # frozen, not slow
         _wait_for(lambda: _roles(run_dir)[learner]["status"] == "running", START_S + 30, "restarted", proc)
 
         # The collector, then the replay server: the same.

@@ -242,7 +242,7 @@ def test_async_writer_real_server(rng: np.random.Generator) -> None:
     server, address = rr.start_server(spec)
     try:
         batches = [make_batch(rng, 3) for _ in range(5)]
-        writer = rw.AsyncSegmentWriter.connect(address, spec, queue_size=1)
+        writer = rw.AsyncSegmentWriter(rw.SegmentWriter(address, spec), queue_size=1)
         for b in batches:
             writer.put(b)
         writer.close(timeout_s=LONG)
