@@ -3,22 +3,27 @@
 ``eval_env``, ``reset_to_first_start``, ``remat`` and ``compute_dtype`` each have a unit test of
 their own (tests/test_paper_fidelity.py, tests/test_networks.py, tests/test_update_reference.py);
 here each goes through ``make_single_trainer(resolve(config))``, the function ``launch/run.py`` trains with,
-so a config field dropped on the way (resolve.py, the trainer) fails a test. Nothing here trains:
-the checks trace, lower, or run init / prefill / one evaluation, on small settings.
+so a config field dropped on the way (resolve.py, the trainer) fails a test. Nothing here trains
+beyond one update: the checks trace, lower, or run init / prefill / one evaluation / one epoch of
+one update (the AgentConfig fields and gamma), on small settings.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jaxpr_check import bf16_dot_generals, checkpoint_policies
+from ml_collections import ConfigDict
 
 from deepcrl.configs.defaults import get_config
 from deepcrl.configs.experiment import resolve
 from deepcrl.envs import make_env
 from deepcrl.launch.single import make_single_trainer
+from deepcrl.learner.agent import Agent, TrainState
 from deepcrl.learner.networks import SAVE_MATMULS
 
 pytestmark = pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
@@ -107,3 +112,109 @@ def test_reset_to_first_start_reaches_the_training_envs(first):
         assert not np.isclose(goal5, goal0).all(axis=1).any()
         assert not np.isclose(firsts, start0).all(axis=2).any()
     assert len(np.unique(goal0, axis=0)) == config.num_envs  # and each env its own
+
+
+# ------------------------------------------------------------- AgentConfig fields and gamma (issue 24)
+# One update per epoch (one collection step, one minibatch), so the epoch's metrics are that update's
+# and each field's effect has a closed form. Narrow nets without LayerNorm compile the epoch in ~4 s.
+ONE_UPDATE = dict(num_minibatches=1, total_env_steps=600, critic_width=8, actor_width=8, layer_norm=False,
+                  repr_dim=8)  # fmt: skip
+FIELDS = {  # each changed alone from the base config (defaults 0.99, 3e-4 ×3, 0.1, -0.5; repr_dim 8 here)
+    "gamma": 0.5,
+    "actor_lr": 1e-3,
+    "critic_lr": 3e-3,
+    "alpha_lr": 2e-3,
+    "logsumexp_penalty": 0.5,
+    "target_entropy_scale": -2.0,
+    "repr_dim": 4,
+}
+KEY = jax.random.PRNGKey(0)
+
+
+class Outcome(NamedTuple):
+    config: ConfigDict
+    agent: Agent
+    before: TrainState  # host copies
+    after: TrainState
+    metrics: dict[str, float]
+
+
+def _host(tree):
+    return jax.tree_util.tree_map(np.array, tree)
+
+
+def _one_epoch(config: ConfigDict, start=None, own_train_state=False) -> tuple[Outcome, object]:
+    """init + prefill + one train_epoch of ``single``; or the epoch from ``start``, a host carry (with
+    ``own_train_state``, the train state this trainer's init makes from the same key)."""
+    trainer = make_single_trainer(resolve(config))
+    assert (trainer.layout.collections_per_epoch, config.num_minibatches) == (1, 1)  # one update
+    if start is None:
+        start = _host(trainer.prefill(trainer.init(KEY)))
+    elif own_train_state:  # init's own split of its key: (agent, env, run)
+        start = start.replace(train_state=_host(trainer.agent.init(jax.random.split(KEY, 3)[0])))
+    carry = jax.tree_util.tree_map(lambda x: jnp.copy(jnp.asarray(x)), start)  # XLA's own copy: donated
+    carry, metrics = trainer.train_epoch(carry)
+    outcome = Outcome(config, trainer.agent, start.train_state, _host(carry.train_state),
+                      {k: float(v) for k, v in metrics.items()})  # fmt: skip
+    return outcome, start
+
+
+@pytest.fixture(scope="module")
+def base_run():
+    """The base run and its prefilled carry, shared: init and prefill read none of the fields above
+    (acting uses the actor only; Adam's state does not depend on its rate) but repr_dim, whose
+    variant makes its own train state."""
+    return _one_epoch(small_config(**ONE_UPDATE))
+
+
+def _largest_change(before, after) -> float:
+    pairs = zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True)
+    return max(float(np.abs(a - b).max()) for a, b in pairs)
+
+
+def check_the_update(o: Outcome) -> None:
+    """What one Adam step and the losses do with the config's own values (not the AgentConfig's)."""
+    c, m = o.config, o.metrics
+    # Adam's first step moves each parameter by lr·g/(|g| + 1e-8): the largest move is the rate.
+    for name, lr in (("actor", c.actor_lr), ("critic", c.critic_lr)):
+        moved = _largest_change(getattr(o.before, name), getattr(o.after, name))
+        assert np.isclose(moved, lr, rtol=1e-3), (name, moved, lr)
+    moved = abs(float(o.after.log_alpha) - float(o.before.log_alpha))
+    assert np.isclose(moved, c.alpha_lr, rtol=1e-3), (moved, c.alpha_lr)
+    # α = exp(0) = 1 at the update: alpha loss = entropy − target, target = scale·|A|.
+    target = c.target_entropy_scale * o.agent.config.action_size
+    assert np.isclose(m["alpha/loss"] - m["actor/entropy"], -target, atol=1e-4), (m, target)
+    # Critic loss = InfoNCE + c·mean(lse²) ≥ c·mean(lse)² (Jensen); exactly InfoNCE when c = 0.
+    extra = m["critic/loss"] - m["critic/infonce"]
+    assert extra >= c.logsumexp_penalty * m["critic/logsumexp"] ** 2 - 1e-5, (extra, m)
+    assert (extra == 0.0) == (c.logsumexp_penalty == 0), extra
+    ones = {"state": jnp.ones((1, o.agent.config.state_size)), "action": jnp.ones((1, o.agent.config.action_size)),
+            "goal": jnp.ones((1, o.agent.config.goal_size))}  # fmt: skip
+    phi, psi = o.agent.critic_repr(o.after.critic, ones)
+    assert phi.shape[-1] == psi.shape[-1] == c.repr_dim, (phi.shape, psi.shape)
+
+
+def test_the_base_run_makes_one_update_with_its_config(base_run):
+    """The checks below hold for the base values too (default rates, penalty, entropy scale)."""
+    check_the_update(base_run[0])
+
+
+@pytest.mark.parametrize("field, value", list(FIELDS.items()), ids=list(FIELDS))
+def test_each_agent_field_reaches_the_update_single_runs(base_run, field, value):
+    """One field changed from the base config changes the trained state or metrics, the way it
+    should: the field travels config → validation.agent_config → make_single_trainer → the update."""
+    (base, start), config = base_run, small_config(**ONE_UPDATE)
+    assert config[field] != value
+    config[field] = value
+    o, _ = _one_epoch(config, start, own_train_state=field == "repr_dim")  # repr_dim: other shapes
+    check_the_update(o)
+    mine, theirs = jax.tree.leaves(o.after), jax.tree.leaves(base.after)
+    same_state = [a.shape for a in mine] == [b.shape for b in theirs] and all(
+        np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True)
+    )
+    assert not (same_state and o.metrics == base.metrics)  # a rate changes the step, not its metrics
+    if field == "gamma":  # P(k) ∝ γ^k: the same uniform draws give offsets no larger, mean 1/(1−γ) = 2
+        assert 1.0 <= o.metrics["relabel/mean_offset"] <= 3.0 < base.metrics["relabel/mean_offset"]
+    if field == "logsumexp_penalty":  # same batch, same initial critic: mean(lse²) is the base run's
+        ratio = lambda r: (r.metrics["critic/loss"] - r.metrics["critic/infonce"]) / r.config[field]
+        assert np.isclose(ratio(o), ratio(base), rtol=1e-4), (ratio(o), ratio(base))
