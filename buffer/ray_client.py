@@ -1,0 +1,255 @@
+"""The collector's and the learners' side of the Ray replay (``ray_replay.py``): segment batches in and out.
+
+The same classes, signatures and meanings as ``reverb_writer.SegmentWriter`` and
+``reverb_sampler.SegmentSampler``. A batch goes into Ray's object store once (``ray.put``: one copy)
+and the store actor, on the same node, reads it from there without another; a sampled batch comes back
+the same way, each segment gathered once by the store. Every call to the store waits at most
+``replay_store.WAIT_S`` and is repeated, so a client whose store died raises ``StoreGone`` promptly
+instead of hanging; a store started again (a new address) needs a new writer or sampler.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import ray
+
+from deepcrl.buffer.ray_replay import connect, get
+from deepcrl.buffer.replay_spec import ReplaySpec, check_batch
+from deepcrl.buffer.replay_store import WAIT_S
+
+
+class SegmentWriter:
+    """Writes segment batches: one item per env segment in every table, the segment stored once.
+
+    ``write`` hands the batch to the store, which queues it and inserts it as the tables' limiters admit
+    (as a Reverb server does with items in flight), and returns; it waits only while more than
+    ``max_in_flight_items`` items (segments × tables) of older batches are not in yet, so a
+    rate-limited table throttles the writer. The store inserts a writer's batches in the order written.
+    ``priority`` is accepted for the Reverb signature; sampling is uniform.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        spec: ReplaySpec,
+        tables: Sequence[str] | None = None,
+        max_in_flight_items: int = 256,
+        priority: float = 1.0,
+        connect_timeout_s: float = 60.0,
+    ) -> None:
+        self.spec = spec
+        self.tables = tuple(tables) if tables is not None else spec.table_names
+        for t in self.tables:
+            spec.table(t)
+        self.max_in_flight_items = max_in_flight_items
+        self._actor = connect(address, spec, self.tables, connect_timeout_s)
+        self._id = uuid.uuid4().hex
+        self._sent: deque[tuple[int, int, ray.ObjectRef]] = deque()  # (batch number, segments, its call)
+        self._in = 0  # batches the store has in whole
+        self._closed = False
+        self.steps_written = 0
+        self.segments_written = 0  # env segments; each is one item in every table
+        self.batches_written = 0
+
+    @property
+    def items_created(self) -> int:
+        return self.segments_written * len(self.tables)
+
+    def set_tables(self, tables: Sequence[str]) -> None:
+        """Write the next segments to these tables (of the spec): a learner joined or left."""
+        for t in tables:
+            self.spec.table(t)
+        self.tables = tuple(tables)
+
+    def write(self, batch: Mapping[str, np.ndarray]) -> int:
+        """Write one segment batch [N, L, ...]; returns the number of steps written (N * L)."""
+        if self._closed:
+            raise RuntimeError("SegmentWriter is closed")
+        data = check_batch(self.spec, batch)
+        n, seq = data["state"].shape[0], self.batches_written
+        self._sent.append((seq, n, self._actor.insert.remote(data, self.tables, self._id, seq)))
+        self.segments_written += n
+        self.steps_written += n * self.spec.segment_length
+        self.batches_written += 1
+        while (sum(k for _, k, _ in self._sent) - n) * len(self.tables) > self.max_in_flight_items:
+            self._wait_for(self._sent[0][0], math.inf)
+        return n * self.spec.segment_length
+
+    def _wait_for(self, seq: int, deadline: float) -> None:
+        """Wait until the store has batches up to ``seq`` in whole (TimeoutError past ``deadline``)."""
+        left = lambda: None if deadline == math.inf else max(0.0, deadline - time.monotonic())  # noqa: E731
+        for done, n, call in itertools.takewhile(lambda sent: sent[0] <= seq, list(self._sent)):
+            if get(call, left()) == n:  # the call returns at once (its error, a dead store, surfaces here)
+                self._in = max(self._in, done + 1)  # that batch is in whole, and every one before it
+        while self._in <= seq:
+            wait = WAIT_S if deadline == math.inf else min(WAIT_S, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError(f"the replay store has not taken batch {seq} in the time given")
+            self._in = get(self._actor.wait_written.remote(self._id, seq, wait))
+        while self._sent and self._sent[0][0] < self._in:
+            self._sent.popleft()
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Block until the store has every batch written so far; TimeoutError after ``timeout_s`` (the
+        batches stay queued there and go in later)."""
+        if self._sent:
+            self._wait_for(self._sent[-1][0], math.inf if timeout_s is None else time.monotonic() + timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush and let go; idempotent. What the store still holds queued after ``timeout_s`` is dropped."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout_s)
+        except TimeoutError:
+            get(self._actor.forget.remote(self._id), WAIT_S)
+            raise
+        finally:
+            self._closed = True
+            self._sent.clear()
+
+    def __enter__(self) -> SegmentWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SampledBatch(NamedTuple):
+    """data: the segment-batch dict with leading [B, L, ...]; info: per-item sample info [B] (key,
+    probability, table_size, times_sampled, as Reverb's)."""
+
+    data: dict[str, np.ndarray]
+    info: dict[str, np.ndarray]
+
+
+class _Failure(NamedTuple):
+    error: BaseException
+
+
+def _take(parts: list[tuple[dict, dict]], b: int) -> tuple[SampledBatch, list[tuple[dict, dict]]]:
+    """The first ``b`` items of ``parts`` as one batch, and the rest (one answer of exactly ``b``: as is)."""
+    if len(parts) == 1 and len(parts[0][1]["key"]) == b:
+        return SampledBatch(*parts[0]), []
+    joined = [{k: np.concatenate([p[i][k] for p in parts]) for k in parts[0][i]} for i in (0, 1)]
+    batch = SampledBatch(*({k: v[:b] for k, v in d.items()} for d in joined))
+    rest = tuple({k: v[b:] for k, v in d.items()} for d in joined)
+    return batch, [rest] if len(rest[1]["key"]) else []
+
+
+class SegmentSampler:
+    """Yields numpy batches of ``batch_size`` segments from one table, prefetched by a daemon thread.
+
+    The thread keeps ``ceil(max_in_flight_samples / batch_size)`` requests at the store (one by
+    default: the next is asked for as soon as one arrives) and up to ``prefetch_batches`` batches
+    ready. A request the limiter admits only in part comes back in part, as Reverb's sampler takes items
+    one at a time, and the thread asks again for the rest. Items prefetched count as sampled for the
+    limiter. The arrays of a batch are read-only (they live in the object store).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        table: str,
+        batch_size: int,
+        spec: ReplaySpec,
+        max_in_flight_samples: int | None = None,
+        prefetch_batches: int = 2,
+        connect_timeout_s: float = 60.0,
+    ) -> None:
+        spec.table(table)
+        if batch_size < 1 or prefetch_batches < 1:
+            raise ValueError("batch_size and prefetch_batches must be >= 1")
+        self.spec, self.table, self.batch_size = spec, table, batch_size
+        self._actor = connect(address, spec, [table], connect_timeout_s)
+        self._depth = max(1, math.ceil((max_in_flight_samples or batch_size) / batch_size))
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch_batches)
+        self._stop = threading.Event()
+        self._closed = False
+        self.items_sampled = 0  # delivered to the caller
+        self.batches_sampled = 0
+        self.wait_s = 0.0  # caller time spent waiting for a batch
+        self._thread = threading.Thread(target=self._run, name=f"ray-sampler-{table}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            asks: deque[ray.ObjectRef] = deque()
+            parts: list[tuple[dict, dict]] = []
+            while not self._stop.is_set():
+                while len(asks) < self._depth:
+                    asks.append(self._actor.sample.remote(self.table, self.batch_size, WAIT_S))
+                data, info = get(asks.popleft())
+                asks.append(
+                    self._actor.sample.remote(self.table, self.batch_size, WAIT_S)
+                )  # while this one is handled
+                if len(info["key"]):
+                    parts.append((data, info))
+                while parts and sum(len(p[1]["key"]) for p in parts) >= self.batch_size:
+                    batch, parts = _take(parts, self.batch_size)
+                    self._put(batch)
+        except BaseException as e:  # handed over to the caller's thread
+            self._put(_Failure(e))
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def sample(self, timeout_s: float | None = None) -> SampledBatch:
+        """Next batch; waits while the table is below min size or its rate limiter says no.
+
+        Raises TimeoutError if none arrives within ``timeout_s`` (None: wait forever), RuntimeError
+        (from StoreGone) once the store died.
+        """
+        if self._closed:
+            raise RuntimeError("SegmentSampler is closed")
+        start = time.perf_counter()
+        try:
+            item = self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            raise TimeoutError(f"no batch from table {self.table!r} within {timeout_s} s") from None
+        finally:
+            self.wait_s += time.perf_counter() - start
+        if isinstance(item, _Failure):
+            self._closed = True
+            raise RuntimeError(f"sampler thread for table {self.table!r} failed") from item.error
+        self.items_sampled += self.batch_size
+        self.batches_sampled += 1
+        return item
+
+    def __iter__(self) -> Iterator[SampledBatch]:
+        return self
+
+    def __next__(self) -> SampledBatch:
+        return self.sample()
+
+    def close(self) -> None:
+        """Stop prefetching; the thread ends within one store call (``WAIT_S``)."""
+        self._closed = True
+        self._stop.set()
+        while True:  # free prefetched batches and unblock a pending put
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=WAIT_S + 1.0)
+
+    def __enter__(self) -> SegmentSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
