@@ -85,7 +85,8 @@ class Backend(Protocol):
 
     def save_checkpoint(self, address: str, checkpoint_dir: str, state: dict, log=None) -> str: ...
 
-    def drain_sampler(self, address: str, table: str) -> Callable[[], object]: ...
+    def drain_sampler(self, address: str, table: str) -> Callable[..., int]:
+        """``take(max_items=1, timeout_s=None) -> int``: items taken from ``table`` and dropped."""
 
     def reset_table(self, address: str, table: str) -> None: ...
 

@@ -364,11 +364,18 @@ def reset_table(address: str, table: str) -> None:
     reverb.Client(address).reset(table)
 
 
-def drain_sampler(address: str, table: str) -> Callable[[], object]:
-    """A call that takes one item from `table` and drops it, blocking while the table's rate limiter holds
-    it back: the replay role drains the table of a learner that is down, so the collector is never stalled.
-    """
-    return reverb_pybind.Client(address).NewSampler(table, -1, 8).GetNextTrajectory
+def drain_sampler(address: str, table: str) -> Callable[..., int]:
+    """A call ``take(max_items=1, timeout_s=None) -> int`` (the seam's, buffer/replay_backend.py) that
+    takes an item from `table` and drops it, blocking while the table's rate limiter holds it back: the
+    replay role drains the table of a learner that is down, so the collector is never stalled. Reverb's
+    sampler takes one item per call and cannot time out, so it returns 1 once an item came."""
+    next_item = reverb_pybind.Client(address).NewSampler(table, -1, 8).GetNextTrajectory
+
+    def take(max_items: int = 1, timeout_s: float | None = None) -> int:
+        next_item()
+        return 1
+
+    return take
 
 
 def connect(address: str, spec: ReplaySpec, tables: Sequence[str], timeout_s: float) -> reverb.Client:

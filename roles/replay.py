@@ -91,12 +91,12 @@ class ReplayService(RoleBase):
         if table in self._drains and not self._drains[table].is_set():
             return
         stop = self._drains[table] = threading.Event()
-        take_one = self.backend.drain_sampler(self._local_address, table)
+        take = self.backend.drain_sampler(self._local_address, table)
 
         def loop() -> None:
             while not stop.is_set():
-                take_one()  # blocks while the rate limiter holds it back
-                self.drained[table] = self.drained.get(table, 0) + 1
+                taken = take(1024, 1.0)  # blocks while the rate limiter holds it back (Reverb: one, no timeout)
+                self.drained[table] = self.drained.get(table, 0) + taken
 
         threading.Thread(target=loop, name=f"drain-{table}", daemon=True).start()
 

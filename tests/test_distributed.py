@@ -64,7 +64,9 @@ def test_collector_deep_learner_shallow_end_to_end_and_both_learners_learn(tmp_p
         assert table["num_inserts"] == collector["segments_written"]
         # ... and every learner sampled only from those (the server counts prefetched samples too).
         assert 0 < row["samples_drawn"] <= table["num_samples"]
-        assert row["collector_env_steps"] == collector["steps_written"]
+        # Its last row says how far the collector's data had reached: a learner that reached its updates
+        # ahead of the collector (within the limiter's slack) ends before the last segments land.
+        assert 0 < row["collector_env_steps"] <= collector["steps_written"]
         rows = _rows(run_dir / name / "metrics.jsonl")
         last = rows[-1]
         # A learner's row sits at the env steps `single` collects for as many updates: one collection

@@ -285,7 +285,7 @@ def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_pat
     damaged = max(p for p in (run_dir / "replay").iterdir() if (p / "DONE").is_file())
     (damaged / "chunks.tfrecord").write_bytes(os.urandom((damaged / "chunks.tfrecord").stat().st_size))
     before = {n: _rows(run_dir / n / "metrics.jsonl") for n in (name, "collector")}
-    assert before["collector"][-1]["env_steps"] < total // 2, "the first run was not interrupted early"
+    assert before["collector"][-1]["env_steps"] < total * 3 // 4, "the first run was not interrupted early"
 
     res = run_cli("--resume", "--run_dir", str(run_dir), timeout=600)  # no other flag: config.json is used
     assert res.returncode == 0, res.stderr[-4000:]
