@@ -4,8 +4,10 @@ The same classes, signatures and meanings as ``reverb_writer.SegmentWriter`` and
 ``reverb_sampler.SegmentSampler``. A batch goes into Ray's object store once (``ray.put``: one copy)
 and the store actor, on the same node, reads it from there without another; a sampled batch comes back
 the same way, each segment gathered once by the store. Every call to the store waits at most
-``replay_store.WAIT_S`` and is repeated, so a client whose store died raises ``StoreGone`` promptly
-instead of hanging; a store started again (a new address) needs a new writer or sampler.
+``replay_store.WAIT_S`` and is repeated. A client whose store died behaves as Reverb's do while their
+server is down: the writer parks (its ``write`` blocks until it is closed, ``store_gone`` says why) and
+the sampler hands out nothing (``sample`` times out), so a role waits, is watched as waiting, and moves
+to the store started again when the driver tells it the new address (a new writer or sampler).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import ray
 
-from deepcrl.buffer.ray_replay import connect, get
+from deepcrl.buffer.ray_replay import StoreGone, connect, get
 from deepcrl.buffer.replay_spec import ReplaySpec, check_batch
 from deepcrl.buffer.replay_store import WAIT_S
 
@@ -60,6 +62,7 @@ class SegmentWriter:
         self.steps_written = 0
         self.segments_written = 0  # env segments; each is one item in every table
         self.batches_written = 0
+        self.store_gone = False
 
     @property
     def items_created(self) -> int:
@@ -82,8 +85,19 @@ class SegmentWriter:
         self.steps_written += n * self.spec.segment_length
         self.batches_written += 1
         while (sum(k for _, k, _ in self._sent) - n) * len(self.tables) > self.max_in_flight_items:
-            self._wait_for(self._sent[0][0], math.inf)
+            try:
+                self._wait_for(self._sent[0][0], math.inf)
+            except StoreGone:
+                self._park()
         return n * self.spec.segment_length
+
+    def _park(self) -> None:
+        """The store died: block until closed, as a Reverb writer blocks on a server that is down (its
+        role is told the new address and abandons this writer)."""
+        self.store_gone = True
+        while not self._closed:
+            time.sleep(WAIT_S)
+        raise RuntimeError("SegmentWriter is closed (its replay store had died)")
 
     def _wait_for(self, seq: int, deadline: float) -> None:
         """Wait until the store has batches up to ``seq`` in whole (TimeoutError past ``deadline``)."""
@@ -178,6 +192,7 @@ class SegmentSampler:
         self._closed = False
         self.items_sampled = 0  # delivered to the caller
         self.batches_sampled = 0
+        self.store_gone = False
         self.wait_s = 0.0  # caller time spent waiting for a batch
         self._thread = threading.Thread(target=self._run, name=f"ray-sampler-{table}", daemon=True)
         self._thread.start()
@@ -198,6 +213,8 @@ class SegmentSampler:
                 while parts and sum(len(p[1]["key"]) for p in parts) >= self.batch_size:
                     batch, parts = _take(parts, self.batch_size)
                     self._put(batch)
+        except StoreGone:  # as Reverb's sampler while its server is down: nothing more comes (timeouts)
+            self.store_gone = True
         except BaseException as e:  # handed over to the caller's thread
             self._put(_Failure(e))
 
@@ -212,8 +229,8 @@ class SegmentSampler:
     def sample(self, timeout_s: float | None = None) -> SampledBatch:
         """Next batch; waits while the table is below min size or its rate limiter says no.
 
-        Raises TimeoutError if none arrives within ``timeout_s`` (None: wait forever), RuntimeError
-        (from StoreGone) once the store died.
+        Raises TimeoutError if none arrives within ``timeout_s`` (None: wait forever), also once the
+        store died (``store_gone``): the role moves to the new store when told its address.
         """
         if self._closed:
             raise RuntimeError("SegmentSampler is closed")

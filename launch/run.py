@@ -159,6 +159,9 @@ def from_run_config(run_dir: str) -> ConfigDict:
     if source.topology == "single":
         raise UsageError(f"--from_run: {run_dir} is a single run (no replay service); give a distributed run")
     wrote = source.get("replay_backend") or "reverb"
+    if FLAGS.replay and FLAGS.replay != wrote:
+        raise UsageError(f"--from_run: the replay checkpoint of {run_dir} was written by the {wrote} backend, "
+                         f"which alone reads it; use --replay {wrote} (or leave --replay out)")  # fmt: skip
     problem = replay_backend.problem(wrote)
     if problem:
         raise UsageError(f"--from_run: {run_dir}'s replay checkpoint needs its backend: {problem}")
@@ -267,11 +270,6 @@ def build_config() -> ConfigDict:
     check_resume_fields(saved, config)
     if FLAGS.from_run and config.topology != "learners_from_replay":
         raise UsageError(f"--from_run goes with --topology learners_from_replay, not {config.topology}")
-    if FLAGS.from_run:
-        wrote = saved_config(FLAGS.from_run, "--from_run").replay_backend
-        if wrote != config.replay_backend:
-            raise UsageError(f"--from_run: the replay checkpoint of {FLAGS.from_run} was written by the {wrote} "
-                             f"backend, which alone reads it; use --replay {wrote}")  # fmt: skip
     return config
 
 

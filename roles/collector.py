@@ -173,6 +173,14 @@ class Collector(RoleBase):
         """The record: written after every collection step already, so there is nothing to do."""
         return str(self.record_path)
 
+    def reconnect(self, address: str) -> None:
+        """The replay moved: a put blocked on the old one gives up now (a writer whose store died never
+        comes back; Reverb's would reconnect, but its queue is abandoned at the switch anyway)."""
+        super().reconnect(address)
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.abandon()
+
     def _switch_replay(self, address: str) -> None:
         self.writer.abandon()  # what it still held is lost, and counted as such by the driver
         with self.liveness.waiting("replay"):  # connecting to the new server (bounded by its timeout)

@@ -73,6 +73,7 @@ def _end_with_ctrl_c(proc: subprocess.Popen, run_dir: Path) -> dict:
     assert proc.returncode == 130, err[-3000:]
     assert took < 30, f"Ctrl-C took {took:.1f} s"
     assert f"--resume --run_dir {run_dir}" in err and "Traceback" not in err, err[-3000:]
+    print(f"Ctrl-C of a distributed run -> exit 130: {took:.1f} s")
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -316,6 +317,7 @@ def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_pat
         assert walls == sorted(walls) and walls[-1] > before[folder][-1]["wall_time"], (folder, walls)
 
 
+@pytest.mark.ray_lane
 def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_path):
     """One actor_learner run survives each of its roles being killed in turn."""
     run_dir = tmp_path / "run"

@@ -21,8 +21,6 @@ from deepcrl.configs.defaults import get_config
 from deepcrl.configs.experiment import resolve
 from deepcrl.rundir.lock import LOCK_NAME, DriverLock, RunDirBusy, live_driver
 
-pytestmark = pytest.mark.core
-
 TINY = ["--env", "point_mass", "--num_envs", "16", "--num_eval_envs", "8", "--batch_size", "64",
         "--critic_width", "32", "--actor_width", "32", "--noprogress"]  # fmt: skip
 ENDLESS = [*TINY, "--total_env_steps", "5000000", "--num_evals", "2000"]
@@ -135,6 +133,7 @@ def test_a_second_driver_is_refused_and_ctrl_c_or_sigterm_stop_the_live_one_with
     print(f"second driver refused in {refuse_s:.1f} s (a whole CLI start), Ctrl-C/SIGTERM to exit: {took:.1f} s")
 
 
+@pytest.mark.core
 def test_a_lock_another_host_keeps_touching_counts_as_live(tmp_path):
     """Where file locks do not cross hosts (some NFS), a lock file of another host touched within
     STALE_S is a live driver; an old one is stale. Our own lock refuses a second holder in-process."""
@@ -168,6 +167,7 @@ def test_inputs_that_slipped_are_one_line_and_exit_2(args, needle, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.core
 def test_the_plan_says_each_role_and_the_env_steps_really_made():
     res = run_cli("--topology", "decoupling", "--total_env_steps", "50000", "--collector_width", "32", "--dry_run")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -180,6 +180,7 @@ def test_the_plan_says_each_role_and_the_env_steps_really_made():
     assert "device: cpu" in out and "disk: writes up to" in out
 
 
+@pytest.mark.core
 def test_the_rate_limiter_grants_the_update_to_data_ratio_of_single():
     """Per collection step ``single`` makes ``num_minibatches`` updates from ``segments_per_round``
     segments; the default limiter grants exactly that many samples per collection step's inserts."""
