@@ -166,7 +166,7 @@ def from_run_config(run_dir: str) -> ConfigDict:
     if problem:
         raise UsageError(f"--from_run: {run_dir}'s replay checkpoint needs its backend: {problem}")
     if not replay_backend.load(wrote).restorable(str(Path(run_dir) / "replay")):
-        raise UsageError(f"--from_run: {run_dir} left no {wrote} replay checkpoint in {Path(run_dir) / 'replay'}")
+        raise UsageError(f"--from_run: {run_dir} left no {wrote.capitalize()} checkpoint in {Path(run_dir) / 'replay'}")
     try:
         tables = resolve(source)
     except ConfigError as e:
