@@ -26,7 +26,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from deepcrl.buffer.replay_spec import ReplaySpec
 from deepcrl.buffer.replay_store import CHECKPOINT, STATE, TABLES, WAIT_S, RateLimiter, Store, one_line
-from deepcrl.rundir.checkpoints import check_manifest, previous, read_json, write_json_atomic, write_manifest
+from deepcrl.rundir.checkpoints import (
+    check_manifest,
+    previous,
+    read_json,
+    set_aside,
+    write_json_atomic,
+    write_manifest,
+)
 
 MAX_CONCURRENCY = 64  # actor threads: blocked samplers, drains and a writer's calls in flight wait in them
 PREFIX = "ray:"
@@ -109,7 +116,7 @@ def restore_first_good(root: Path, restore: Callable[[Path], str | None]) -> Pat
                 )
             return found
         tried.append(
-            f"replay checkpoint {found} is damaged ({why}), moved to {_set_aside(found, damaged_dir(root))}"
+            f"replay checkpoint {found} is damaged ({why}), moved to {set_aside(found, damaged_dir(root))}"
         )
     if tried:
         print(f"warning: {'; '.join(tried)}; none other to restore: the replay starts with empty tables, "
@@ -137,15 +144,6 @@ def damaged_dir(checkpoint_dir: str | Path) -> Path:
 def server_log(checkpoint_dir: str | Path) -> Path:
     """``CHECKPOINT_DIR.log``: where ``checkpoint(address, log)`` notes each checkpoint it stored."""
     return Path(str(checkpoint_dir).rstrip("/") + ".log")
-
-
-def _set_aside(found: Path, into: Path) -> Path:
-    into.mkdir(parents=True, exist_ok=True)
-    target, n = into / found.name, 1
-    while target.exists():
-        target, n = into / f"{found.name}.{n}", n + 1
-    shutil.move(str(found), str(target))
-    return target
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import tensorflow as tf
 from reverb import pybind as reverb_pybind
 
 from deepcrl.buffer.replay_spec import DTYPES, FIELDS, ReplaySpec, TableSpec, make_spec  # noqa: F401  (the contract, re-exported)
-from deepcrl.rundir.checkpoints import check_manifest, read_json, write_json_atomic, write_manifest
+from deepcrl.rundir.checkpoints import check_manifest, read_json, set_aside, write_json_atomic, write_manifest
 
 # FIELDS (replay_spec.py) is the field order of the flattened item columns: dm-tree flattens dicts in
 # sorted key order, so the writer's `create_item(trajectory=dict)` lays the columns out in this order;
@@ -147,7 +147,7 @@ def start_restored(
                     raise  # the checkpoint is fine: the server failed for another reason (its port)
                 why = _one_line(e)
         if why is not None:
-            moved = _set_aside(found, damaged_dir(root))
+            moved = set_aside(found, damaged_dir(root))
             tried.append(f"replay checkpoint {found} is damaged ({why}), moved to {moved}")
             continue
         if tried:
@@ -305,16 +305,6 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _set_aside(found: Path, into: Path) -> Path:
-    """Move a checkpoint that did not restore into ``into`` (a new name if that one is taken)."""
-    into.mkdir(parents=True, exist_ok=True)
-    target, n = into / found.name, 1
-    while target.exists():
-        target, n = into / f"{found.name}.{n}", n + 1
-    shutil.move(str(found), str(target))
-    return target
 
 
 def frozen_copy(source_dir: str | Path, target_dir: str | Path) -> dict[str, dict[str, int]]:

@@ -12,21 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from deepcrl.buffer.async_writer import AsyncSegmentWriter, SegmentSink, WriterAbandoned, WriterThreadError
-from deepcrl.buffer.reverb_replay import DTYPES, FIELDS, ReplaySpec, connect
-
-
-def _check_batch(spec: ReplaySpec, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Validate shapes against the spec and make every field C-contiguous with the contract dtype."""
-    missing = set(FIELDS) - set(batch)
-    if missing:
-        raise KeyError(f"segment batch lacks fields {sorted(missing)}")
-    out = {k: np.ascontiguousarray(batch[k], dtype=DTYPES[k]) for k in FIELDS}
-    n = out["state"].shape[0]
-    shapes = spec.item_shapes()
-    for k in FIELDS:
-        if out[k].shape != (n, *shapes[k]):
-            raise ValueError(f"field {k!r} has shape {out[k].shape}, expected {(n, *shapes[k])} [N, L, ...]")
-    return out
+from deepcrl.buffer.replay_spec import check_batch
+from deepcrl.buffer.reverb_replay import FIELDS, ReplaySpec, connect
 
 
 class SegmentWriter:
@@ -76,7 +63,7 @@ class SegmentWriter:
         """Write one segment batch [N, L, ...]; returns the number of steps written (N * L)."""
         if self._closed:
             raise RuntimeError("SegmentWriter is closed")
-        data = _check_batch(self.spec, batch)
+        data = check_batch(self.spec, batch)
         n = data["state"].shape[0]
         w = self._writer
         for i in range(n):

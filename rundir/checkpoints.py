@@ -299,3 +299,14 @@ def latest_checkpoint(run_dir: Path) -> Path:
         raise FileNotFoundError(f"no checkpoint under {run_dir}")
     newest = max(found, key=lambda p: p.stat().st_mtime)
     return newest.with_name(newest.name.removesuffix(".old"))
+
+
+def set_aside(found: Path, into: Path) -> Path:
+    """Move a checkpoint that did not restore into ``into`` (a new name if that one is taken): kept for
+    a look, never deleted."""
+    into.mkdir(parents=True, exist_ok=True)
+    target, n = into / found.name, 1
+    while target.exists():
+        target, n = into / f"{found.name}.{n}", n + 1
+    shutil.move(str(found), str(target))
+    return target
