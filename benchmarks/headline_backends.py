@@ -5,8 +5,8 @@
 Runs ``launch/run.py --topology collector_deep_learner_shallow --env point_mass_walls`` as a user does,
 cycling through the cells (pinned lane + Reverb, pinned lane + Ray, latest lane + Ray: those whose
 virtual environment exists) so the machine's load falls on every cell alike. CPU seconds are the whole
-process tree's (the driver's children, the Ray roles included, once they are reaped), read with
-``resource.getrusage(RUSAGE_CHILDREN)`` around each run. Prints one row per run and the mean per cell
+machine's while the run runs (``/proc/stat``: the Ray roles are not children the driver reaps), so
+run it on a quiet machine; the load average is printed. Prints one row per run and the mean per cell
 with its ratio to the first cell.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import tempfile
 import time
@@ -25,9 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CELLS = (("pinned", ".venv", "reverb"), ("pinned", ".venv", "ray"), ("latest", ".venv-latest", "ray"))
 
 
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def _machine_cpu() -> float:
+    """CPU seconds every core of this machine has been busy (``/proc/stat``). The Ray roles are not
+    children the driver reaps (``RUSAGE_CHILDREN`` saw ~10 % of them), so the run's CPU is read as the
+    machine's during the run: on a quiet machine that is the run's; the load is printed beside it."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def run_once(venv: str, backend: str, total: int, workdir: Path) -> dict:
@@ -36,9 +39,9 @@ def run_once(venv: str, backend: str, total: int, workdir: Path) -> dict:
     cmd = [str(ROOT / venv / "bin" / "python"), str(ROOT / "launch" / "run.py"), "--topology",
            "collector_deep_learner_shallow", "--env", "point_mass_walls", "--replay", backend,
            "--total_env_steps", str(total), "--noprogress", "--run_dir", str(run_dir)]  # fmt: skip
-    cpu0, t0 = _children_cpu(), time.perf_counter()
+    cpu0, t0 = _machine_cpu(), time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    wall, cpu = time.perf_counter() - t0, _machine_cpu() - cpu0
     if res.returncode:
         return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
     summary = json.loads((run_dir / "summary.json").read_text())

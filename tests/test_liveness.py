@@ -1,7 +1,7 @@
 """A role that hangs without dying is found and replaced (issue 16), with real SIGSTOP signals.
 
-One endless ``decoupling`` run on point_mass is frozen role by role: a train-only learner, its
-replacement while it starts, the collector and the replay server; a second learner is paused for
+One endless ``decoupling`` run on point_mass is frozen role by role: a train-only learner, the
+collector and the replay server (a role frozen while it starts: ``test_start_faults.py``); a second learner is paused for
 less than the limit (slow, not stalled) and must be left alone. PIDs come from ``RUN/roles.json``;
 Ray is the run's own embedded instance, so no other process on the machine is touched.
 """
@@ -66,23 +66,7 @@ def test_frozen_roles_are_killed_and_replaced_and_a_slow_one_is_left_alone(tmp_p
         assert roles[learner]["restarts"] == 1 and roles[learner]["deaths"] == 0
         assert "no progress" in roles[learner]["last_error"]
 
-        # Its replacement hangs in its start-up: replaced within role_start_timeout_s of its creation.
-        _wait_for(lambda: _roles(run_dir)[learner]["progress"] > 0, 120, "the replacement trains", proc)
-        os.kill(proc.pid, 0)  # the driver is alive
-        pid = _roles(run_dir)[learner]["pid"]
-        os.kill(pid, signal.SIGKILL)  # a death, then a start that hangs
-        _wait_for(
-            lambda: _roles(run_dir)[learner]["pid"] not in (None, pid), 60, "a new learner process", proc
-        )
-        hung = _roles(run_dir)[learner]["pid"]
-        os.kill(hung, signal.SIGSTOP)
-        stopped = time.time()
-        _wait_for(lambda: _roles(run_dir)[learner]["stalls"] == 2, START_S + 30, "the hung start found", proc)
-        assert time.time() - stopped <= START_S + 15
-        _wait_for(lambda: not _alive(hung), 10, "the hung learner killed for certain")
-        assert "frozen while starting" in _roles(run_dir)[learner]["last_error"]  # frozen, not slow
-        _wait_for(lambda: _roles(run_dir)[learner]["status"] == "running", START_S + 30, "restarted", proc)
-
+        # (A replacement that hangs while it starts: tests/test_start_faults.py.)
         # The collector, then the replay server: the same.
         for name in ("collector", "replay"):
             _, detected = _freeze_and_wait_for_replacement(run_dir, name, proc, stalls=1)
@@ -95,9 +79,9 @@ def test_frozen_roles_are_killed_and_replaced_and_a_slow_one_is_left_alone(tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
     roles = summary["roles"]
     assert {n: r["stalls"] for n, r in roles.items()} == {
-        "replay": 1, "collector": 1, "collector_learner": 0, learner: 2, slow: 0,
+        "replay": 1, "collector": 1, "collector_learner": 0, learner: 1, slow: 0,
     }  # fmt: skip
-    assert roles[learner]["deaths"] == 1 and roles[slow]["restarts"] == 0
+    assert roles[learner]["deaths"] == 0 and roles[slow]["restarts"] == 0
     assert "| stalls |" in (run_dir / "summary.md").read_text()
     for name in ("collector", "collector_learner", learner, slow):
         steps = [r["env_steps"] for r in _rows(run_dir / name / "metrics.jsonl")]
