@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import queue
-import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import ray
 
+from deepcrl.buffer.prefetch import PrefetchingSampler, SampledBatch, _Failure
 from deepcrl.buffer.ray_replay import StoreGone, connect, get
 from deepcrl.buffer.replay_spec import ReplaySpec, check_batch
 from deepcrl.buffer.replay_store import WAIT_S
@@ -139,18 +137,6 @@ class SegmentWriter:
         self.close()
 
 
-class SampledBatch(NamedTuple):
-    """data: the segment-batch dict with leading [B, L, ...]; info: per-item sample info [B] (key,
-    probability, table_size, times_sampled, as Reverb's)."""
-
-    data: dict[str, np.ndarray]
-    info: dict[str, np.ndarray]
-
-
-class _Failure(NamedTuple):
-    error: BaseException
-
-
 def _take(parts: list[tuple[dict, dict]], b: int) -> tuple[SampledBatch, list[tuple[dict, dict]]]:
     """The first ``b`` items of ``parts`` as one batch, and the rest (one answer of exactly ``b``: as is)."""
     if len(parts) == 1 and len(parts[0][1]["key"]) == b:
@@ -161,15 +147,18 @@ def _take(parts: list[tuple[dict, dict]], b: int) -> tuple[SampledBatch, list[tu
     return batch, [rest] if len(rest[1]["key"]) else []
 
 
-class SegmentSampler:
+class SegmentSampler(PrefetchingSampler):
     """Yields numpy batches of ``batch_size`` segments from one table, prefetched by a daemon thread.
 
     The thread keeps ``ceil(max_in_flight_samples / batch_size)`` requests at the store (one by
     default: the next is asked for as soon as one arrives) and up to ``prefetch_batches`` batches
     ready. A request the limiter admits only in part comes back in part, as Reverb's sampler takes items
     one at a time, and the thread asks again for the rest. Items prefetched count as sampled for the
-    limiter. The arrays of a batch are read-only (they live in the object store).
+    limiter. The arrays of a batch are read-only (they live in the object store). Once the store died
+    (``store_gone``) nothing more comes: ``sample`` times out, as Reverb's does while its server is down.
     """
+
+    JOIN_S = WAIT_S + 1.0  # the thread ends within one store call
 
     def __init__(
         self,
@@ -182,19 +171,11 @@ class SegmentSampler:
         connect_timeout_s: float = 60.0,
     ) -> None:
         spec.table(table)
-        if batch_size < 1 or prefetch_batches < 1:
-            raise ValueError("batch_size and prefetch_batches must be >= 1")
-        self.spec, self.table, self.batch_size = spec, table, batch_size
+        super().__init__(table, batch_size, prefetch_batches, f"ray-sampler-{table}")
+        self.spec = spec
         self._actor = connect(address, spec, [table], connect_timeout_s)
         self._depth = max(1, math.ceil((max_in_flight_samples or batch_size) / batch_size))
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch_batches)
-        self._stop = threading.Event()
-        self._closed = False
-        self.items_sampled = 0  # delivered to the caller
-        self.batches_sampled = 0
         self.store_gone = False
-        self.wait_s = 0.0  # caller time spent waiting for a batch
-        self._thread = threading.Thread(target=self._run, name=f"ray-sampler-{table}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -218,55 +199,4 @@ class SegmentSampler:
         except BaseException as e:  # handed over to the caller's thread
             self._put(_Failure(e))
 
-    def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
 
-    def sample(self, timeout_s: float | None = None) -> SampledBatch:
-        """Next batch; waits while the table is below min size or its rate limiter says no.
-
-        Raises TimeoutError if none arrives within ``timeout_s`` (None: wait forever), also once the
-        store died (``store_gone``): the role moves to the new store when told its address.
-        """
-        if self._closed:
-            raise RuntimeError("SegmentSampler is closed")
-        start = time.perf_counter()
-        try:
-            item = self._queue.get(timeout=timeout_s)
-        except queue.Empty:
-            raise TimeoutError(f"no batch from table {self.table!r} within {timeout_s} s") from None
-        finally:
-            self.wait_s += time.perf_counter() - start
-        if isinstance(item, _Failure):
-            self._closed = True
-            raise RuntimeError(f"sampler thread for table {self.table!r} failed") from item.error
-        self.items_sampled += self.batch_size
-        self.batches_sampled += 1
-        return item
-
-    def __iter__(self) -> Iterator[SampledBatch]:
-        return self
-
-    def __next__(self) -> SampledBatch:
-        return self.sample()
-
-    def close(self) -> None:
-        """Stop prefetching; the thread ends within one store call (``WAIT_S``)."""
-        self._closed = True
-        self._stop.set()
-        while True:  # free prefetched batches and unblock a pending put
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._thread.join(timeout=WAIT_S + 1.0)
-
-    def __enter__(self) -> SegmentSampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -6,31 +6,17 @@ against (benchmarks/reverb_throughput.py). The data contract is in `reverb_repla
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
 from collections.abc import Iterator
-from typing import Any, NamedTuple
 
 import numpy as np
 import reverb
 from reverb import pybind as reverb_pybind
 
+from deepcrl.buffer.prefetch import PrefetchingSampler, SampledBatch, _Failure
 from deepcrl.buffer.reverb_replay import FIELDS, NUM_INFO, ReplaySpec, connect
 
 
-class SampledBatch(NamedTuple):
-    """data: the segment-batch dict with leading [B, L, ...]; info: per-item Reverb sample info [B]."""
-
-    data: dict[str, np.ndarray]
-    info: dict[str, np.ndarray]
-
-
-class _Failure(NamedTuple):
-    error: BaseException
-
-
-class SegmentSampler:
+class SegmentSampler(PrefetchingSampler):
     """Yields numpy batches of `batch_size` segments from one table.
 
     Uses one long-lived Reverb sampler stream (the C++ `Sampler` behind `reverb.Client.sample`, kept open
@@ -55,21 +41,11 @@ class SegmentSampler:
         connect_timeout_s: float = 60.0,
     ) -> None:
         spec.table(table)
-        if batch_size < 1 or prefetch_batches < 1:
-            raise ValueError("batch_size and prefetch_batches must be >= 1")
+        super().__init__(table, batch_size, prefetch_batches, f"reverb-sampler-{table}")
         self.spec = spec
-        self.table = table
-        self.batch_size = batch_size
         connect(address, spec, [table], connect_timeout_s)
         in_flight = max_in_flight_samples or batch_size
         self._sampler = reverb_pybind.Client(address).NewSampler(table, -1, in_flight)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch_batches)
-        self._stop = threading.Event()
-        self._closed = False
-        self.items_sampled = 0  # delivered to the caller
-        self.batches_sampled = 0
-        self.wait_s = 0.0  # caller time spent waiting for a batch
-        self._thread = threading.Thread(target=self._run, name=f"reverb-sampler-{table}", daemon=True)
         self._thread.start()
 
     def _next_batch(self) -> SampledBatch:
@@ -87,64 +63,9 @@ class SegmentSampler:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                batch = self._next_batch()
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                self._put(self._next_batch())
         except BaseException as e:  # handed over to the caller's thread
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(_Failure(e), timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
-
-    def sample(self, timeout_s: float | None = None) -> SampledBatch:
-        """Next batch; waits while the table is below min size or its rate limiter says no.
-
-        Raises TimeoutError if none arrives within `timeout_s` (None: wait forever).
-        """
-        if self._closed:
-            raise RuntimeError("SegmentSampler is closed")
-        start = time.perf_counter()
-        try:
-            item = self._queue.get(timeout=timeout_s)
-        except queue.Empty:
-            raise TimeoutError(f"no batch from table {self.table!r} within {timeout_s} s") from None
-        finally:
-            self.wait_s += time.perf_counter() - start
-        if isinstance(item, _Failure):
-            self._closed = True
-            raise RuntimeError(f"sampler thread for table {self.table!r} failed") from item.error
-        self.items_sampled += self.batch_size
-        self.batches_sampled += 1
-        return item
-
-    def __iter__(self) -> Iterator[SampledBatch]:
-        return self
-
-    def __next__(self) -> SampledBatch:
-        return self.sample()
-
-    def close(self) -> None:
-        """Stop prefetching (see the class note on a thread parked in Reverb)."""
-        self._closed = True
-        self._stop.set()
-        while True:  # free prefetched batches and unblock a pending put
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._thread.join(timeout=1.0)
-
-    def __enter__(self) -> SegmentSampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            self._put(_Failure(e))
 
 
 # --------------------------------------------------------------------------------------------------------
