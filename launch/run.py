@@ -374,11 +374,7 @@ def main(argv) -> int:
     if FLAGS.resume and FLAGS.overwrite:
         raise UsageError("give --resume (continue the run) or --overwrite (start over), not both")
     if FLAGS.resume:  # checked before anything else: a resume of no run, or of a finished one, writes nothing
-        saved = saved_config(FLAGS.run_dir)
-        busy = live_driver(FLAGS.run_dir)
-        if busy:
-            raise UsageError(busy)
-        note = finished_note(FLAGS.run_dir, saved)
+        note = finished_note(FLAGS.run_dir, saved_config(FLAGS.run_dir))  # a live run is refused below
         if note:
             print(note)
             return 0
