@@ -31,6 +31,60 @@ def _xla_cache_for_kill_and_freeze_tests(request, monkeypatch):
         monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
+# --------------------------------------------------------------------------- the replay backend
+# Every distributed test takes the fixture ``replay`` (a backend name) and passes ``--replay`` to its
+# run, so one test body runs on each backend chosen here: this install's default (Reverb where it
+# installs, Ray's on the latest lane) unless ``--replay-backends`` names others ("all": every backend
+# installed here). CI runs the pinned lane on Reverb and the latest lane on Ray.
+def pytest_addoption(parser):
+    parser.addoption(
+        "--replay-backends", default="default",
+        help="replay backends the distributed tests run on: default (this install's), all (every one "
+        "installed here) or a comma-separated list of reverb, ray",
+    )  # fmt: skip
+
+
+def _chosen_backends(config) -> list[str]:
+    from deepcrl.buffer import replay_backend
+
+    asked = config.getoption("--replay-backends")
+    if asked == "default":
+        return [replay_backend.default()]
+    if asked == "all":
+        return [b for b in replay_backend.BACKENDS if replay_backend.available(b)]
+    chosen = [b.strip() for b in asked.split(",") if b.strip()]
+    for b in chosen:
+        problem = replay_backend.problem(b)
+        if problem:
+            raise pytest.UsageError(f"--replay-backends: {problem}")
+    return chosen
+
+
+def pytest_generate_tests(metafunc):
+    if "replay" in metafunc.fixturenames:
+        metafunc.parametrize("replay", _chosen_backends(metafunc.config))
+
+
+@pytest.fixture
+def replay_server(replay):
+    """``start(spec) -> (server, address)`` of the backend ``replay``, for tests that drive roles as plain
+    objects: the Ray backend's store is an actor, so it gets a small Ray of the test's own on loopback,
+    stopped after the test."""
+    from deepcrl.buffer import replay_backend
+
+    started = False
+    if replay == "ray":
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     logging_level="ERROR", log_to_driver=False)  # fmt: skip
+    yield replay_backend.load(replay).start_server
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT

@@ -37,17 +37,18 @@ def _rows(path: Path) -> list[dict]:
 
 
 @pytest.mark.ray_lane
-def test_collector_deep_learner_shallow_end_to_end_and_both_learners_learn(tmp_path):
+def test_collector_deep_learner_shallow_end_to_end_and_both_learners_learn(tmp_path, replay):
     """The headline topology on point_mass_walls at the default CPU settings: the counts add up through
-    the real replay server (Reverb here, the Ray store on the latest lane), and the collector's own learner (an actor_learner) and the train-only
-    learner both learn to go around the wall (untrained they reach the goal in under 15 % of episodes)."""
+    the real replay server (each backend's), and the collector's own learner (an actor_learner) and the
+    train-only learner both learn to go around the wall (untrained they reach the goal in under 15 % of episodes)."""
     run_dir = tmp_path / "run"
     res = run_cli(
         "--topology", "collector_deep_learner_shallow", "--env", "point_mass_walls", "--set", "deep_depth=8",
-        "--noprogress", "--run_dir", str(run_dir),
+        "--noprogress", "--run_dir", str(run_dir), "--replay", replay,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-4000:]
     config = json.loads((run_dir / "config.json").read_text())
+    assert config["replay_backend"] == replay
     per_collection = config["num_envs"] * config["unroll_length"]  # env steps of one collection step
     prefill = config["min_replay_steps_per_env"] // config["unroll_length"] * per_collection
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -102,43 +103,45 @@ def test_collector_deep_learner_shallow_end_to_end_and_both_learners_learn(tmp_p
         assert "Stored checkpoint" in (run_dir / "replay.log").read_text()
 
 
-def test_topology_on_an_existing_local_cluster(tmp_path):
+@pytest.mark.ray_lane
+def test_topology_on_an_existing_two_node_cluster(tmp_path, replay):
+    """``--ray_address`` of a cluster of two Ray nodes on loopback (a head with 1 CPU, a second node with
+    2): the run's three roles cannot all fit on one node, so the replay serves roles on the other node,
+    through that node's own object store, and the run ends with every learner trained."""
+    import os
+
     ray_bin = str(Path(sys.executable).parent / "ray")
     port = "6391"
     # Ray >= 2.5x enables token authentication for `ray start`; this throwaway loopback cluster opts out.
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    import os
-
-    env = {**os.environ, **env}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     # Its own temp dir (short: Ray's unix sockets live there) names this cluster's processes, so the
     # test stops exactly them and leaves any other Ray on the machine alone (`ray stop` would not).
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    start = subprocess.run(
-        [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=6",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        capture_output=True, text=True, timeout=180, env=env,
-    )  # fmt: skip
+    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+
+    def ray_start(*args: str) -> None:
+        res = subprocess.run([ray_bin, "start", *args, *common], capture_output=True, text=True, timeout=180, env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+
     try:
-        assert start.returncode == 0, start.stderr[-3000:]
+        ray_start("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")
+        ray_start(f"--address=127.0.0.1:{port}", "--num-cpus=2")
         run_dir = tmp_path / "run"
-        res = run_cli(
-            "--topology",
-            "actor_learner",
-            *SMALL,
-            "--run_dir",
-            str(run_dir),
-            "--ray_address",
-            f"127.0.0.1:{port}",
-            env=env,
-        )
+        res = run_cli("--topology", "actor_learner", *SMALL, "--run_dir", str(run_dir),
+                      "--ray_address", f"127.0.0.1:{port}", "--replay", replay, env=env)  # fmt: skip
         assert res.returncode == 0, res.stderr[-4000:]
         summary = json.loads((run_dir / "summary.json").read_text())
         assert [r["learner"] for r in summary["learners"]] == ["collector_learner"]
-        assert summary["learners"][0]["updates"] > 0
-        # The roles ran on that cluster, not on an embedded one: its temp dir holds every role's logs.
+        assert summary["learners"][0]["updates"] > 0 and summary["collector"]["segments_written"] > 0
+        # The roles ran on that cluster, not on an embedded one: its temp dir holds every role's logs ...
         logs = "\n".join(p.name for p in Path(temp_dir).glob("session_*/logs/worker-*"))
         for name, role in summary["roles"].items():
             assert f"-{role['pid']}.out" in logs or f"-{role['pid']}.err" in logs, (name, role["pid"], logs)
+        # ... on both of its nodes, the replay apart from at least one of the roles it serves.
+        roles = json.loads((run_dir / "roles.json").read_text())["roles"]
+        nodes = {name: role["node_id"] for name, role in roles.items()}
+        assert len(set(nodes.values())) == 2, nodes
+        assert any(nodes[n] != nodes["replay"] for n in ("collector", "collector_learner")), nodes
     finally:
         stopped = _stop_cluster(temp_dir)
         left = _cluster_pids(temp_dir)
@@ -199,15 +202,13 @@ def small_config():
     return c
 
 
-def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, small_config):
-    """Collector and learner as plain objects around a real Reverb server (no Ray needed)."""
-    # Reverb (TensorFlow) imported here: this module is also collected on the core install, which lacks it.
-    from deepcrl.buffer.reverb_replay import start_server
-
-    config = small_config
+def test_parameters_reach_the_collector_within_the_staleness_bound(tmp_path, small_config, replay, replay_server):
+    """Collector and learner as plain objects around a real replay server (Reverb's, or the Ray store)."""
+    config = ConfigDict(small_config.to_dict())
+    config.replay_backend = replay
     experiment = resolve(config)
     spec = experiment.replay
-    server, address = start_server(spec)
+    server, address = replay_server(spec)
     try:
         learner = Learner(experiment, "collector_learner", address, str(tmp_path))
         collector = Collector(experiment, address, str(tmp_path), learner.get_actor_params)
@@ -304,11 +305,11 @@ def _learners_training(run_dir: Path) -> bool:
     return all(p.exists() and len(p.read_text().splitlines()) >= 2 for p in paths)
 
 
-def test_ctrl_c_stops_every_role_and_keeps_final_checkpoints(tmp_path):
+def test_ctrl_c_stops_every_role_and_keeps_final_checkpoints(tmp_path, replay):
     import os
     import signal
 
-    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000")
+    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000", "--replay", replay)
     try:
         _wait_for(lambda: _learners_training(run_dir), timeout=240)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
@@ -338,12 +339,12 @@ def test_ctrl_c_stops_every_role_and_keeps_final_checkpoints(tmp_path):
     assert any((run_dir / "replay").iterdir())  # the replay tables were checkpointed too
 
 
-def test_a_role_that_dies_beyond_max_role_restarts_ends_the_run_with_its_name(tmp_path):
+def test_a_role_that_dies_beyond_max_role_restarts_ends_the_run_with_its_name(tmp_path, replay):
     """Fault injection: SIGKILL of the driving learner, found through roles.json, with no restart allowed."""
     import os
     import signal
 
-    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000", "--set", "max_role_restarts=0")
+    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000", "--set", "max_role_restarts=0", "--replay", replay)
     latest = [run_dir / n / "checkpoints" / "latest" for n in ("collector_learner", "learner1_d4")]
     try:
         _wait_for(lambda: _learners_training(run_dir) and all(p.is_dir() for p in latest), timeout=240)
@@ -362,16 +363,13 @@ def test_a_role_that_dies_beyond_max_role_restarts_ends_the_run_with_its_name(tm
     assert all(p.is_dir() and any(p.iterdir()) for p in latest)
 
 
-def test_a_restarted_learner_and_collector_restore_their_state_bitwise(tmp_path, small_config):
+def test_a_restarted_learner_and_collector_restore_their_state_bitwise(tmp_path, small_config, replay, replay_server):
     """What a role restarted after a crash holds equals what it saved: parameters, Adam moments, step,
-    RNG key and counters, bit for bit (plain objects around a real Reverb server)."""
-    # Reverb (TensorFlow) imported here: this module is also collected on the core install, which lacks it.
-    from deepcrl.buffer.reverb_replay import start_server
-
+    RNG key and counters, bit for bit (plain objects around a real replay server)."""
     config, name = ConfigDict(small_config.to_dict()), "collector_learner"
-    config.checkpoint = True
+    config.checkpoint, config.replay_backend = True, replay
     experiment = resolve(config)
-    server, address = start_server(experiment.replay)
+    server, address = replay_server(experiment.replay)
     try:
         learner = Learner(experiment, name, address, str(tmp_path))
         collector = Collector(experiment, address, str(tmp_path), learner.get_actor_params)

@@ -11,6 +11,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 from test_faults import TINY, _end_with_ctrl_c, _roles, _rows, _start, _wait_for
 
@@ -37,10 +38,11 @@ def _refusals_of_a_live_run(R: str) -> None:
              "--set", "attach_warm_start=true")  # fmt: skip
 
 
-def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path):
+@pytest.mark.ray_lane
+def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path, replay):
     run_dir, R = tmp_path / "run", str(tmp_path / "run")
     args = ["--topology", "collector_deep_learner_shallow", *TINY, "--total_env_steps", "50000000",
-            "--num_evals", "400", "--set", "spare_tables=1"]  # fmt: skip
+            "--num_evals", "400", "--set", "spare_tables=1", "--replay", replay]  # fmt: skip
     proc = _start(run_dir, *args)
     try:
         _wait_for(lambda: len(_rows(run_dir / "learner1_d4" / "metrics.jsonl")) >= 2, 300, "training", proc)
@@ -143,13 +145,14 @@ def test_attach_refuses_what_is_not_a_live_distributed_run(tmp_path):
     assert sorted(p.name for p in stopped.iterdir()) == ["config.json", "roles.json"]  # nothing written
 
 
-def test_a_warm_attach_then_learners_from_the_runs_replay_checkpoint(tmp_path):
+@pytest.mark.ray_lane
+def test_a_warm_attach_then_learners_from_the_runs_replay_checkpoint(tmp_path, replay):
     """With attach_warm_start the spare is fed (and drained) from the start, so an attached learner
     trains at once on what it holds. Then new learners of other depths train on the fixed data the
     run's replay checkpoint holds; that run is left as it was."""
     source, R = tmp_path / "source", str(tmp_path / "source")
     proc = _start(source, "--topology", "actor_learner", *TINY, "--total_env_steps", "50000000", "--num_evals",
-                  "400", "--set", "spare_tables=1", "--set", "attach_warm_start=true")  # fmt: skip
+                  "400", "--set", "spare_tables=1", "--set", "attach_warm_start=true", "--replay", replay)  # fmt: skip
     try:
         _wait_for(lambda: len(_rows(source / "collector_learner" / "metrics.jsonl")) >= 2, 300, "training", proc)
         rc, out, err = _cli("--attach", R, "--learner_depths", "4", "--set", "attach_warm_start=true")
@@ -185,7 +188,7 @@ def test_a_warm_attach_then_learners_from_the_runs_replay_checkpoint(tmp_path):
     assert "trained on" in res.stdout.strip().splitlines()[-1]
     assert sorted(p.name for p in (source / "replay").iterdir()) == before  # the source is untouched
 
-    _refused("left no Reverb checkpoint", "--topology", "learners_from_replay", "--learner_depths", "4",
+    _refused(f"left no {replay.capitalize()} checkpoint", "--topology", "learners_from_replay", "--learner_depths", "4",
              "--from_run", str(run_dir / "learner1_d4"), "--dry_run")  # fmt: skip
     _refused("--from_run goes with --topology learners_from_replay", "--topology", "decoupling",
              "--from_run", R, "--dry_run")  # fmt: skip

@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, run_cli
 from metrics_files import assert_csv_equals_jsonl
 
+from deepcrl.buffer import replay_backend
 from deepcrl.rundir.checkpoints import restore_train_state
 
 TINY = [
@@ -211,12 +212,13 @@ def test_a_topology_bigger_than_the_cluster_exits_2_before_launch(tmp_path):
 # ----------------------------------------------------------------------------- role restarts
 
 
-def test_kill_9_of_a_train_only_learner_restarts_it_and_the_run_goes_on(tmp_path):
+def test_kill_9_of_a_train_only_learner_restarts_it_and_the_run_goes_on(tmp_path, replay):
     run_dir = tmp_path / "run"
     name = "learner1_d4"
     proc = _start(
-        run_dir, "--topology", "decoupling", *TINY, "--total_env_steps", "100000000", "--num_evals", "100000"
-    )
+        run_dir, "--topology", "decoupling", *TINY, "--total_env_steps", "100000000", "--num_evals", "100000",
+        "--replay", replay,
+    )  # fmt: skip
     try:
         ckpt = run_dir / name / "checkpoints" / "latest"
         _wait_for(
@@ -260,17 +262,18 @@ def test_kill_9_of_a_train_only_learner_restarts_it_and_the_run_goes_on(tmp_path
     assert summary["collector"]["segments_lost"] == 0
 
 
-def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_path):
+@pytest.mark.ray_lane
+def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_path, replay):
     run_dir = tmp_path / "run"
     total = 150_000  # long enough that the kill below lands well before the end, even on a fast machine
-    args = ["--topology", "actor_learner", *TINY, "--total_env_steps", str(total), "--num_evals", "20"]
+    args = ["--topology", "actor_learner", *TINY, "--total_env_steps", str(total), "--num_evals", "20", "--replay", replay]
     proc = _start(run_dir, *args)
     name = "collector_learner"
     try:
         _wait_for(
             lambda: len(_rows(run_dir / name / "metrics.jsonl")) >= 2
             and (run_dir / name / "checkpoints" / "latest").exists()
-            and any((run_dir / "replay.previous").glob("*/DONE")),  # two replay checkpoints
+            and len(replay_backend.load(replay).restorable(run_dir / "replay")) >= 2,  # two replay checkpoints
             timeout=300, what="learner and replay checkpoints", proc=proc,
         )  # fmt: skip
         roles = _roles(run_dir)
@@ -283,16 +286,17 @@ def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_pat
             os.killpg(proc.pid, signal.SIGKILL)
     # Random bytes over the data of the latest replay checkpoint: the replay restores the previous one
     # with one warning line naming it, and the run goes on (issue 24, item 11).
-    damaged = max(p for p in (run_dir / "replay").iterdir() if (p / "DONE").is_file())
-    (damaged / "chunks.tfrecord").write_bytes(os.urandom((damaged / "chunks.tfrecord").stat().st_size))
+    damaged = replay_backend.load(replay).restorable(run_dir / "replay")[0]  # the latest
+    data = max((f for f in damaged.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)  # its largest file
+    data.write_bytes(os.urandom(data.stat().st_size))
     before = {n: _rows(run_dir / n / "metrics.jsonl") for n in (name, "collector")}
     assert before["collector"][-1]["env_steps"] < total * 3 // 4, "the first run was not interrupted early"
 
     res = run_cli("--resume", "--run_dir", str(run_dir), timeout=600)  # no other flag: config.json is used
     assert res.returncode == 0, res.stderr[-4000:]
     warned = [line for line in res.stderr.splitlines() if "warning: replay checkpoint" in line]
-    assert len(warned) == 1 and f"{damaged} is damaged (chunks.tfrecord has corrupted bytes" in warned[0], warned
-    assert "restored the previous one" in warned[0] and (run_dir / "replay.damaged" / damaged.name).is_dir()
+    assert len(warned) == 1 and f"{damaged} is damaged ({data.relative_to(damaged)} has corrupted bytes" in warned[0], warned
+    assert "restored the previous one" in warned[0] and (run_dir / "replay.damaged" / damaged.name).is_dir(), warned
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["collector"]["env_steps"] >= total
     collector_rows = _rows(run_dir / "collector" / "metrics.jsonl")
@@ -318,20 +322,14 @@ def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_pat
 
 
 @pytest.mark.ray_lane
-def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_path):
+def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_path, replay):
     """One actor_learner run survives each of its roles being killed in turn."""
     run_dir = tmp_path / "run"
     name = "collector_learner"
     proc = _start(
-        run_dir,
-        "--topology",
-        "actor_learner",
-        *TINY,
-        "--total_env_steps",
-        "100000000",
-        "--num_evals",
-        "100000",
-    )
+        run_dir, "--topology", "actor_learner", *TINY, "--total_env_steps", "100000000", "--num_evals", "100000",
+        "--replay", replay,
+    )  # fmt: skip
 
     def record() -> dict:
         try:

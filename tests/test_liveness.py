@@ -13,6 +13,7 @@ import os
 import signal
 import time
 
+import pytest
 from test_faults import TINY, _alive, _end_with_ctrl_c, _roles, _rows, _start, _wait_for
 
 STALL_S, START_S = 10, 90  # the run's role_stall_timeout_s / role_start_timeout_s
@@ -37,10 +38,12 @@ def _freeze_and_wait_for_replacement(run_dir, name: str, proc, stalls: int) -> t
     return pid, detected
 
 
-def test_frozen_roles_are_killed_and_replaced_and_a_slow_one_is_left_alone(tmp_path):
+@pytest.mark.ray_lane
+def test_frozen_roles_are_killed_and_replaced_and_a_slow_one_is_left_alone(tmp_path, replay):
     run_dir = tmp_path / "run"
     proc = _start(
         run_dir, "--topology", "decoupling", *TINY, "--total_env_steps", "100000000", "--num_evals", "100000",
+        "--replay", replay,
         "--set", f"role_stall_timeout_s={STALL_S}", "--set", f"role_start_timeout_s={START_S}",
         "--set", "role_progress_every_s=1",
     )  # fmt: skip

@@ -34,14 +34,14 @@ def _fault_while_starting(run_dir, proc, name: str, sig: int, not_pid: int | Non
     return pid
 
 
-def test_kill_and_freeze_while_starting_restart_or_drop_the_role_and_the_run_finishes(tmp_path, monkeypatch):
+def test_kill_and_freeze_while_starting_restart_or_drop_the_role_and_the_run_finishes(tmp_path, monkeypatch, replay):
     """With max_role_restarts=1: the replay and the collector, killed while starting, are restarted; the
     train-only learner, killed while starting and its replacement frozen while starting, is dropped past
     its one restart, and the run finishes by itself with exit code 0 (issue 24, items 3 and 8)."""
     monkeypatch.setenv("DEEPCRL_START_PAUSE", "replay:8,collector:8,learner2_d4:8")
     run_dir = tmp_path / "run"
     proc = _start(
-        run_dir, "--topology", "decoupling", *TINY, "--total_env_steps", "20000", "--num_evals", "2",
+        run_dir, "--topology", "decoupling", *TINY, "--total_env_steps", "20000", "--num_evals", "2", "--replay", replay,
         "--set", f"role_stall_timeout_s={STALL_S}", "--set", "role_progress_every_s=1", "--set", "max_role_restarts=1",
     )  # fmt: skip
     learner = "learner2_d4"
