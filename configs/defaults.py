@@ -39,6 +39,9 @@ def _set_env_and_run(c: ConfigDict) -> None:
     c.episode_length = 0  # 0: the env's default
     c.seed = 0
     c.num_seeds = 1  # `single`: K seeds (seed, seed+1, …) vmapped in one program; seed_{s}/ per seed
+    # `single`: local devices the program spreads over (0: every one; --devices all); one seed's envs, replay and
+    # batch are split N ways (global-batch InfoNCE), or K seeds K/N per device (learner/devices.py).
+    c.num_devices = 1
     c.run_dir = ""  # empty: runs/<env>-<topology>-<timestamp>
     # Evaluate on another env of the same family (same state size, goal indices and action size),
     # e.g. ant_big_maze_eval (far goals only, as the paper did). Empty: evaluate on `env`.

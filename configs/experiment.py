@@ -63,6 +63,13 @@ class Experiment:
         return int(self.config.get("num_seeds", 1))
 
     @property
+    def num_devices(self) -> int:
+        """Local devices the program spreads over (``num_devices``; "all": every one)."""
+        from deepcrl.learner import devices
+
+        return devices.count(self.config.get("num_devices", 1))
+
+    @property
     def agent(self) -> AgentConfig:
         """The run's agent: the one of ``single``, or the collector's (the driving learner's)."""
         return next(iter(self.agents.values()))

@@ -142,6 +142,7 @@ def check_fields(config: ConfigDict) -> None:
         raise ConfigError(
             f"num_seeds > 1 runs only with topology single, not {config.topology}; run one seed per run"
         )
+    check_devices(config)
     for name in ("segment_length", "episode_length"):
         if int(config[name]) < 0:
             raise ConfigError(f"{name} must be >= 0 (0 means the env's default), got {config[name]}")
@@ -155,6 +156,29 @@ def check_fields(config: ConfigDict) -> None:
             validate_trunk(trunk_config(config, role), role)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+
+def check_devices(config: ConfigDict) -> None:
+    """``num_devices`` exists here and divides what it splits: one seed's envs and batch, or K seeds."""
+    from deepcrl.learner import devices
+
+    try:
+        n = devices.count(config.get("num_devices", 1))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if n == 1:
+        return
+    if config.topology != "single":
+        raise ConfigError(f"num_devices > 1 runs only with topology single, not {config.topology} "
+                          "(each distributed role runs on one device)")  # fmt: skip
+    k = int(config.get("num_seeds", 1))
+    if k > 1:
+        if k % n:
+            raise ConfigError(f"num_seeds={k} must be a multiple of num_devices={n} (K/N seeds per device)")
+        return
+    for name in ("num_envs", "batch_size"):
+        if int(config[name]) % n:
+            raise ConfigError(f"{name}={config[name]} must be a multiple of num_devices={n} (split over the devices)")
 
 
 def check_sizes(config: ConfigDict, episode_length: int, segment_length: int) -> None:

@@ -62,8 +62,12 @@ def budget(experiment: Experiment) -> str:
 
 def devices(experiment: Experiment) -> str:
     """The device this process's JAX uses, and the GPUs a distributed run's roles ask Ray for."""
-    d = jax.devices()[0]
+    d, n = jax.devices()[0], experiment.num_devices
     line = f"  device: {d.platform} ({getattr(d, 'device_kind', d.platform)}) for this process"
+    if n > 1:
+        c, k = experiment.config, experiment.num_seeds
+        split = f"{k // n} seeds each" if k > 1 else f"{int(c.num_envs) // n} envs and {int(c.batch_size) // n} of each batch each"
+        line = f"  devices: {n} devices ({d.platform}, {getattr(d, 'device_kind', d.platform)}): {split}"
     if experiment.distributed:
         c = experiment.config
         line += f"; roles ask Ray for GPUs: collector {float(c.gpus_per_collector):g}, each learner {float(c.gpus_per_learner):g}"

@@ -62,6 +62,8 @@ for _name, _help in [
 flags.DEFINE_string(
     "ray_address", None, "Join an existing Ray cluster at HOST:PORT (default: embedded local Ray)"
 )
+flags.DEFINE_string("devices", None, "Local devices a single run spreads over: N or all (envs, replay and "
+                    "batch split N ways; K seeds K/N per device). Default 1")
 flags.DEFINE_string("replay", None, "Replay backend of a distributed run: reverb | ray (default: reverb where "
                     "installed, else ray)")
 flags.DEFINE_integer("collector_depth", None, "Depth of the collector agent (distributed topologies)")
@@ -240,6 +242,10 @@ def build_config() -> ConfigDict:
         value = getattr(FLAGS, name)
         if value is not None:
             config[name] = value
+    if FLAGS.devices is not None:
+        if FLAGS.devices.strip().lower() != "all" and not FLAGS.devices.strip().isdigit():
+            raise UsageError(f"--devices must be a number of devices or all, got {FLAGS.devices!r}")
+        config.num_devices = 0 if FLAGS.devices.strip().lower() == "all" else int(FLAGS.devices)
     if FLAGS.replay:
         if config.topology == "single":
             raise UsageError("--replay is not used by topology single (its replay lives on the device, in its program)")
@@ -257,6 +263,7 @@ def build_config() -> ConfigDict:
         except ConfigError as e:
             raise UsageError(str(e)) from None
     given = [n for n in FLAG_FIELDS if getattr(FLAGS, n) is not None] + [i.partition("=")[0] for i in FLAGS.set]
+    given += ["num_devices"] if FLAGS.devices is not None else []
     unused = unused_field(str(config.topology), given)
     if unused:
         raise UsageError(unused)

@@ -11,6 +11,12 @@ K seeds run as one program instead of K runs. Seed ``s`` draws every key from
 the two compute the same function, and differ only by floating-point
 reassociation of the batched kernels (close after an epoch; RL then amplifies
 it, so longer runs are statistically, not bitwise, equivalent).
+
+With ``num_devices = N`` (``learner/devices.py``) one seed's envs, replay buffer and minibatches are
+split over N devices: each device steps ``num_envs / N`` envs, keeps their shard of the buffer and
+samples ``batch_size / N`` transitions per SGD step from it; the update is the global-batch update
+(InfoNCE negatives from the whole batch, gradients reduced over devices). K > 1 seeds are split instead:
+K / N seeds per device, no collective.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 from flax import struct
 from ml_collections import ConfigDict
 
-from deepcrl.buffer.relabel import relabeled_minibatches
+from deepcrl.buffer.relabel import relabeled_minibatches, segments_needed
 from deepcrl.buffer.trajectory_buffer import TrajectoryBuffer, init_buffer, insert, sample_segments
 from deepcrl.collector.coverage import (
     CoverageGrid,
@@ -41,6 +47,7 @@ from deepcrl.configs.experiment import Experiment
 from deepcrl.configs.validation import Layout
 from deepcrl.envs.base import State
 from deepcrl.launch.progress import RunProgress
+from deepcrl.learner import devices
 from deepcrl.learner.agent import Agent, TrainState, make_agent
 from deepcrl.rundir.checkpoints import (
     CheckpointError,
@@ -70,6 +77,7 @@ class SingleTrainer(NamedTuple):
     prefill: Callable[[Carry], Carry]
     train_epoch: Callable[[Carry], tuple[Carry, dict]]
     evaluate: Callable[[Carry, jax.Array], dict]
+    place: Callable[[Carry], Carry]  # onto the devices, split as the epoch functions expect
 
 
 def make_single_trainer(experiment: Experiment) -> SingleTrainer:
@@ -77,14 +85,17 @@ def make_single_trainer(experiment: Experiment) -> SingleTrainer:
 
     With one seed the carry has no seed axis (the program is the plain one-seed
     program); with K > 1 every leaf of the carry, every key and every metric has
-    a leading axis of size K, and ``init`` takes ``[K, 2]`` keys.
+    a leading axis of size K, and ``init`` takes ``[K, 2]`` keys. Over N devices,
+    one seed's env axis (env state, buffer, minibatches) is split, or K seeds' seed axis.
     """
     config, layout, env = experiment.config, experiment.layout, experiment.env()
     spec = env.spec
     venv = experiment.train_venv()
     eval_venv = experiment.eval_venv()  # config.eval_env, or env itself
     agent = make_agent(experiment.agent)
-    num_segments = experiment.segments_per_round
+    many = experiment.num_seeds > 1
+    mesh = devices.make_mesh(experiment.num_devices)
+    share = 1 if many else experiment.num_devices  # one seed's envs and batches, split N ways
     grid = grid_for(env)
 
     def policy_of(actor, deterministic=False):
@@ -114,13 +125,25 @@ def make_single_trainer(experiment: Experiment) -> SingleTrainer:
 
         return jax.lax.scan(body, carry, None, length=layout.prefill_unrolls)[0]
 
+    def draw(buffer: TrajectoryBuffer, k_sample: jax.Array, k_relabel: jax.Array) -> dict:
+        """One device's minibatches from its own shard of the buffer (all of it on one device)."""
+        k_sample, k_relabel = devices.device_key(k_sample, share), devices.device_key(k_relabel, share)
+        batch = int(config.batch_size) // share
+        segments = sample_segments(
+            buffer, k_sample, segments_needed(config.num_minibatches * batch, layout.segment_length),
+            layout.segment_length,
+        )  # fmt: skip
+        return relabeled_minibatches(k_relabel, segments, spec.goal_indices, config.gamma, config.num_minibatches, batch)
+
+    if not many:  # per device: no buffer crosses devices; minibatches come out split along the batch axis
+        on_envs = TrajectoryBuffer({k: devices.spec(1) for k in ("state", "action", "episode_id")}, devices.spec(None),
+                                   devices.spec(None))  # fmt: skip
+        draw = devices.per_device(draw, mesh, (on_envs, devices.spec(None), devices.spec(None)), devices.spec(1))
+
     def train_step(carry: Carry, _) -> tuple[Carry, dict]:
         carry, env_metrics = collect(carry)
         key, k_sample, k_relabel, k_update = jax.random.split(carry.key, 4)
-        segments = sample_segments(carry.buffer, k_sample, num_segments, layout.segment_length)
-        batches = relabeled_minibatches(
-            k_relabel, segments, spec.goal_indices, config.gamma, config.num_minibatches, config.batch_size
-        )
+        batches = draw(carry.buffer, k_sample, k_relabel)
         train_state, metrics = agent.update_many(carry.train_state, batches, k_update)
         metrics["train/time_at_goal_frac"] = env_metrics["success"].mean()
         metrics["train/distance"] = env_metrics["distance"].mean()
@@ -134,15 +157,46 @@ def make_single_trainer(experiment: Experiment) -> SingleTrainer:
     def evaluate_fn(carry: Carry, key: jax.Array) -> dict:
         return evaluate(eval_venv, policy_of(carry.train_state.actor, deterministic=True), key)
 
-    over = jax.vmap if experiment.num_seeds > 1 else (lambda f: f)
+    over = jax.vmap if many else (lambda f: f)
+    keys = jax.ShapeDtypeStruct((experiment.num_seeds, 2) if many else (2,), jnp.uint32)
+    split = _carry_shardings(mesh, jax.eval_shape(over(init), keys), many, int(config.num_envs))
+
+    def placed(fn: Callable) -> Callable:
+        """``fn`` whose carry comes out split as ``split`` says (a constraint XLA's partitioner keeps)."""
+
+        def constrained(*args):
+            out = fn(*args)
+            if isinstance(out, tuple):
+                return (jax.lax.with_sharding_constraint(out[0], split), *out[1:])
+            return jax.lax.with_sharding_constraint(out, split)
+
+        return constrained
+
     return SingleTrainer(
         grid,
         agent,
         layout,
-        jax.jit(over(init)),
-        jax.jit(over(prefill), donate_argnums=0),
-        jax.jit(over(train_epoch), donate_argnums=0),
+        jax.jit(placed(over(init))),
+        jax.jit(placed(over(prefill)), donate_argnums=0),
+        jax.jit(placed(over(train_epoch)), donate_argnums=0),
         jax.jit(over(evaluate_fn)),
+        lambda carry: devices.put(carry, split),
+    )
+
+
+def _carry_shardings(mesh, carry: Carry, many: bool, num_envs: int) -> Carry:
+    """K seeds: every leaf split along its seed axis. One seed: envs and the buffer split along the env
+    axis; the agent, the coverage counts and the key replicated."""
+    if many:
+        return devices.tree_shardings(mesh, carry, 0)
+    buf = carry.buffer
+    return Carry(
+        train_state=devices.tree_shardings(mesh, carry.train_state, None),
+        env_state=devices.tree_shardings(mesh, carry.env_state, 0, size=num_envs),
+        buffer=TrajectoryBuffer(devices.tree_shardings(mesh, buf.data, 1), devices.sharding(mesh, None),
+                                devices.sharding(mesh, None)),  # fmt: skip
+        coverage=devices.tree_shardings(mesh, carry.coverage, None),
+        key=devices.sharding(mesh, None),
     )
 
 
@@ -182,6 +236,7 @@ def run_single(
         write_config(folder, _seed_config(experiment.record(), s))
     if saved is not None:
         carry, key = carry.replace(train_state=saved["train_state"], coverage=saved["coverage"]), saved["key"]
+        carry = trainer.place(carry)
     first_epoch, env_steps, wall_before = _continue_from(saved, run_dir, seed_dirs)
     logs = SeedLogs(run_dir, seed_dirs)
 
