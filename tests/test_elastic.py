@@ -38,7 +38,6 @@ def _refusals_of_a_live_run(R: str) -> None:
              "--set", "attach_warm_start=true")  # fmt: skip
 
 
-@pytest.mark.ray_lane
 def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path, replay):
     run_dir, R = tmp_path / "run", str(tmp_path / "run")
     args = ["--topology", "collector_deep_learner_shallow", *TINY, "--total_env_steps", "50000000",
