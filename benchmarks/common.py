@@ -56,6 +56,52 @@ class ServerProcess:
             self._proc.join(10)
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, their children, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, grown = set(), {pid}
+    while grown:
+        grown = {p for p, pp in parents.items() if pp in grown} - found
+        found |= grown
+    return found
+
+
+class RayStore:
+    """The Ray backend's store on a small Ray of this process's own, on loopback. Its CPU is that of every
+    process of that Ray (the store's worker, the raylet, GCS: all of what the Ray backend costs)."""
+
+    def __init__(self, spec) -> None:
+        import ray
+
+        from deepcrl.buffer import ray_replay
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 logging_level="ERROR", log_to_driver=False)  # fmt: skip
+        self._server, self.address = ray_replay.start_server(spec)
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for pid in descendants(os.getpid()):
+            try:
+                total += proc_cpu_s(pid)
+            except OSError:
+                continue
+        return total
+
+    def close(self) -> None:
+        import ray
+
+        self._server.stop()
+        ray.shutdown()
+
+
 def role_pids(run_dir) -> dict[str, int]:
     """Role name -> PID of a distributed run, from its ``RUN/roles.json`` (empty while unreadable)."""
     try:

@@ -5,6 +5,7 @@
 # they are installed into a scratch folder, never into the host's Python.
 #
 #     bash benchmarks/gpu.sh [--quick] [--json out.json]
+#     bash benchmarks/gpu.sh --devices [benchmarks/devices_scaling.py's flags]   # 1, 2, 4, 8 devices
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-}
@@ -26,4 +27,8 @@ names = ["jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "nump
 print("# " + ", ".join(f"{n} {md.version(n)}" for n in names) + f"; devices {jax.devices()}")
 EOF
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+if [ "${1:-}" = "--devices" ]; then
+  shift
+  exec "$PY" benchmarks/devices_scaling.py "$@"
+fi
 exec "$PY" benchmarks/gpu.py "$@"

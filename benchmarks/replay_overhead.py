@@ -52,6 +52,8 @@ from common import machine
 from replay_overhead_collector import COLLECTOR_ENVS, bench_collector, print_collector
 from replay_overhead_learner import bench_learner, print_learner
 
+from deepcrl.buffer import replay_backend
+
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--parts", nargs="+", default=["collector", "learner"], choices=["collector", "learner"])
     p.add_argument("--envs", nargs="+", default=list(COLLECTOR_ENVS), choices=list(COLLECTOR_ENVS))
+    p.add_argument("--backends", nargs="+", default=[b for b in replay_backend.BACKENDS if replay_backend.available(b)],
+                   choices=list(replay_backend.BACKENDS), help="collector part: the replay backends written to")  # fmt: skip
     p.add_argument("--num_envs", type=int, default=0, help="collector envs; 0: 64 (ant), 128 (point_mass)")
     p.add_argument("--depth", type=int, default=4, help="collector policy depth")
     p.add_argument("--width", type=int, default=256, help="network width (collector and learner)")
@@ -99,7 +103,8 @@ def main() -> None:
         workdir = Path(tmp)
         if "collector" in args.parts:
             for env in args.envs:
-                out["collector"].append(bench_collector(env, args, workdir / env))
+                for backend in args.backends:
+                    out["collector"].append(bench_collector(env, args, workdir / f"{env}_{backend}", backend))
         if "learner" in args.parts:
             for seg in args.learner_segment_lengths:
                 out["learner"] += bench_learner(seg, args, workdir / f"learner_L{seg}")

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import jax
-from common import ServerProcess, log, median, pct, rotated
+from common import RayStore, ServerProcess, log, median, pct, rotated
 from ml_collections import ConfigDict
 
-from deepcrl.buffer.reverb_writer import AsyncSegmentWriter, SegmentWriter
+from deepcrl.buffer import replay_backend
+from deepcrl.buffer.async_writer import AsyncSegmentWriter
 from deepcrl.configs.defaults import get_config
 from deepcrl.configs.experiment import resolve
 from deepcrl.roles.collector import Collector
@@ -89,7 +90,7 @@ class TimedWriter:
         return getattr(self.inner, name)
 
 
-def collector_config(env: str, num_envs: int, unroll: int, depth: int, width: int) -> ConfigDict:
+def collector_config(env: str, num_envs: int, unroll: int, depth: int, width: int, backend: str) -> ConfigDict:
     """The collector's config; the huge total_env_steps only makes the Collector log once per run (its
     logging period is fixed at construction), as in a long run; each run sets its own length."""
     c = get_config()
@@ -98,7 +99,7 @@ def collector_config(env: str, num_envs: int, unroll: int, depth: int, width: in
         topology="actor_learner", env=env, num_envs=num_envs, unroll_length=unroll, actor_depth=depth,
         actor_width=width, critic_depth=depth, critic_width=width, rate_limit="unlimited",
         min_replay_steps_per_env=max(episode, 200), replay_steps_per_env=max(4 * episode, 2000),
-        total_env_steps=10**12, num_evals=1, checkpoint=False, params_fetch_every=1,
+        total_env_steps=10**12, num_evals=1, checkpoint=False, params_fetch_every=1, replay_backend=backend,
     )  # fmt: skip
     return c
 
@@ -111,14 +112,14 @@ class CollectorBench:
     Collector built, or around the drop sink) and a fresh metrics log; the compiled unroll is reused.
     """
 
-    def __init__(self, env: str, args: argparse.Namespace, workdir: Path) -> None:
-        self.env_name = env
+    def __init__(self, env: str, args: argparse.Namespace, workdir: Path, backend: str = "reverb") -> None:
+        self.env_name, self.backend = f"{env} ({backend})", backend
         num_envs, unroll = COLLECTOR_ENVS[env]
         num_envs = args.num_envs or num_envs
-        experiment = resolve(collector_config(env, num_envs, unroll, args.depth, args.width))
-        self.server = ServerProcess(experiment.replay)
+        experiment = resolve(collector_config(env, num_envs, unroll, args.depth, args.width, backend))
+        self.server = ServerProcess(experiment.replay) if backend == "reverb" else RayStore(experiment.replay)
         self.workdir = workdir
-        log(f"collector {env}: server at {self.server.address}; building the Collector")
+        log(f"collector {env}: {backend} server at {self.server.address}; building the Collector")
         t = time.perf_counter()
         # Fixed parameters: the learner "has" version 0, the version the Collector starts with, so every
         # fetch answers (0, None): keep acting with the parameters you hold.
@@ -153,8 +154,8 @@ class CollectorBench:
             f"~{rate:,.0f} steps/s acting; {self.n_unrolls} unrolls/rep ({self.writes_per_rep} writes)"
         )
 
-    def _real_sink(self) -> SegmentWriter:
-        return SegmentWriter(self.server.address, self.col.spec, **self._writer_args)
+    def _real_sink(self):
+        return replay_backend.load(self.backend).SegmentWriter(self.server.address, self.col.spec, **self._writer_args)
 
     def _run(self, unrolls: int, sink, timed: bool = False) -> tuple[dict, Path]:
         """``Collector.run`` for ``unrolls`` more unrolls, writing through ``sink``."""
@@ -275,10 +276,10 @@ def _measure(bench: CollectorBench, env: str, args: argparse.Namespace) -> tuple
     return reps, breakdown
 
 
-def bench_collector(env: str, args: argparse.Namespace, workdir: Path) -> dict:
-    bench = CollectorBench(env, args, workdir)
+def bench_collector(env: str, args: argparse.Namespace, workdir: Path, backend: str = "reverb") -> dict:
+    bench = CollectorBench(env, args, workdir, backend)
     try:
-        reps, breakdown = _measure(bench, env, args)
+        reps, breakdown = _measure(bench, bench.env_name, args)
     finally:
         bench.close()
     on, off, act = (reps[v] for v in VARIANTS)
@@ -289,7 +290,7 @@ def bench_collector(env: str, args: argparse.Namespace, workdir: Path) -> dict:
     host_cpu_overhead = [o["cpu_total"] / a["cpu_total"] - 1 for o, a in zip(off, act, strict=True)]
     medians = lambda runs: {v: {k: median([r[k] for r in rs]) for k in rs[0]} for v, rs in runs.items() if rs}
     return {
-        "env": env, "num_envs": bench.N, "unroll_length": bench.U, "segment_length": bench.L,
+        "env": bench.env_name, "backend": backend, "num_envs": bench.N, "unroll_length": bench.U, "segment_length": bench.L,
         "unrolls_per_rep": bench.n_unrolls, "writes_per_rep": bench.writes_per_rep,
         "construct_s": bench.construct_s, "warmup_s": bench.warmup_s, "reps": reps, "median": medians(reps),
         "write_overhead": median(overhead), "write_overhead_reps": overhead, "collected_per_written": scale,
@@ -314,7 +315,8 @@ def print_collector(results: list[dict]) -> None:
                 f"{pct(m['cpu_total'] / off['cpu_total'] - 1)} | {m['blocked_s']:.2f} |"
             )
     print(
-        "\n(CPU in ms per 1,000 env steps; process = this process, all threads; server = the Reverb process; "
+        "\n(CPU in ms per 1,000 env steps; process = this process, all threads; server = the Reverb process, or "
+        "every process of the Ray backend's Ray (store worker, raylet, GCS); "
         "cores busy = process CPU time / wall time.)\n"
     )
     for r in results:
@@ -324,7 +326,7 @@ def print_collector(results: list[dict]) -> None:
         print(
             f"- {r['env']}: {r['unrolls_per_rep']} unrolls, {r['writes_per_rep']} segment write(s) per "
             f"repetition (collected/written steps {r['collected_per_written']:.2f}, the scale applied below). "
-            f"Writing to Reverb, steady state: wall time per env step {pct(r['write_overhead'])} against "
+            f"Writing to {r.get('backend', 'reverb')}, steady state: wall time per env step {pct(r['write_overhead'])} against "
             f"writing off (per repetition: {reps}); CPU time (process + server) {pct(r['write_cpu_overhead'])} "
             f"(per repetition: {cpu}). Host path without writing (device_get, assembly, queue, record) against "
             f"acting only: wall {pct(r['host_path_overhead'])} (per repetition: {host}), CPU "
