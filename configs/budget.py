@@ -196,16 +196,23 @@ def estimate(exp: Experiment, accelerator: bool = False) -> dict:
     train_envs, eval_envs = _env_bytes(config, env, exp.eval_env(), layout)
     roles: dict[str, dict] = {}
     if config.topology == "single":
-        k = int(config.get("num_seeds", 1))
+        # Per device: K seeds split K/N per device, or one seed's envs, replay and batch split N ways
+        # (the agent replicated). On a CPU the N "devices" share the host's RAM: N times as much.
+        k, n = int(config.get("num_seeds", 1)), exp.num_devices
+        seeds, split = (max(k // n, 1), 1) if k > 1 else (1, n)
         cfg = exp.agent
         ts = train_state_bytes(cfg)
         device = {
-            "replay": k * replay,
-            "train_state": k * ts,
-            **{name: k * v for name, v in update_items(cfg, int(config.batch_size)).items()},
-            "batches": k * (segments + relabeled),
-            "envs": k * (train_envs + eval_envs),
+            "replay": seeds * replay // split,
+            "train_state": seeds * ts,
+            **{name: seeds * v for name, v in update_items(cfg, int(config.batch_size) // split).items()},
+            # each device's B/N rows of logits span the whole global batch's B goals
+            "logits": seeds * update_items(cfg, int(config.batch_size))["logits"] // split,
+            "batches": seeds * (segments + relabeled) // split,
+            "envs": seeds * (train_envs // split + eval_envs),
         }
+        if not accelerator:
+            device = {name: n * v for name, v in device.items()}
         roles["single"] = _role({"runtime": RUNTIME, "checkpoint": k * ts}, device, accelerator)
     else:
         learners = exp.learners
@@ -221,6 +228,7 @@ def estimate(exp: Experiment, accelerator: bool = False) -> dict:
                 {"train_state": train_state_bytes(ccfg), "envs": train_envs},
                 float(config.gpus_per_collector) > 0,
             )
+        per_learner = int(config.get("devices_per_learner", 1))
         for role in learners:
             cfg = exp.agents[role.name]
             ts = train_state_bytes(cfg)
@@ -230,10 +238,11 @@ def estimate(exp: Experiment, accelerator: bool = False) -> dict:
                     "checkpoint": ts + actor_bytes(cfg),
                     "batches": SAMPLER_BATCHES * segments,
                 },
-                {
+                {  # per device of its devices_per_learner: each holds B/N rows of every minibatch
                     "train_state": ts,
-                    **update_items(cfg, int(config.batch_size)),
-                    "batches": segments + relabeled,
+                    **update_items(cfg, int(config.batch_size) // per_learner),
+                    "logits": update_items(cfg, int(config.batch_size))["logits"] // per_learner,
+                    "batches": segments + relabeled // per_learner,
                     "envs": eval_envs,
                 },
                 float(config.gpus_per_learner) > 0,
@@ -246,7 +255,8 @@ def estimate(exp: Experiment, accelerator: bool = False) -> dict:
         "topology": str(config.topology),
         "roles": roles,
         "host_bytes": sum(sum(r["host"].values()) for r in roles.values()),
-        "device_bytes": sum(sum(r["device"].values()) for r in roles.values()),
+        "device_bytes": sum(sum(r["device"].values()) for r in roles.values()),  # per device
+        "num_devices": exp.num_devices if config.topology == "single" else 1,
         "counts": counts(config, layout),
     }
 
@@ -433,6 +443,7 @@ def table(est: dict) -> str:
         f"host RAM: needs ~{fmt(est['host_bytes'])}, {fmt(est['host_limit_bytes'])} available ({est['host_limit_source']})"
     )
     if est.get("device_limit_bytes"):
-        lines.append(f"device: needs ~{fmt(est['device_bytes'])}, limit {fmt(est['device_limit_bytes'])}")
+        each = f" on each of {est['num_devices']} devices" if est.get("num_devices", 1) > 1 else ""
+        lines.append(f"device: needs ~{fmt(est['device_bytes'])}{each}, limit {fmt(est['device_limit_bytes'])}")
     lines.append(f"checked: {est.get('checked', 'no')}")
     return "\n".join(lines)

@@ -42,6 +42,9 @@ def _set_env_and_run(c: ConfigDict) -> None:
     # `single`: local devices the program spreads over (0: every one; --devices all); one seed's envs, replay and
     # batch are split N ways (global-batch InfoNCE), or K seeds K/N per device (learner/devices.py).
     c.num_devices = 1
+    # Distributed: local devices each learner's update spreads over (parameters replicated, batch split,
+    # global-batch InfoNCE); on GPUs give each learner as many Ray GPUs (--gpus_per_learner).
+    c.devices_per_learner = 1
     c.run_dir = ""  # empty: runs/<env>-<topology>-<timestamp>
     # Evaluate on another env of the same family (same state size, goal indices and action size),
     # e.g. ant_big_maze_eval (far goals only, as the paper did). Empty: evaluate on `env`.

@@ -166,11 +166,23 @@ def check_devices(config: ConfigDict) -> None:
         n = devices.count(config.get("num_devices", 1))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    per_learner = int(config.get("devices_per_learner", 1))
+    if per_learner < 1:
+        raise ConfigError(f"devices_per_learner must be >= 1, got {per_learner}")
+    if per_learner > 1:
+        if config.topology == "single":
+            raise ConfigError("devices_per_learner is for distributed topologies; single spreads with --devices")
+        if int(config.batch_size) % per_learner:
+            raise ConfigError(f"batch_size={config.batch_size} must be a multiple of devices_per_learner={per_learner}")
+        gpus = float(config.get("gpus_per_learner", 0.0))
+        if 0 < gpus < per_learner:
+            raise ConfigError(f"devices_per_learner={per_learner} needs --gpus_per_learner {per_learner} (Ray GPUs "
+                              f"of the learner's node), got {gpus:g}")  # fmt: skip
     if n == 1:
         return
     if config.topology != "single":
         raise ConfigError(f"num_devices > 1 runs only with topology single, not {config.topology} "
-                          "(each distributed role runs on one device)")  # fmt: skip
+                          "(a distributed learner spreads with --set devices_per_learner=N)")  # fmt: skip
     k = int(config.get("num_seeds", 1))
     if k > 1:
         if k % n:

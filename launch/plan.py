@@ -71,6 +71,8 @@ def devices(experiment: Experiment) -> str:
     if experiment.distributed:
         c = experiment.config
         line += f"; roles ask Ray for GPUs: collector {float(c.gpus_per_collector):g}, each learner {float(c.gpus_per_learner):g}"
+        if int(c.get("devices_per_learner", 1)) > 1:
+            line += f"; each learner's update spread over {int(c.devices_per_learner)} devices"
     return line
 
 

@@ -34,7 +34,7 @@ except ImportError:  # the pinned lane's JAX (0.4.x)
     _CHECK = {"check_rep": False}
 
 
-def count(requested: int | str, available: int | None = None) -> int:
+def count(requested: int | str, available: int | None = None, name: str = "num_devices") -> int:
     """The device count a run asked for (0 or ``"all"``: every local device); ``ValueError`` when unusable."""
     available = jax.local_device_count() if available is None else available
     if str(requested).strip().lower() in ("all", "0"):
@@ -42,11 +42,11 @@ def count(requested: int | str, available: int | None = None) -> int:
     try:
         n = int(requested)
     except (TypeError, ValueError):
-        raise ValueError(f"num_devices must be a positive whole number or all (0), got {requested!r}") from None
+        raise ValueError(f"{name} must be a positive whole number or all (0), got {requested!r}") from None
     if n < 1:
-        raise ValueError(f"num_devices must be >= 1 (or all, 0), got {n}")
+        raise ValueError(f"{name} must be >= 1 (or all, 0), got {n}")
     if n > available:
-        raise ValueError(f"num_devices={n} but this host has {available} {jax.default_backend()} device(s)")
+        raise ValueError(f"{name}={n} but this host has {available} {jax.default_backend()} device(s)")
     return n
 
 

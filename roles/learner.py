@@ -22,13 +22,13 @@ import zlib
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from deepcrl.buffer import replay_backend
 from deepcrl.buffer.relabel import relabeled_minibatches
 from deepcrl.collector.rollout import evaluate
 from deepcrl.configs.experiment import Experiment
+from deepcrl.learner import devices
 from deepcrl.learner.agent import make_agent
 from deepcrl.roles.contract import RoleBase
 from deepcrl.rundir.checkpoints import restore_train_state, save_train_state
@@ -68,6 +68,10 @@ class Learner(RoleBase):
         self.key, k_init = jax.random.split(
             jax.random.PRNGKey(config.seed + zlib.crc32(name.encode()) % 100_000)
         )
+        # Its update over `devices_per_learner` local devices (learner/devices.py): parameters replicated,
+        # each minibatch split along its batch axis, InfoNCE over the whole batch.
+        self.mesh = devices.make_mesh(devices.count(config.get("devices_per_learner", 1), name="devices_per_learner"))
+        self._replicated = devices.sharding(self.mesh, None)
         self.train_state = agent.init(k_init)
         self.rounds = 0
         self.rows_written = 0  # the metrics cursor
@@ -80,6 +84,7 @@ class Learner(RoleBase):
             self._restore()  # a CheckpointError here leaves its folder as it was
         else:
             self._start_over()
+        self.train_state = devices.put(self.train_state, self._replicated)
         write_config(self.dir, experiment.role_config(name))
         self.log = MetricsLog(self.dir)
         self.segments_per_round = experiment.segments_per_round
@@ -102,6 +107,7 @@ class Learner(RoleBase):
             batches = relabeled_minibatches(
                 k_relabel, segments, goal_indices, config.gamma, config.num_minibatches, config.batch_size
             )
+            batches = jax.lax.with_sharding_constraint(batches, devices.sharding(self.mesh, 1))
             return agent.update_many(ts, batches, k_update)
 
         def eval_fn(actor, key):
@@ -239,6 +245,7 @@ class Learner(RoleBase):
         metrics = self._eval(self.train_state.actor, k)
         row = {
             "updates": int(self.train_state.step),
+            "devices": len(self.mesh.devices.flat),
             "rounds": self.rounds,
             "samples_drawn": self.samples_drawn,
             "sample_wait_s": self.sample_wait_s,
@@ -269,7 +276,7 @@ class Learner(RoleBase):
             batch = self.sampler.sample(timeout_s=0.5)
         except TimeoutError:
             return None
-        segments = {k: jnp.asarray(v) for k, v in batch.data.items()}
+        segments = devices.put({k: np.asarray(v) for k, v in batch.data.items()}, self._replicated)
         self.key, k = jax.random.split(self.key)
         self.train_state, metrics = self.update_round(self.train_state, segments, k)
         self.rounds += 1

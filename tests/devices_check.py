@@ -106,6 +106,21 @@ def memory_per_device() -> dict:
     return out
 
 
+def budget_per_device() -> dict:
+    """``configs/budget.py``'s estimate for ``single`` on a GPU at depth 1024 (Humanoid, the paper
+    preset's sizes), per device, over 1, 2 and 4 devices: each item."""
+    from deepcrl.configs import budget
+    from deepcrl.configs.presets import paper
+
+    out = {}
+    for n in (1, 2, 4):
+        config = paper()
+        config.update(env="humanoid", critic_depth=1024, actor_depth=512, num_devices=n)
+        est = budget.estimate(resolve(config), accelerator=True)
+        out[str(n)] = {**est["roles"]["single"]["device"], "total": est["device_bytes"], "num_devices": est["num_devices"]}
+    return out
+
+
 def seeds_over_devices() -> dict:
     """K = 4 seeds of ``single`` for one epoch on 1 device and on 2 (2 seeds per device)."""
     config = get_config()
@@ -126,7 +141,8 @@ def seeds_over_devices() -> dict:
 
 
 if __name__ == "__main__":
-    checks = {"update": update_exactness, "memory": memory_per_device, "seeds": seeds_over_devices}
+    checks = {"update": update_exactness, "memory": memory_per_device, "budget": budget_per_device,
+              "seeds": seeds_over_devices}  # fmt: skip
     import time
 
     results = {"local_devices": jax.local_device_count()}

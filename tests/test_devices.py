@@ -52,6 +52,18 @@ def test_activation_memory_per_device_falls_with_the_device_count(checks):
     assert mem[2] < 0.6 * mem[1] and mem[4] < 0.6 * mem[2], mem
 
 
+def test_the_memory_estimate_is_per_device(checks):
+    """Depth 1024 on a GPU: replay, batches and the update's activations per device fall as 1/N; the
+    replicated train state does not."""
+    est = {int(n): e for n, e in checks["budget"].items()}
+    assert [est[n]["num_devices"] for n in (1, 2, 4)] == [1, 2, 4]
+    for n in (2, 4):
+        assert est[n]["train_state"] == est[1]["train_state"]
+        for item in ("replay", "batches", "activations", "logits"):  # B/N x B logits: global negatives
+            assert est[n][item] == pytest.approx(est[1][item] / n, rel=0.02), (item, n, est)
+    assert est[4]["total"] < 0.5 * est[1]["total"]
+
+
 def test_k_seeds_split_over_devices_give_the_numbers_of_one_device(checks):
     seeds = checks["seeds"]
     assert seeds["devices"] == [1, 2]

@@ -107,13 +107,15 @@ def test_collector_deep_learner_shallow_end_to_end_and_both_learners_learn(tmp_p
 def test_topology_on_an_existing_two_node_cluster(tmp_path, replay):
     """``--ray_address`` of a cluster of two Ray nodes on loopback (a head with 1 CPU, a second node with
     2): the run's three roles cannot all fit on one node, so the replay serves roles on the other node,
-    through that node's own object store, and the run ends with every learner trained."""
+    through that node's own object store, and the run ends with every learner trained. Each node's CPU
+    is split into 2 XLA devices, and the learner spreads its update over both (issue 26)."""
     import os
 
     ray_bin = str(Path(sys.executable).parent / "ray")
     port = "6391"
     # Ray >= 2.5x enables token authentication for `ray start`; this throwaway loopback cluster opts out.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # fmt: skip
     # Its own temp dir (short: Ray's unix sockets live there) names this cluster's processes, so the
     # test stops exactly them and leaves any other Ray on the machine alone (`ray stop` would not).
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
@@ -127,12 +129,13 @@ def test_topology_on_an_existing_two_node_cluster(tmp_path, replay):
         ray_start("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")
         ray_start(f"--address=127.0.0.1:{port}", "--num-cpus=2")
         run_dir = tmp_path / "run"
-        res = run_cli("--topology", "actor_learner", *SMALL, "--run_dir", str(run_dir),
-                      "--ray_address", f"127.0.0.1:{port}", "--replay", replay, env=env)  # fmt: skip
+        res = run_cli("--topology", "actor_learner", *SMALL, "--run_dir", str(run_dir), "--ray_address",
+                      f"127.0.0.1:{port}", "--replay", replay, "--set", "devices_per_learner=2", env=env)  # fmt: skip
         assert res.returncode == 0, res.stderr[-4000:]
         summary = json.loads((run_dir / "summary.json").read_text())
         assert [r["learner"] for r in summary["learners"]] == ["collector_learner"]
         assert summary["learners"][0]["updates"] > 0 and summary["collector"]["segments_written"] > 0
+        assert {r["devices"] for r in _rows(run_dir / "collector_learner" / "metrics.jsonl")} == {2}
         # The roles ran on that cluster, not on an embedded one: its temp dir holds every role's logs ...
         logs = "\n".join(p.name for p in Path(temp_dir).glob("session_*/logs/worker-*"))
         for name, role in summary["roles"].items():
