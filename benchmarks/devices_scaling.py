@@ -19,6 +19,18 @@ import os
 import sys
 import time
 
+# XLA reads the host device count once, when JAX starts: before the imports below.
+if "--host_devices" in sys.argv:
+    _n = sys.argv[sys.argv.index("--host_devices") + 1]
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_n}"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from deepcrl.learner import devices  # noqa: E402
+from deepcrl.learner.agent import AgentConfig, make_agent  # noqa: E402
+from deepcrl.learner.networks import TrunkConfig  # noqa: E402
+
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,17 +47,35 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def _timed_cell(agent, data: dict, counts: list[int], args: argparse.Namespace) -> dict[int, dict]:
+    """One compile per device count, then interleaved rounds (order rotated): wall and CPU seconds."""
+    runs = {}
+    for n in counts:
+        if data["state"].shape[1] % n:
+            continue
+        mesh = devices.make_mesh(n)
+        rep = devices.tree_shardings(mesh, agent.init(jax.random.PRNGKey(0)), None)
+        fn = jax.jit(agent.update_many, donate_argnums=0)
+        state = devices.put(agent.init(jax.random.PRNGKey(0)), rep)
+        batch = devices.put(data, devices.tree_shardings(mesh, data, 1))
+        t = time.perf_counter()
+        state, _ = fn(state, batch, jax.random.PRNGKey(1))
+        jax.block_until_ready(state)
+        runs[n] = {"fn": fn, "state": state, "batch": batch, "compile_s": time.perf_counter() - t, "wall": [], "cpu": []}
+    for r in range(args.rounds):
+        for n in list(runs)[r % len(runs) :] + list(runs)[: r % len(runs)]:
+            run = runs[n]
+            w, c = time.perf_counter(), time.process_time()
+            for i in range(args.calls):
+                run["state"], _ = run["fn"](run["state"], run["batch"], jax.random.PRNGKey(2 + i))
+            jax.block_until_ready(run["state"])
+            run["wall"].append(time.perf_counter() - w)
+            run["cpu"].append(time.process_time() - c)
+    return runs
+
+
 def main() -> None:
     args = parse_args()
-    if args.host_devices:  # read by XLA when JAX starts: before the import below
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.host_devices}"
-    import jax
-    import numpy as np
-
-    from deepcrl.learner import devices
-    from deepcrl.learner.agent import AgentConfig, make_agent
-    from deepcrl.learner.networks import TrunkConfig
-
     counts = [n for n in args.devices if n <= jax.local_device_count()]
     S, G, A, M = 27, 2, 8, args.minibatches  # Ant's sizes
     print(f"# {jax.local_device_count()} {jax.devices()[0].device_kind} device(s); jax {jax.__version__}; "
@@ -58,30 +88,7 @@ def main() -> None:
             rng = np.random.default_rng(0)
             data = {"state": rng.normal(size=(M, batch, S)), "action": rng.uniform(-0.9, 0.9, (M, batch, A)),
                     "goal": rng.normal(size=(M, batch, G))}  # fmt: skip
-            data = {k: v.astype(np.float32) for k, v in data.items()}
-            runs = {}
-            for n in counts:
-                if batch % n:
-                    continue
-                mesh = devices.make_mesh(n)
-                ts = agent.init(jax.random.PRNGKey(0))
-                rep = devices.tree_shardings(mesh, ts, None)
-                fn = jax.jit(agent.update_many, donate_argnums=0)
-                state, b = devices.put(ts, rep), devices.put(data, devices.tree_shardings(mesh, data, 1))
-                t = time.perf_counter()
-                state, _ = fn(state, b, jax.random.PRNGKey(1))
-                jax.block_until_ready(state)
-                runs[n] = {"fn": fn, "state": state, "batch": b, "compile_s": time.perf_counter() - t, "wall": [], "cpu": []}
-            for r in range(args.rounds):
-                order = list(runs)[r % len(runs) :] + list(runs)[: r % len(runs)]
-                for n in order:
-                    run = runs[n]
-                    w, c = time.perf_counter(), time.process_time()
-                    for i in range(args.calls):
-                        run["state"], _ = run["fn"](run["state"], run["batch"], jax.random.PRNGKey(2 + i))
-                    jax.block_until_ready(run["state"])
-                    run["wall"].append(time.perf_counter() - w)
-                    run["cpu"].append(time.process_time() - c)
+            runs = _timed_cell(agent, {k: v.astype(np.float32) for k, v in data.items()}, counts, args)
             one = None
             for n, run in runs.items():
                 wall, cpu = float(np.median(run["wall"])), float(np.median(run["cpu"]))
@@ -91,10 +98,9 @@ def main() -> None:
                              "transitions_per_s": rate, "updates_per_s": args.calls * M / wall,
                              "cpu_s_per_update": cpu / (args.calls * M), "wall_s_per_update": wall / (args.calls * M),
                              "efficiency": rate / (n * one) if one else None})  # fmt: skip
-                r = rows[-1]
-                eff = "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
-                print(f"| {depth} | {batch} | {n} | {r['compile_s']:.1f} | {r['updates_per_s']:.2f} | "
-                      f"{rate:,.0f} | {r['cpu_s_per_update']:.3f} | {eff} |", flush=True)  # fmt: skip
+                eff = "-" if one is None else f"{rate / (n * one):.2f}"
+                print(f"| {depth} | {batch} | {n} | {run['compile_s']:.1f} | {args.calls * M / wall:.2f} | "
+                      f"{rate:,.0f} | {cpu / (args.calls * M):.3f} | {eff} |", flush=True)  # fmt: skip
     print("\n(columns: depth | global batch | devices | compile s | updates/s | transitions/s (global) | "
           "process CPU s per update | efficiency = rate / (N x rate of 1 device))")
     if args.json:

@@ -27,6 +27,7 @@ from deepcrl.configs.validation import ConfigError, Layout, agent_config, check,
 from deepcrl.envs import make_env
 from deepcrl.envs.base import GoalEnv
 from deepcrl.envs.wrappers import VectorEnv
+from deepcrl.learner import devices
 from deepcrl.learner.agent import AgentConfig
 
 RATE_LIMITS = ("ratio", "unlimited")
@@ -65,8 +66,6 @@ class Experiment:
     @property
     def num_devices(self) -> int:
         """Local devices the program spreads over (``num_devices``; "all": every one)."""
-        from deepcrl.learner import devices
-
         return devices.count(self.config.get("num_devices", 1))
 
     @property

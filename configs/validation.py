@@ -15,6 +15,7 @@ from ml_collections import ConfigDict
 from deepcrl import envs
 from deepcrl.configs.defaults import TOPOLOGIES
 from deepcrl.envs.base import GoalEnv
+from deepcrl.learner import devices
 from deepcrl.learner.agent import AgentConfig
 from deepcrl.learner.networks import TrunkConfig, validate_trunk
 
@@ -160,8 +161,6 @@ def check_fields(config: ConfigDict) -> None:
 
 def check_devices(config: ConfigDict) -> None:
     """``num_devices`` exists here and divides what it splits: one seed's envs and batch, or K seeds."""
-    from deepcrl.learner import devices
-
     try:
         n = devices.count(config.get("num_devices", 1))
     except ValueError as e:

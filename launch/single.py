@@ -21,6 +21,7 @@ K / N seeds per device, no collective.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -125,20 +126,7 @@ def make_single_trainer(experiment: Experiment) -> SingleTrainer:
 
         return jax.lax.scan(body, carry, None, length=layout.prefill_unrolls)[0]
 
-    def draw(buffer: TrajectoryBuffer, k_sample: jax.Array, k_relabel: jax.Array) -> dict:
-        """One device's minibatches from its own shard of the buffer (all of it on one device)."""
-        k_sample, k_relabel = devices.device_key(k_sample, share), devices.device_key(k_relabel, share)
-        batch = int(config.batch_size) // share
-        segments = sample_segments(
-            buffer, k_sample, segments_needed(config.num_minibatches * batch, layout.segment_length),
-            layout.segment_length,
-        )  # fmt: skip
-        return relabeled_minibatches(k_relabel, segments, spec.goal_indices, config.gamma, config.num_minibatches, batch)
-
-    if not many:  # per device: no buffer crosses devices; minibatches come out split along the batch axis
-        on_envs = TrajectoryBuffer({k: devices.spec(1) for k in ("state", "action", "episode_id")}, devices.spec(None),
-                                   devices.spec(None))  # fmt: skip
-        draw = devices.per_device(draw, mesh, (on_envs, devices.spec(None), devices.spec(None)), devices.spec(1))
+    draw = _sampler(experiment, mesh, share)
 
     def train_step(carry: Carry, _) -> tuple[Carry, dict]:
         carry, env_metrics = collect(carry)
@@ -160,18 +148,7 @@ def make_single_trainer(experiment: Experiment) -> SingleTrainer:
     over = jax.vmap if many else (lambda f: f)
     keys = jax.ShapeDtypeStruct((experiment.num_seeds, 2) if many else (2,), jnp.uint32)
     split = _carry_shardings(mesh, jax.eval_shape(over(init), keys), many, int(config.num_envs))
-
-    def placed(fn: Callable) -> Callable:
-        """``fn`` whose carry comes out split as ``split`` says (a constraint XLA's partitioner keeps)."""
-
-        def constrained(*args):
-            out = fn(*args)
-            if isinstance(out, tuple):
-                return (jax.lax.with_sharding_constraint(out[0], split), *out[1:])
-            return jax.lax.with_sharding_constraint(out, split)
-
-        return constrained
-
+    placed = functools.partial(_placed, split=split)
     return SingleTrainer(
         grid,
         agent,
@@ -182,6 +159,39 @@ def make_single_trainer(experiment: Experiment) -> SingleTrainer:
         jax.jit(over(evaluate_fn)),
         lambda carry: devices.put(carry, split),
     )
+
+
+def _sampler(experiment: Experiment, mesh, share: int) -> Callable:
+    """``draw(buffer, k_sample, k_relabel) -> minibatches``: segments sampled and relabeled. Split over
+    ``share`` devices (one seed over N), each device draws its ``B/N`` rows of every minibatch from its
+    own shard of the buffer (no buffer crosses devices); the minibatches come out split along the batch
+    axis. With K seeds (``share`` 1) a plain function, vmapped with the rest."""
+    config, layout, goal_indices = experiment.config, experiment.layout, experiment.env().spec.goal_indices
+    batch = int(config.batch_size) // share
+    num_segments = segments_needed(int(config.num_minibatches) * batch, layout.segment_length)
+
+    def draw(buffer: TrajectoryBuffer, k_sample: jax.Array, k_relabel: jax.Array) -> dict:
+        k_sample, k_relabel = devices.device_key(k_sample, share), devices.device_key(k_relabel, share)
+        segments = sample_segments(buffer, k_sample, num_segments, layout.segment_length)
+        return relabeled_minibatches(k_relabel, segments, goal_indices, config.gamma, config.num_minibatches, batch)
+
+    if experiment.num_seeds > 1:
+        return draw
+    on_envs = TrajectoryBuffer({k: devices.spec(1) for k in ("state", "action", "episode_id")}, devices.spec(None),
+                               devices.spec(None))  # fmt: skip
+    return devices.per_device(draw, mesh, (on_envs, devices.spec(None), devices.spec(None)), devices.spec(1))
+
+
+def _placed(fn: Callable, split) -> Callable:
+    """``fn`` whose carry comes out split as ``split`` says (a constraint XLA's partitioner keeps)."""
+
+    def constrained(*args):
+        out = fn(*args)
+        if isinstance(out, tuple):
+            return (jax.lax.with_sharding_constraint(out[0], split), *out[1:])
+        return jax.lax.with_sharding_constraint(out, split)
+
+    return constrained
 
 
 def _carry_shardings(mesh, carry: Carry, many: bool, num_envs: int) -> Carry:
@@ -234,9 +244,8 @@ def run_single(
     write_config(run_dir, experiment.record())  # after the restore: a CheckpointError leaves the run as it was
     for s, folder in enumerate(seed_dirs):
         write_config(folder, _seed_config(experiment.record(), s))
-    if saved is not None:
-        carry, key = carry.replace(train_state=saved["train_state"], coverage=saved["coverage"]), saved["key"]
-        carry = trainer.place(carry)
+    if saved is not None:  # placed on the devices as the epoch functions expect
+        carry, key = trainer.place(carry.replace(train_state=saved["train_state"], coverage=saved["coverage"])), saved["key"]
     first_epoch, env_steps, wall_before = _continue_from(saved, run_dir, seed_dirs)
     logs = SeedLogs(run_dir, seed_dirs)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from deepcrl.buffer import replay_backend
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,8 +47,6 @@ def pytest_addoption(parser):
 
 
 def _chosen_backends(config) -> list[str]:
-    from deepcrl.buffer import replay_backend
-
     asked = config.getoption("--replay-backends")
     if asked == "default":
         return [replay_backend.default()]
@@ -70,8 +70,6 @@ def replay_server(replay):
     """``start(spec) -> (server, address)`` of the backend ``replay``, for tests that drive roles as plain
     objects: the Ray backend's store is an actor, so it gets a small Ray of the test's own on loopback,
     stopped after the test."""
-    from deepcrl.buffer import replay_backend
-
     started = False
     if replay == "ray":
         import ray

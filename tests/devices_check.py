@@ -17,8 +17,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from deepcrl.configs import budget  # noqa: E402
 from deepcrl.configs.defaults import get_config  # noqa: E402
 from deepcrl.configs.experiment import resolve  # noqa: E402
+from deepcrl.configs.presets import paper  # noqa: E402
 from deepcrl.launch.single import make_single_trainer  # noqa: E402
 from deepcrl.learner import devices  # noqa: E402
 from deepcrl.learner.agent import AgentConfig, make_agent  # noqa: E402
@@ -109,9 +111,6 @@ def memory_per_device() -> dict:
 def budget_per_device() -> dict:
     """``configs/budget.py``'s estimate for ``single`` on a GPU at depth 1024 (Humanoid, the paper
     preset's sizes), per device, over 1, 2 and 4 devices: each item."""
-    from deepcrl.configs import budget
-    from deepcrl.configs.presets import paper
-
     out = {}
     for n in (1, 2, 4):
         config = paper()
