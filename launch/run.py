@@ -345,16 +345,6 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool) -
     print(f"note: moved {there} from {run_dir} aside to {aside}", file=sys.stderr)
 
 
-def fresh_run_dir(config: ConfigDict) -> Path:
-    """The default run directory: unique even for two runs started in the same second."""
-    base = default_run_dir(config.env, config.topology)
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
-
-
 def list_envs() -> None:
     describe = getattr(envs, "describe_envs", None)
     if describe is None:
@@ -386,7 +376,7 @@ def main(argv) -> int:
             print(note)
             return 0
     config = build_config()
-    run_dir = Path(config.run_dir) if config.run_dir else fresh_run_dir(config)
+    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.env, config.topology)
     config.run_dir = str(run_dir)
     try:
         experiment = resolve(config)

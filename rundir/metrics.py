@@ -32,7 +32,13 @@ HEADLINE = ("eval/time_at_goal", "eval/time_at_goal_frac", "eval/success")
 
 
 def default_run_dir(env: str, topology: str) -> Path:
-    return Path("runs") / f"{env}-{topology}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``runs/<env>-<topology>-<time>``, unique even for two runs started in the same second."""
+    base = Path("runs") / f"{env}-{topology}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def write_config(run_dir: Path, config) -> None:

@@ -107,7 +107,8 @@ def test_every_folder_is_a_packaged_subpackage():
 
     setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     folders = {p.parent.name for p in ROOT.glob("*/__init__.py")}
-    assert folders == set(PACKAGES)
+    assert folders == {*PACKAGES, "api"}  # api/ is deepcrl itself: the Python API (docs/api.md)
+    assert setup["package-dir"]["deepcrl"] == "api" and "deepcrl" in setup["packages"]
     assert {f"deepcrl.{f}" for f in PACKAGES} <= set(setup["packages"])
     assert all(setup["package-dir"][f"deepcrl.{f}"] == f for f in PACKAGES)
 
