@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 from absl import flags
 from ml_collections import ConfigDict
 
@@ -29,6 +30,7 @@ from deepcrl.launch import attach
 from deepcrl.launch.cli import STOP, Interrupted, RoleFailed, UsageError, check_writable_dir, run_main
 from deepcrl.launch.dispatch import run_experiment
 from deepcrl.launch.plan import plan
+from deepcrl.rundir import provenance
 from deepcrl.rundir.checkpoints import CheckpointError
 from deepcrl.rundir.diskspace import DiskFull, describe_full_disk, full_disk_path
 from deepcrl.rundir.lock import LOCK_NAME, RunDirBusy, live_driver
@@ -393,6 +395,11 @@ def main(argv) -> int:
         raise UsageError(str(e)) from None
     print(plan(experiment), flush=True)
     print(f"  disk: writes up to ~{fmt(space['need'])}; {fmt(space['free'])} free at {space['where']}", flush=True)
+    prov = provenance.collect(jax.local_devices()[:1])
+    print(provenance.summary(prov), flush=True)
+    if prov["cpu_while_gpu_visible"]:
+        print("note: this run uses the CPU although an NVIDIA GPU is visible (a CPU-only jaxlib? ./setup.sh --gpu)",
+              flush=True)  # fmt: skip
     if FLAGS.dry_run:
         print(budget.table(memory))
         print("dry run: nothing started, nothing written")

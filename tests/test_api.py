@@ -4,10 +4,13 @@ process; then what it does not show: bad input, and ``launch/evaluate.py``."""
 from __future__ import annotations
 
 import json
+import platform
 import re
+import socket
 import subprocess
 import sys
 
+import jax
 import pytest
 from conftest import ROOT
 
@@ -65,6 +68,13 @@ def test_bad_input_is_one_line(tmp_path, example_run):
 def test_evaluate_py_prints_writes_and_exports(tmp_path):
     run = deepcrl.train(env="point_mass", total_env_steps=6000, num_envs=8, num_eval_envs=8, batch_size=32,
                         critic_width=16, actor_width=16, num_evals=1, run_dir=tmp_path / "run")  # fmt: skip
+    # Provenance (issue 27, item 3): the code and the stack this session ran, true ones.
+    prov = json.loads((run.run_dir / "provenance.json").read_text())
+    assert len(prov) == 1 and prov[0]["packages"]["jax"] == jax.__version__ and prov[0]["python"] == platform.python_version()
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    assert prov[0]["git_commit"] == git("rev-parse", "HEAD")
+    assert prov[0]["git_dirty"] == bool(git("status", "--porcelain", "--untracked-files=no"))
+    assert prov[0]["jax_devices"] == [str(jax.local_devices()[0])] and prov[0]["host"] == socket.gethostname()
     res = subprocess.run([sys.executable, str(ROOT / "launch" / "evaluate.py"), "--run_dir", str(run.run_dir),
                           "--episodes", "16", "--export", str(tmp_path / "p.deepcrl")],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
