@@ -8,6 +8,7 @@ Nothing here modifies the config it checks.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 
 from ml_collections import ConfigDict
@@ -30,6 +31,9 @@ def apply_override(config: ConfigDict, item: str) -> None:
     """Apply one ``key=value`` override (``--set``), converting to the field's type."""
     key, sep, raw = item.partition("=")
     if not sep or key not in config:
+        close = difflib.get_close_matches(key, list(config), n=3, cutoff=0.75) if sep else []
+        if close:
+            raise ConfigError(f"bad --set {item!r}: no field {key!r}; did you mean {' or '.join(close)}?")
         raise ConfigError(
             f"bad --set {item!r}: expected key=value with key one of: {', '.join(sorted(config))}"
         )

@@ -6,6 +6,7 @@ MJX) anyway, so importing the Brax envs up front adds next to nothing.
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -53,7 +54,9 @@ def make_env(name: str, **kwargs) -> GoalEnv:
     naming the valid ones for that env.
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown env {name!r}; valid envs: {', '.join(env_names())}")
+        close = difflib.get_close_matches(name, env_names(), n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ValueError(f"unknown env {name!r}; {hint}valid envs: {', '.join(env_names())}")
     return _REGISTRY[name](**kwargs)
 
 

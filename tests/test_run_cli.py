@@ -131,6 +131,8 @@ def test_checkpoint_restores_the_policy(tmp_path):
         (["--batch_size", "100000"], "larger than the data available"),
         (["--set", "gamma=abc"], "gamma expects a float"),
         (["--set", "nonsense=1"], "expected key=value with key one of"),
+        (["--set", "gama=0.9"], "no field 'gama'; did you mean gamma?"),
+        (["--env", "point_mas"], "unknown env 'point_mas'; did you mean point_mass? valid envs: ant"),
         (["--config", "configs/presets.py:huge"], "unknown preset 'huge'; valid: paper, cpu, default"),
         (["--config", "no/such/file.py"], "config file not found"),
     ],
