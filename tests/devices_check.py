@@ -120,6 +120,21 @@ def budget_per_device() -> dict:
     return out
 
 
+def one_seed_split() -> dict:
+    """``single`` with one seed on 2 devices: the shapes each device holds of the buffer, the env state,
+    the agent and a minibatch after one epoch."""
+    config = get_config()
+    config.update(env="point_mass", num_envs=8, num_eval_envs=4, batch_size=32, critic_width=16, actor_width=16,
+                  num_minibatches=2, unroll_length=25, min_replay_steps_per_env=50, total_env_steps=2000,
+                  num_evals=1, checkpoint=False, num_devices=2)  # fmt: skip
+    trainer = make_single_trainer(resolve(config))
+    carry, _ = trainer.train_epoch(trainer.prefill(trainer.init(jax.random.PRNGKey(0))))
+    shard = lambda x: [list(s.data.shape) for s in x.addressable_shards]  # noqa: E731
+    return {"buffer_state": shard(carry.buffer.data["state"]), "env_obs": shard(carry.env_state.obs),
+            "critic_kernel": shard(jax.tree_util.tree_leaves(carry.train_state.critic)[0]),
+            "step": int(carry.train_state.step)}  # fmt: skip
+
+
 def seeds_over_devices() -> dict:
     """K = 4 seeds of ``single`` for one epoch on 1 device and on 2 (2 seeds per device)."""
     config = get_config()
@@ -141,7 +156,7 @@ def seeds_over_devices() -> dict:
 
 if __name__ == "__main__":
     checks = {"update": update_exactness, "memory": memory_per_device, "budget": budget_per_device,
-              "seeds": seeds_over_devices}  # fmt: skip
+              "split": one_seed_split, "seeds": seeds_over_devices}  # fmt: skip
     import time
 
     results = {"local_devices": jax.local_device_count()}

@@ -64,6 +64,13 @@ def test_the_memory_estimate_is_per_device(checks):
     assert est[4]["total"] < 0.5 * est[1]["total"]
 
 
+def test_one_seeds_envs_and_replay_are_split_and_the_agent_replicated(checks):
+    """``single`` on 2 devices, one seed of 8 envs: each device holds 4 envs' state and replay."""
+    split = checks["split"]
+    assert split["buffer_state"] == [[2000, 4, 2]] * 2 and split["env_obs"] == [[4, 4]] * 2, split
+    assert split["critic_kernel"][0] == split["critic_kernel"][1] and split["step"] > 0, split
+
+
 def test_k_seeds_split_over_devices_give_the_numbers_of_one_device(checks):
     seeds = checks["seeds"]
     assert seeds["devices"] == [1, 2]
