@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
-
 from deepcrl.configs.experiment import Experiment
 from deepcrl.launch.single import run_single
-from deepcrl.rundir import provenance
 from deepcrl.rundir.lock import DriverLock
 
 
@@ -28,8 +25,6 @@ def run_experiment(
     The driver holds ``run_dir`` for its whole life (``rundir/lock.py``); ``RunDirBusy`` when another does.
     """
     with DriverLock(run_dir):  # one driver per run directory (RunDirBusy names the live one)
-        used = jax.local_devices()[: experiment.num_devices] if not experiment.distributed else jax.local_devices()[:1]
-        provenance.write(run_dir, provenance.collect(used))  # where this session's code and stack came from
         if not experiment.distributed:
             return run_single(experiment, run_dir, progress=progress, resume=resume, seed_dirs=seed_dirs)
         # Ray and Reverb come with the `distributed` extra; the core install runs `single` without them.

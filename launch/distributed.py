@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import ray
 
 from deepcrl.configs.budget import check_nodes
@@ -35,6 +36,7 @@ from deepcrl.launch.cluster import check_resources, connect
 from deepcrl.launch.elastic import load_record, with_attached
 from deepcrl.launch.progress import RoleWatcher
 from deepcrl.launch.supervise import Supervisor
+from deepcrl.rundir import provenance
 from deepcrl.rundir.metrics import publish_to_wandb, read_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
@@ -133,6 +135,7 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
         raise
     run_dir = Path(run_dir).absolute()
     write_config(run_dir, experiment.record())
+    provenance.write(run_dir, provenance.collect(jax.local_devices()[:1]))  # this session's code and stack
     started = time.time()
     sup = Supervisor(ray, experiment, run_dir, resume=resume)
     total = experiment.layout.total_env_steps

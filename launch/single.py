@@ -50,6 +50,7 @@ from deepcrl.envs.base import State
 from deepcrl.launch.progress import RunProgress
 from deepcrl.learner import devices
 from deepcrl.learner.agent import Agent, TrainState, make_agent
+from deepcrl.rundir import provenance
 from deepcrl.rundir.checkpoints import (
     CheckpointError,
     previous,
@@ -242,6 +243,7 @@ def run_single(
     latest = run_dir / ("checkpoints_all_seeds" if many else "checkpoints") / "latest"
     saved = _restore(latest, run_dir, _resume_state(carry, 0, 0, key)) if resume else None
     write_config(run_dir, experiment.record())  # after the restore: a CheckpointError leaves the run as it was
+    provenance.write(run_dir, provenance.collect(jax.local_devices()[: experiment.num_devices]))  # this session's
     for s, folder in enumerate(seed_dirs):
         write_config(folder, _seed_config(experiment.record(), s))
     if saved is not None:  # placed on the devices as the epoch functions expect

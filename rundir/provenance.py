@@ -1,6 +1,7 @@
 """Where a run came from: the code (git commit, dirty or not, or the installed version), the package
 versions, Python, the command line, the host and the JAX devices. Written to ``RUN/provenance.json``
-by every launcher (``launch/dispatch.py``), once per session (a resume appends its own)."""
+beside ``config.json`` by ``single`` and the distributed driver (after a resume's checks: a refused one
+writes nothing), once per session: a resume appends its own."""
 
 from __future__ import annotations
 

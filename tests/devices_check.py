@@ -53,7 +53,8 @@ def sharded_update(agent, ts, batch, n: int):
     return fn(*args), fn.lower(*args).compile()
 
 
-CASES = {"d4_n2": (4, False, 2), "d4_n4": (4, False, 4), "d16_remat_n4": (16, True, 4)}
+CASES = {"d4_n2": (4, False, 2), "d4_n4": (4, False, 4), "d4_remat_n2": (4, True, 2), "d16_n4": (16, False, 4),
+         "d16_remat_n4": (16, True, 4)}  # fmt: skip
 
 
 def update_exactness() -> dict:

@@ -31,7 +31,7 @@ def checks(tmp_path_factory) -> dict:
     return found
 
 
-@pytest.mark.parametrize("case", ["d4_n2", "d4_n4", "d16_remat_n4"])
+@pytest.mark.parametrize("case", ["d4_n2", "d4_n4", "d4_remat_n2", "d16_n4", "d16_remat_n4"])
 def test_the_sharded_update_is_the_one_device_update_of_the_global_batch(checks, case):
     got = checks["update"][case]
     assert got["devices"] == int(case[-1])  # the train state really lives on N devices ...
