@@ -242,10 +242,7 @@ def run_single(
     carry = trainer.init(k_init)
     latest = run_dir / ("checkpoints_all_seeds" if many else "checkpoints") / "latest"
     saved = _restore(latest, run_dir, _resume_state(carry, 0, 0, key)) if resume else None
-    write_config(run_dir, experiment.record())  # after the restore: a CheckpointError leaves the run as it was
-    provenance.write(run_dir, provenance.collect(jax.local_devices()[: experiment.num_devices]))  # this session's
-    for s, folder in enumerate(seed_dirs):
-        write_config(folder, _seed_config(experiment.record(), s))
+    _write_records(experiment, run_dir, seed_dirs)  # after the restore: a CheckpointError leaves the run as it was
     if saved is not None:  # placed on the devices as the epoch functions expect
         carry, key = trainer.place(carry.replace(train_state=saved["train_state"], coverage=saved["coverage"])), saved["key"]
     first_epoch, env_steps, wall_before = _continue_from(saved, run_dir, seed_dirs)
@@ -292,6 +289,14 @@ def run_single(
             bar.close()
         logs.close(title=config.env)
     return _finish(config, carry, logs, row)
+
+
+def _write_records(experiment: Experiment, run_dir: Path, seed_dirs: list[Path]) -> None:
+    """config.json (the run's, each seed's) and this session's provenance."""
+    write_config(run_dir, experiment.record())
+    for s, folder in enumerate(seed_dirs):
+        write_config(folder, _seed_config(experiment.record(), s))
+    provenance.write(run_dir, provenance.collect(jax.local_devices()[: experiment.num_devices]))
 
 
 def _continue_from(saved: dict | None, run_dir: Path, seed_dirs: list[Path]) -> tuple[int, int, float]:
