@@ -242,7 +242,7 @@ def estimate(exp: Experiment, accelerator: bool = False) -> dict:
                     "train_state": ts,
                     **update_items(cfg, int(config.batch_size) // per_learner),
                     "logits": update_items(cfg, int(config.batch_size))["logits"] // per_learner,
-                    "batches": segments + relabeled // per_learner,
+                    "batches": segments + (relabeled // per_learner),  # whole segments on every device
                     "envs": eval_envs,
                 },
                 float(config.gpus_per_learner) > 0,

@@ -125,12 +125,12 @@ class Experiment:
     # ------------------------------------------------------------------ factories (built on first use)
     def env(self) -> GoalEnv:
         """The training env."""
-        return _env(*_env_args(self.config, str(self.config.env)))
+        return env_named(self.config, str(self.config.env))
 
     def eval_env(self) -> GoalEnv:
         """The env evaluations run on: ``eval_env``, or the training env itself."""
         name = str(self.config.get("eval_env", "") or "")
-        return _env(*_env_args(self.config, name)) if name and name != self.config.env else self.env()
+        return env_named(self.config, name) if name and name != self.config.env else self.env()
 
     def train_venv(self) -> VectorEnv:
         """The batched training envs, with the config's reset rule."""
@@ -171,9 +171,9 @@ def resolve(config: ConfigDict) -> Experiment:
     """
     # A copy, without a resumed run's old memory estimate (recomputed by the launcher).
     settings = ConfigDict({k: v for k, v in config.to_dict().items() if k != "memory_estimate"})
-    env = _env(*_env_args(settings, str(settings.env)))
+    env = env_named(settings, str(settings.env))
     if settings.get("eval_env", ""):
-        eval_env = _env(*_env_args(settings, str(settings.eval_env)))
+        eval_env = env_named(settings, str(settings.eval_env))
     else:
         eval_env = env
     layout = check(settings, env, eval_env)
@@ -222,6 +222,12 @@ def _replay_spec(config: ConfigDict, env: GoalEnv, layout: Layout, table_names: 
         error_buffer=error_buffer,
         backend=backend,
     )
+
+
+def env_named(config, name: str) -> GoalEnv:
+    """The env ``name`` with ``config``'s physics settings (backend, episode length, timestep), built once
+    per process."""
+    return _env(*_env_args(config, name))
 
 
 def _env_args(config, name: str) -> tuple:

@@ -23,7 +23,7 @@ from ml_collections import ConfigDict
 from deepcrl.collector.rollout import evaluate as rollout_evaluate
 from deepcrl.configs import budget
 from deepcrl.configs.defaults import get_config
-from deepcrl.configs.experiment import _env, _env_args, resolve
+from deepcrl.configs.experiment import env_named, resolve
 from deepcrl.configs.presets import get_config as preset_config
 from deepcrl.configs.validation import ConfigError
 from deepcrl.envs.wrappers import VectorEnv
@@ -104,7 +104,7 @@ class Run:
         (default: the run's evaluation env): the metrics a training row's ``eval/`` fields hold."""
         name = env or str(self.config.get("eval_env", "") or self.config.env)
         n = int(num_episodes or self.config.num_eval_envs)
-        return evaluate_policy(self.policy(deterministic), _env(*_env_args(self.config, name)), n,
+        return evaluate_policy(self.policy(deterministic), env_named(self.config, name), n,
                                self.experiment.layout.episode_length, seed)  # fmt: skip
 
     def export(self, path: str | Path) -> Path:
@@ -137,7 +137,7 @@ class ExportedPolicy:
     def evaluate(self, num_episodes: int = 64, env: str | None = None, seed: int = 0) -> dict[str, float]:
         m = self.meta
         config = ConfigDict({"backend": m["backend"], "episode_length": m["episode_length"], "physics_timestep": 0.0})
-        return evaluate_policy(self.act, _env(*_env_args(config, env or m["env"])), num_episodes,
+        return evaluate_policy(self.act, env_named(config, env or m["env"]), num_episodes,
                                m["episode_length"], seed)  # fmt: skip
 
 
