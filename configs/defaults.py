@@ -46,6 +46,8 @@ def _set_env_and_run(c: ConfigDict) -> None:
     # global-batch InfoNCE); on GPUs give each learner as many Ray GPUs (--gpus_per_learner).
     c.devices_per_learner = 1
     c.run_dir = ""  # empty: runs/<env>-<topology>-<timestamp>
+    c.tag = ""  # a short label of the run, shown in its summary, study reports and TensorBoard's hparams
+    c.notes = ""  # free text: why this run was made
     # Evaluate on another env of the same family (same state size, goal indices and action size),
     # e.g. ant_big_maze_eval (far goals only, as the paper did). Empty: evaluate on `env`.
     c.eval_env = ""

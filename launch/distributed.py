@@ -19,7 +19,6 @@ Ctrl-C stops every role cleanly, keeping their final checkpoints, and
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,27 +36,9 @@ from deepcrl.launch.elastic import load_record, with_attached
 from deepcrl.launch.progress import RoleWatcher
 from deepcrl.launch.supervise import Supervisor
 from deepcrl.rundir import provenance
+from deepcrl.rundir.layout import write_summary
 from deepcrl.rundir.metrics import publish_to_wandb, read_metrics, write_config
 from deepcrl.rundir.plots import plot_success
-
-
-def summary_table(rows: list[dict]) -> str:
-    cols = [
-        "learner",
-        "depth",
-        "updates",
-        "samples_drawn",
-        "env_steps",
-        "eval/time_at_goal",
-        "eval/time_at_goal_frac",
-        "eval/success",
-        "joined_at_env_steps",
-    ]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def data_held(experiment: Experiment, replay_info: dict) -> dict:
@@ -98,7 +79,9 @@ def learner_rows(sup: Supervisor, results: dict, run_dir: Path) -> tuple[list[Ro
     for role in learners:
         r = results.get(role.name, detached.get(role.name, {}).get("result"))
         if isinstance(r, dict):
-            rows.append({**r, "depth": f"{role.critic_depth}", "joined_at_env_steps": max(0, role.joined_at)})
+            shape = {k: getattr(role, k) for k in ("critic_depth", "actor_depth", "critic_width", "actor_width")}
+            rows.append({**r, "depth": f"{role.critic_depth}", "joined_at_env_steps": max(0, role.joined_at),
+                         "folder": role.name, **shape})  # fmt: skip
     return learners, rows
 
 
@@ -162,6 +145,9 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
     data = data_held(experiment, replay_info)
     summary = {
         "topology": config.topology,
+        "env": config.env,
+        "tag": config.get("tag", ""),
+        "notes": config.get("notes", ""),
         **({"data": data} if data else {}),
         "wall_time_s": time.time() - started,
         "collector": collector,
@@ -169,11 +155,9 @@ def run_distributed(experiment: Experiment, run_dir: Path, resume: bool = False,
         "replay_tables": replay_info,
         "roles": sup.roles.roles,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    table = summary_table(rows)
     roles = roles_table(sup.roles.roles, collector)
     note = f"{data['line']}\n\n" if data else ""
-    (run_dir / "summary.md").write_text(f"# {config.topology} on {config.env}\n\n{note}{table}\n\n{roles}\n")
+    table = write_summary(run_dir, summary, f"{config.topology} on {config.env}", before=note, after=f"\n{roles}\n")
     curves = {
         f"{r.name} (depth {r.critic_depth}{f', joined at {r.joined_at:,}' if r.joined_at >= 0 else ''})":
         read_metrics(run_dir / r.name / "metrics.jsonl")

@@ -45,6 +45,8 @@ flags.DEFINE_string(
     "eval_env", None, "Evaluate on this env of the same family, e.g. ant_big_maze_eval (default: --env)"
 )
 flags.DEFINE_string("run_dir", None, "Run directory (default runs/<env>-<topology>-<time>)")
+flags.DEFINE_string("tag", None, "A short label of the run (config.json, summary, study reports, TensorBoard hparams)")
+flags.DEFINE_string("notes", None, "Free text recorded with the run: why it was made")
 for _name, _help in [
     ("total_env_steps", "Env steps to collect in total"),
     ("num_envs", "Parallel training envs"),
@@ -102,7 +104,7 @@ FLAG_FIELDS = (
     "topology", "env", "eval_env", "backend", "run_dir", "total_env_steps", "num_envs", "num_eval_envs", "batch_size",
     "num_minibatches", "critic_depth", "actor_depth", "critic_width", "actor_width", "episode_length",
     "num_evals", "seed", "num_seeds", "ray_address", "collector_depth", "collector_width", "learner_depths",
-    "learner_widths", "gpus_per_collector", "gpus_per_learner", "cpus_per_role",
+    "learner_widths", "gpus_per_collector", "gpus_per_learner", "cpus_per_role", "tag", "notes",
 )  # fmt: skip
 
 

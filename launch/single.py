@@ -58,6 +58,7 @@ from deepcrl.rundir.checkpoints import (
     restore_train_state,
     save_train_state,
 )
+from deepcrl.rundir.layout import relative, write_summary
 from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
@@ -355,16 +356,40 @@ def _prefixed(eval_metrics: dict) -> dict:
 
 
 def _finish(config, carry: Carry, logs: SeedLogs, row: dict) -> dict:
-    """Final checkpoints and ``complete.json`` (per seed, and the run's); the run's final row."""
+    """Final checkpoints, ``complete.json`` and the summary (per seed, and the run's); the run's final row."""
+    seeds = []
     for s, folder in enumerate(logs.seed_dirs):
         if config.checkpoint:
             save_train_state(folder / "checkpoints" / "final", _pick(carry.train_state, s))
-        _write_json(folder / "complete.json", read_metrics(logs.seed_logs[s].jsonl_path)[-1])
+        seeds.append(read_metrics(logs.seed_logs[s].jsonl_path)[-1])
+        _write_json(folder / "complete.json", seeds[-1])
+        _summarise(config, folder, [(folder, int(config.seed) + s, seeds[-1])])
     if config.checkpoint and not logs.seed_dirs:
         save_train_state(logs.run_dir / "checkpoints" / "final", carry.train_state)
     final = row or read_metrics(logs.log.jsonl_path)[-1]
     _write_json(logs.run_dir / "complete.json", final)
+    learners = [(f, int(config.seed) + s, r) for s, (f, r) in enumerate(zip(logs.seed_dirs, seeds, strict=True))]
+    _summarise(config, logs.run_dir, learners or [(logs.run_dir, int(config.seed), final)],
+               mean=final if seeds else None)  # fmt: skip
     return final
+
+
+def _summarise(config, run_dir: Path, learners: list[tuple[Path, int, dict]], mean: dict | None = None) -> None:
+    """The summary every topology writes (rundir/layout.py): a row per seed's agent, naming its folder."""
+    fields = ("updates", "env_steps", "eval/time_at_goal", "eval/time_at_goal_frac", "eval/success", "epoch")
+    shape = {k: int(config[k]) for k in ("critic_depth", "actor_depth", "critic_width", "actor_width")}
+    rows = [
+        {"learner": "single", "seed": seed, "depth": str(config.critic_depth), "folder": relative(folder, run_dir),
+         **shape, **{k: final.get(k) for k in fields if k in final}}
+        for folder, seed, final in learners
+    ]  # fmt: skip
+    last = mean or learners[0][2]
+    summary = {
+        "topology": "single", "env": config.env, "tag": config.get("tag", ""), "notes": config.get("notes", ""),
+        "wall_time_s": last.get("wall_time"), "collector": {k: v for k, v in last.items() if k.startswith("coverage/")},
+        "learners": rows, **({"mean_over_seeds": mean} if mean else {}),
+    }  # fmt: skip
+    write_summary(run_dir, summary, f"single on {config.env}")
 
 
 def run_keys(seed: int, num_seeds: int = 1) -> jax.Array:

@@ -54,6 +54,8 @@ flags.DEFINE_enum("scale", "paper", list(SCALES), "paper: the paper's per-env se
 flags.DEFINE_string("depths", None, "Depths the study compares (default: the study's), e.g. 4,8,16")
 flags.DEFINE_string("batch_sizes", None, "batch_sweep only: batch sizes, e.g. 256,1024,4096")
 flags.DEFINE_multi_string("set", [], "Override a config field in every run: --set num_evals=20")
+flags.DEFINE_string("tag", None, "A short label of the study, recorded in every run and shown in the report")
+flags.DEFINE_string("notes", None, "Free text recorded with every run and shown in the report")
 flags.DEFINE_string(
     "wandb", None, "Also log every run to this wandb project, one group per study (--set wandb_mode=offline)"
 )
@@ -126,8 +128,9 @@ def _definition(study_dir: Path, state: dict | None) -> tuple[dict, dict[str, Co
         raise UsageError(f"--max_concurrent must be >= 0, got {FLAGS.max_concurrent}")
     if FLAGS.gpus_per_run is not None and FLAGS.gpus_per_run < 0:
         raise UsageError(f"--gpus_per_run must be >= 0, got {FLAGS.gpus_per_run}")
+    labels = [f"{k}={v}" for k, v in (("tag", FLAGS.tag), ("notes", FLAGS.notes)) if v is not None]
     definition, configs = build_definition(
-        FLAGS.study, FLAGS.scale, envs, parse_seeds(FLAGS.seeds), options, list(FLAGS.set)
+        FLAGS.study, FLAGS.scale, envs, parse_seeds(FLAGS.seeds), options, list(FLAGS.set) + labels
     )
     if state is not None and state.get("definition") != definition:
         diff = ", ".join(definition_diff(state.get("definition") or {}, definition))

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from deepcrl.configs.studies import get_study
 from deepcrl.launch.study_runs import is_finished, run_dir_of, topology_of
+from deepcrl.rundir.layout import SUMMARY_JSON, learners, read_json
 from deepcrl.rundir.metrics import HEADLINE, read_metrics
 from deepcrl.rundir.plots import plot_coverage, plot_curves, plot_final, plot_grid
-from deepcrl.rundir.stats import group, sort_key, t_interval
+from deepcrl.rundir.stats import T_MIN_SEEDS, group, iqm_interval, sort_key, t_interval
 
 # The headline first: time at goal, the paper's Table 1 figure (steps within the threshold out of the
 # episode), then success at any time in the episode. Value: (label, decimals).
@@ -40,20 +41,15 @@ def collect(study_dir: Path, definition: dict, state: dict) -> tuple[list[dict],
             continue
         record = state["runs"].get(name, {})
         base = {"run": name, "seed": run["overrides"]["seed"], **run["condition"]}
+        found = learners(rd)  # (older single runs have no summary.json: their complete.json has coverage)
+        coverage_row = read_json(rd / SUMMARY_JSON).get("collector") or read_json(rd / "complete.json")
         if topology == "single":
-            roles = [("agent", int(run["overrides"].get("critic_depth", 0)), rd / "metrics.jsonl")]
-            coverage_row = json.loads((rd / "complete.json").read_text())
+            roles = [("agent", int(run["overrides"].get("critic_depth", 0)), found[0].metrics)]
         else:
-            summary = json.loads((rd / "summary.json").read_text())
             roles = [
-                (
-                    "collector agent" if r["learner"] == "collector_learner" else "train-only",
-                    int(r["depth"]),
-                    rd / r["learner"] / "metrics.jsonl",
-                )
-                for r in summary["learners"]
+                ("collector agent" if f.name == "collector_learner" else "train-only", f.depth, f.metrics)
+                for f in found
             ]
-            coverage_row = summary.get("collector") or {}
             for row in read_metrics(rd / "collector" / "metrics.jsonl"):
                 curves.append({**base, "learner": "collector", **{c: row.get(c) for c in CURVE_COLUMNS}})
         for role, depth, path in roles:
@@ -80,12 +76,20 @@ def collect(study_dir: Path, definition: dict, state: dict) -> tuple[list[dict],
 
 
 def _fmt(mean: float, half: float | None, digits: int) -> str:
+    """``mean ± half`` (the Student-t column)."""
     if not math.isfinite(mean):
         return "—"
     text = f"{mean:.{digits}f}" if digits else f"{mean:,.0f}"
     if half is None:
         return text
     return text + f" ± {half:.{digits}f}" if digits else text + f" ± {half:,.0f}"
+
+
+def _cell(items: list[dict], metric: str, digits: int, strata: str | None = None) -> str:
+    """IQM [95 % stratified bootstrap interval] of ``metric`` over ``items`` (strata: one per value of
+    ``strata``, e.g. per env, else one)."""
+    values = [[r.get(metric) for r in rs] for rs in group(items, (strata,) if strata else ()).values()]
+    return iqm_interval(values, metric).text(digits)
 
 
 def condition_keys(results: list[dict]) -> tuple[str, ...]:
@@ -103,15 +107,42 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def results_table(results: list[dict]) -> str:
+    """One row per condition: seeds, then each metric's IQM [95 % CI]; a mean ± Student-t column of the
+    headline metrics is added where some condition has ≥ 5 seeds (filled only there)."""
     keys = condition_keys(results)
+    conditions = group(results, keys)
+    t_columns = ["eval/time_at_goal", "eval/success"] if any(
+        len(v) >= T_MIN_SEEDS for v in conditions.values()) else []  # fmt: skip
     rows = []
-    for cond, items in group(results, keys).items():
+    for cond, items in conditions.items():
         cells = [str(c) for c in cond] + [str(len(items))]
         for metric, (_, digits) in METRICS.items():
             shared = _wall_cell(items) if metric == "wall_time_s" else None
-            cells.append(shared or _fmt(*t_interval([r[metric] for r in items]), digits))
+            cells.append(shared or _cell(items, metric, digits))
+        for metric in t_columns:
+            digits = METRICS[metric][1]
+            enough = len(items) >= T_MIN_SEEDS
+            cells.append(_fmt(*t_interval([r[metric] for r in items]), digits) if enough else "—")
         rows.append(cells)
-    return markdown_table([*keys, "seeds", *(label for label, _ in METRICS.values())], rows)
+    header = [*keys, "seeds", *(label for label, _ in METRICS.values())]
+    header += [f"{METRICS[m][0]}: mean ± t" for m in t_columns]
+    return markdown_table(header, rows)
+
+
+def aggregate_table(results: list[dict]) -> str:
+    """Over every env: each condition's IQM [95 % CI] of the fractions (comparable across envs), the
+    bootstrap stratified by env. Empty with one env."""
+    if len({r.get("env") for r in results}) < 2:
+        return ""
+    keys = tuple(k for k in condition_keys(results) if k != "env")
+    rows = []
+    for cond, items in sorted(group(results, keys).items(), key=lambda kv: sort_key(kv[0])):
+        envs = len({r.get("env") for r in items})
+        cells = [str(c) for c in cond] + [str(envs), str(len(items))]
+        cells += [_cell(items, m, 3, strata="env") for m in ("eval/time_at_goal_frac", "eval/success")]
+        rows.append(cells)
+    return markdown_table([*keys, "envs", "runs", METRICS["eval/time_at_goal_frac"][0],
+                           METRICS["eval/success"][0]], rows)  # fmt: skip
 
 
 def _wall_cell(items: list[dict]) -> str | None:
@@ -132,7 +163,7 @@ def coverage_table(results: list[dict], by: str) -> str:
         group(list(per_run), ("env", by)).items(), key=lambda kv: sort_key(kv[0])
     ):
         cells = [env, str(value), str(len(items))]
-        cells += [_fmt(*t_interval([r[c] for r in items]), 3) for c in COVERAGE]
+        cells += [_cell(items, c, 3) for c in COVERAGE]
         rows.append(cells)
     label = "collector depth" if by == "collector_depth" else by
     return markdown_table(["env", label, "seeds", "cells visited (frac)", "goal spread"], rows)
@@ -153,13 +184,21 @@ def decoupling_grid(results: list[dict]) -> str:
         for metric in ("eval/time_at_goal", "eval/success"):
             label, digits = METRICS[metric]
             rows = [
-                [f"collector d{c}"]
-                + [_fmt(*t_interval([r[metric] for r in cells.get((c, ld), [])]), digits) for ld in learners]
+                [f"collector d{c}"] + [_cell(cells.get((c, ld), []), metric, digits) for ld in learners]
                 for c in collectors
             ]
             parts.append(f"**{env}**: final {label} of the train-only learners\n\n")
             parts.append(markdown_table(["", *(f"learner d{ld}" for ld in learners)], rows) + "\n\n")
     return "".join(parts)
+
+
+STATISTICS_NOTE = (
+    "Each cell: the interquartile mean (IQM) over seeds [its 95 % percentile-bootstrap confidence interval, "
+    "clipped to the metric's range]; the seeds column is the number of runs behind it, and one seed shows "
+    "its value alone (Agarwal et al., NeurIPS 2021; scipy's `trim_mean` and `bootstrap`). Where a condition "
+    f"has at least {T_MIN_SEEDS} seeds, a last column gives the mean ± the half-width of the 95 % Student-t "
+    "interval."
+)
 
 
 def write_curves_csv(curves: list[dict], out: Path) -> Path:
@@ -229,9 +268,12 @@ def _summary_lines(definition: dict, module, runs: dict, sessions: list[dict]) -
     }
     total_wall = sum(s.get("wall_time_s", 0.0) for s in sessions)
     run_time = sum(r.get("wall_time_s", 0.0) or 0.0 for r in runs.values() if r["state"] == "done")
+    labels = {k: v for k, _, v in (item.partition("=") for item in definition["set"]) if k in ("tag", "notes")}
     return [
         f"# Study `{definition['study']}` (scale {definition['scale']})",
         "",
+        *(f"- {k}: {v}" for k, v in labels.items()),
+        *([""] if labels else []),
         module.DESCRIPTION,
         "",
         f"- envs: {', '.join(definition['envs'])}; seeds: {', '.join(map(str, definition['seeds']))}",
@@ -270,15 +312,19 @@ def _results_lines(definition: dict, module, results: list[dict]) -> list[str]:
         "",
         "## Results",
         "",
-        "Mean over seeds ± the half-width of the 95 % Student-t interval (t with n−1 degrees of freedom; "
-        "no interval with a single seed). Time at goal (the paper's headline, its Table 1 figure) counts the "
-        "steps within the success threshold over the whole evaluation episode, nothing after an early "
-        "termination; success counts reaching the goal at any time. Both are the last deterministic "
-        "evaluation; env steps are those the learner had seen at that evaluation.",
+        STATISTICS_NOTE,
+        "",
+        "Time at goal (the paper's headline, its Table 1 figure) counts the steps within the success threshold "
+        "over the whole evaluation episode, nothing after an early termination; success counts reaching the "
+        "goal at any time. Both are the last deterministic evaluation; env steps are those the learner had "
+        "seen at that evaluation.",
         "",
         results_table(results) if results else "_no run has finished yet_",
         "",
     ]
+    if aggregate := aggregate_table(results):
+        lines += ["### Over all envs", "", "IQM over every run of every env, the bootstrap stratified by env.",
+                  "", aggregate, ""]  # fmt: skip
     if definition["study"] == "decoupling" and results:
         lines += ["### Collector × learner grid", "", decoupling_grid(results)]
     if module.COVERAGE_BY and results:
@@ -286,7 +332,7 @@ def _results_lines(definition: dict, module, results: list[dict]) -> list[str]:
             "## Exploration coverage",
             "",
             "Fraction of the free cells of a fixed x-y grid that the collector's states visited, and the spread "
-            "(std) of the visited goal coordinates, at the end of each run (mean ± 95 % t-interval over seeds).",
+            "(std) of the visited goal coordinates, at the end of each run (IQM [95 % bootstrap CI] over seeds).",
             "",
             coverage_table(results, module.COVERAGE_BY),
             "",

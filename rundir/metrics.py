@@ -173,6 +173,7 @@ class MetricsLog:
             from tensorboardX import SummaryWriter  # no TensorFlow import
 
             self._tb = SummaryWriter(str(self.folder / "tensorboard"))
+            self._hparams_end = _write_hparams(self._tb, self.folder)
         target = wandb_target(self.folder) if wandb is not False else None
         self._wandb = WandbRun(self.folder, *target) if target else None
 
@@ -196,11 +197,35 @@ class MetricsLog:
 
     def close(self) -> None:
         if self._tb is not None:
+            if self._hparams_end is not None:
+                self._tb.file_writer.add_summary(self._hparams_end)
             self._tb.close()
             self._tb = None
         if self._wandb is not None:
             self._wandb.finish(self.folder)  # with the folder's plots, if drawn before close
             self._wandb = None
+
+
+HPARAM_METRICS = ("eval/time_at_goal", "eval/time_at_goal_frac", "eval/success")
+
+
+def hparams_of(config: dict) -> dict:
+    """The config's settings as TensorBoard hparams: every number, string and flag (tag and notes too)."""
+    return {k: v for k, v in sorted(config.items()) if isinstance(v, (bool, int, float, str))}
+
+
+def _write_hparams(tb, folder: Path):
+    """The run's config (``folder``'s, else its run directory's) as TensorBoard hparams, against the
+    evaluation metrics this folder logs; returns the session-end summary to write at close (or None)."""
+    from tensorboardX.summary import hparams
+
+    config = _read_json(folder / "config.json") or _read_json(folder.parent / "config.json")
+    if not config:
+        return None
+    experiment, start, end = hparams(hparams_of(config), dict.fromkeys(HPARAM_METRICS, 0.0))
+    tb.file_writer.add_summary(experiment)
+    tb.file_writer.add_summary(start)
+    return end
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -24,6 +24,7 @@ from deepcrl.learner.agent import make_agent
 from deepcrl.roles.collector import Collector
 from deepcrl.roles.learner import Learner
 from deepcrl.rundir.checkpoints import restore_train_state
+from deepcrl.rundir.layout import learners as learner_files
 
 SMALL = [
     "--env", "point_mass", "--total_env_steps", "30000", "--num_envs", "16", "--num_eval_envs", "8",
@@ -93,6 +94,10 @@ def test_collector_deep_learner_shallow_end_to_end_and_both_learners_learn(tmp_p
     )
     assert (run_dir / "success.png").stat().st_size > 1000
     assert "| collector_learner | 8 |" in (run_dir / "summary.md").read_text()
+    # One layout (rundir/layout.py): each learner's row names its folder, as single's does.
+    found = learner_files(run_dir)
+    assert [(f.name, f.folder, f.depth) for f in found] == [
+        (r["learner"], run_dir / r["learner"], int(r["depth"])) for r in summary["learners"]]  # fmt: skip
     # The console: what runs on its first line, the final figure named by its learner on its last;
     # Reverb's own notes (start-up, every checkpoint) go to RUN/replay.log instead.
     lines = res.stdout.strip().splitlines()

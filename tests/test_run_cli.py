@@ -49,8 +49,28 @@ def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
             event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
             pos += 12 + length + 4
             for value in event.summary.value:
-                scalars[(value.tag, event.step)] = value.simple_value
+                if not value.tag.startswith("_hparams_/"):
+                    scalars[(value.tag, event.step)] = value.simple_value
     return scalars
+
+
+def tensorboard_hparams(folder: Path) -> dict:
+    """The hparams of the session-start record in a folder's event files (TensorBoard's HParams tab)."""
+    from tensorboardX.proto import event_pb2, plugin_hparams_pb2
+
+    found = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    info = plugin_hparams_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    for k, v in info.session_start_info.hparams.items():
+                        found[k] = getattr(v, v.WhichOneof("kind"))
+    return found
 
 
 def _agent_of(run_dir: Path):
@@ -65,7 +85,8 @@ def test_single_smoke_run_writes_every_artifact(tmp_path):
         "--topology", "single", "--env", "point_mass", "--run_dir", str(run_dir),
         "--total_env_steps", "20000", "--num_envs", "16", "--num_eval_envs", "8", "--batch_size", "64",
         "--critic_depth", "8", "--actor_depth", "4", "--critic_width", "32", "--actor_width", "32",
-        "--num_evals", "3", "--seed", "3", "--set", "num_minibatches=4",
+        "--num_evals", "3", "--seed", "3", "--set", "num_minibatches=4", "--tag", "smoke-1",
+        "--notes", "the smoke test's run",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert "steps/s" in res.stderr and re.search(r"success [01]\.\d\d", res.stderr)  # the progress line
@@ -84,6 +105,18 @@ def test_single_smoke_run_writes_every_artifact(tmp_path):
     assert scalars.keys() == logged.keys()
     bad = [(k, v, scalars[k]) for k, v in logged.items() if scalars[k] != np.float32(v)]
     assert not bad, bad[:5]
+    # The config as hparams (issue 27): the tag, the notes and the settings, as given.
+    hparams = tensorboard_hparams(run_dir / "tensorboard")
+    assert hparams["tag"] == "smoke-1" and hparams["notes"] == "the smoke test's run"
+    assert hparams["critic_depth"] == 8 and hparams["env"] == "point_mass" and hparams["num_minibatches"] == 4
+    # The summary every topology writes (rundir/layout.py): this run's one agent, in the run directory.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["topology"] == "single" and summary["tag"] == "smoke-1" and len(summary["learners"]) == 1
+    learner = summary["learners"][0]
+    assert learner["folder"] == "." and learner["critic_depth"] == 8 and learner["seed"] == 3
+    assert {k: learner[k] for k in ("updates", "env_steps", "eval/success")} == {
+        k: rows[-1][k] for k in ("updates", "env_steps", "eval/success")}  # fmt: skip
+    assert "tag: `smoke-1`" in (run_dir / "summary.md").read_text()
     # The checkpoint holds the agent that made the last row; complete.json is that row.
     agent = _agent_of(run_dir)
     fresh = agent.init(jax.random.PRNGKey(0))

@@ -34,7 +34,7 @@ TINY = [
     "--set", "total_env_steps=8000", "--set", "num_envs=8", "--set", "num_eval_envs=8", "--set", "batch_size=64",
     "--set", "critic_width=16", "--set", "actor_width=16", "--set", "num_minibatches=2", "--set", "num_evals=2",
 ]  # fmt: skip
-ONE_PANEL_PX = (400, 340)  # launch/study.py: a 4.0 x 3.4 in panel at 100 dpi
+ONE_PANEL_PX = (750, 600)  # rundir/plots.py: a 5.0 x 4.0 in panel at 150 dpi
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -128,7 +128,7 @@ def test_depth_sweep_report_has_every_cell(studies):
         "point_mass-d8-s0": "done",
     }
     report = (study_dir / "report.md").read_text()
-    assert "Student-t" in report and "cores" in report
+    assert "interquartile mean (IQM)" in report and "bootstrap" in report and "cores" in report
     assert "total wall time" in report and "session(s) of the study command" in report
     rows = _table_rows(report, "point_mass")
     results = [r for r in rows if len(r) == 8]  # env, depth, seeds, 5 metrics (time at goal first)
