@@ -30,7 +30,7 @@ from deepcrl.envs.wrappers import VectorEnv
 from deepcrl.launch.dispatch import run_experiment
 from deepcrl.learner.agent import AgentConfig, make_agent
 from deepcrl.learner.networks import TrunkConfig
-from deepcrl.rundir.checkpoints import CheckpointError, restore_train_state
+from deepcrl.rundir.checkpoints import CheckpointError, restore_train_state, siblings
 from deepcrl.rundir.checkpoints import resolve as resolve_checkpoint
 from deepcrl.rundir.metrics import default_run_dir, read_metrics
 
@@ -44,13 +44,21 @@ class Run:
 
     def __init__(self, run_dir: str | Path, learner: str | None = None, seed: int = 0):
         self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            what = "is a file, not a run directory" if self.run_dir.exists() else "does not exist"
+            raise CheckpointError(f"run directory {self.run_dir} {what}")
         if not (self.run_dir / "config.json").is_file():
             raise CheckpointError(f"{self.run_dir} holds no run (no config.json)")
-        saved = json.loads((self.run_dir / "config.json").read_text())
-        saved.pop("memory_estimate", None)  # a record, not a setting
-        saved.update(num_devices=1, devices_per_learner=1)  # its policy acts on any machine
-        self.config = ConfigDict(saved)
-        self.experiment = resolve(self.config)
+        path = self.run_dir / "config.json"
+        try:
+            saved = json.loads(path.read_text())
+            saved.pop("memory_estimate", None)  # a record, not a setting
+            saved.update(num_devices=1, devices_per_learner=1)  # its policy acts on any machine
+            self.config = get_config()  # today's defaults under the saved settings (older runs lack newer fields)
+            self.config.update(saved)
+            self.experiment = resolve(self.config)
+        except (ValueError, TypeError, AttributeError) as e:  # ConfigError is a ValueError
+            raise CheckpointError(f"{path} does not describe a run this deepcrl can load ({e})") from None
         names = list(self.experiment.agents)
         if learner is None:
             learner = names[0]
@@ -88,9 +96,12 @@ class Run:
         return {k: [r.get(k) for r in rows] for k in keys}
 
     def actor_params(self) -> Any:
-        """The actor's parameters of ``checkpoint`` (the one before it if damaged, with a warning)."""
+        """The actor's parameters of ``checkpoint``; if it is damaged, of the one before it, then of the
+        folder's other checkpoints, newest first, with a ``warning:`` line. ``CheckpointError`` when
+        none restores: never a policy that was not trained."""
         if self._actor is None:
-            state = restore_train_state(self.checkpoint, self._agent.init(jax.random.PRNGKey(0)))
+            ckpt, target = self.checkpoint, self._agent.init(jax.random.PRNGKey(0))
+            state = restore_train_state(ckpt, target, fallbacks=siblings(ckpt))
             self._actor = jax.device_get(state.actor)
         return self._actor
 

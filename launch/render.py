@@ -3,10 +3,13 @@
     python launch/render.py --env ant_u4_maze --out runs/render/u4.mp4
     python launch/render.py --run_dir runs/my_run --episodes 3 --camera top --width 1280 --height 720
 
-``--env`` acts randomly; ``--run_dir`` loads the run's latest checkpoint and
-acts with its deterministic policy (a damaged checkpoint falls back to the one
-before it, with a warning; a directory with no run or no usable checkpoint is
-an ``error:`` line, exit 2). ``--camera track`` (default) follows the
+``--env`` acts randomly; ``--run_dir`` acts with the deterministic policy of a
+run's learner (``--learner``, default the driving one; ``--seed_index`` of a
+K-seed run), from its final checkpoint, else its latest; a damaged one falls back
+to the one before it, with a warning. It says which checkpoint it used and prints
+that policy's evaluation (``--eval_episodes``, the metrics of training's ``eval/``
+fields; 0: none). A directory with no run or no usable checkpoint is an
+``error:`` line, exit 2. ``--camera track`` (default) follows the
 robot; ``top`` shows the whole maze or arena. Rendering is headless (MuJoCo
 offscreen on EGL, falling back to OSMesa); the goal is a translucent red sphere
 whose radius is the env's success threshold, with a red pole and an arrow from
@@ -32,13 +35,17 @@ from absl import flags  # noqa: E402
 
 from deepcrl import envs  # noqa: E402
 from deepcrl.envs.rendering import CAMERAS, plot_topdown, render_frames, rollout, video_suffix, write_video  # noqa: E402
+from deepcrl.launch.api import load  # noqa: E402
 from deepcrl.launch.cli import UsageError, run_main  # noqa: E402
-from deepcrl.launch.policy import load_policy  # noqa: E402
 from deepcrl.rundir.checkpoints import CheckpointError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "Env name (random policy).")
-flags.DEFINE_string("run_dir", None, "Run directory: render its latest checkpoint's deterministic policy.")
+flags.DEFINE_string("run_dir", None, "Run directory: render its deterministic policy (final, else latest checkpoint).")
+flags.DEFINE_string("learner", None, "Which learner of a distributed run (default: the driving one).")
+flags.DEFINE_integer("seed_index", 0, "Which seed of a --num_seeds K run.")
+flags.DEFINE_integer("eval_episodes", -1, "Also evaluate the policy on this many episodes (-1: the run's "
+                     "num_eval_envs; 0: no evaluation).")
 flags.DEFINE_string(
     "out",
     None,
@@ -104,16 +111,17 @@ def main(argv: list[str]) -> int:
         print(f"error: unknown camera {FLAGS.camera!r}; valid cameras: {', '.join(CAMERAS)}", file=sys.stderr)
         return 2
 
-    act_fn = None
+    act_fn, run = None, None
     if FLAGS.run_dir:
         try:  # a run dir without a run or a usable checkpoint is an error, never a random policy
-            env_name, env_kwargs, policy = load_policy(Path(FLAGS.run_dir))
-        except CheckpointError as e:
+            run = load(FLAGS.run_dir, FLAGS.learner, FLAGS.seed_index)
+            checkpoint, act_fn = run.checkpoint, run.policy()
+        except (CheckpointError, ValueError) as e:
             raise UsageError(str(e)) from None
-
-        def act_fn(obs, key):
-            return policy(obs)
-
+        print(f"policy: {run.learner} of {run.run_dir}, checkpoint {checkpoint}")
+        env_name, env_kwargs = str(run.config.env), {"episode_length": run.experiment.layout.episode_length}
+        if run.config.backend:
+            env_kwargs["backend"] = str(run.config.backend)
         out = Path(FLAGS.out or Path(FLAGS.run_dir) / f"render{video_suffix()}")
     else:
         env_name, env_kwargs = FLAGS.env, {}
@@ -135,6 +143,9 @@ def main(argv: list[str]) -> int:
         env, traj, out.with_name(out.stem + "_topdown.png"), title=f"{env_name}: o start, * goal"
     )
     print(f"wrote {out} ({len(frames)} frames, {FLAGS.width}x{FLAGS.height}) and {png}")
+    if run is not None and FLAGS.eval_episodes != 0:
+        result = run.evaluate(FLAGS.eval_episodes if FLAGS.eval_episodes > 0 else None, seed=FLAGS.seed)
+        print("evaluation: " + ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in result.items()))
     return 0
 
 

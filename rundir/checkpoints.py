@@ -288,17 +288,12 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def latest_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint under ``run_dir`` (searched recursively), by the name it was saved at.
-
-    A checkpoint found only as its previous version (a save killed between its renames) is
-    returned by its own name too: ``restore_train_state`` finds the previous one from there.
-    """
-    found = [p for p in Path(run_dir).glob("**/checkpoints/*") if p.is_dir() and not p.name.startswith(".")]
-    if not found:
-        raise FileNotFoundError(f"no checkpoint under {run_dir}")
-    newest = max(found, key=lambda p: p.stat().st_mtime)
-    return newest.with_name(newest.name.removesuffix(".old"))
+def siblings(checkpoint: Path) -> list[Path]:
+    """The other checkpoints of ``checkpoint``'s folder (not its previous version), newest first: what a
+    policy falls back to when ``checkpoint`` and its previous version are both damaged."""
+    folder, own = Path(checkpoint).parent, {Path(checkpoint).name, previous(Path(checkpoint)).name}
+    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in own]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def set_aside(found: Path, into: Path) -> Path:

@@ -83,7 +83,8 @@ def test_evaluate_py_prints_writes_and_exports(tmp_path):
     written = json.loads(next((run.run_dir / "evaluations").glob("*-single-point_mass.json")).read_text())
     assert written["episodes"] == 16 and written == {**written, **run.evaluate(num_episodes=16)}
     assert deepcrl.load_policy(tmp_path / "p.deepcrl").evaluate(16) == run.evaluate(num_episodes=16)
-    for args, needle in [(["--run_dir", str(tmp_path / "nope")], "holds no run"),
+    for args, needle in [(["--run_dir", str(tmp_path / "nope")], "nope does not exist"),
+                         (["--run_dir", str(tmp_path)], "holds no run (no config.json)"),
                          (["--run_dir", str(run.run_dir), "--learner", "x"], "has no learner 'x'; its learners: single"),
                          (["--run_dir", str(run.run_dir), "--env", "antt"], "unknown env 'antt'; valid:")]:  # fmt: skip
         res = subprocess.run([sys.executable, str(ROOT / "launch" / "evaluate.py"), *args], capture_output=True, text=True)

@@ -27,8 +27,8 @@ from restore_spy import (
     run_cli_recording_restore,
 )
 
+import deepcrl
 from deepcrl.configs.experiment import resolve
-from deepcrl.launch.policy import load_policy
 from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import restore_train_state
 
@@ -137,17 +137,18 @@ def test_checkpoint_restores_the_policy(tmp_path):
         "--batch_size", "32", "--num_evals", "1", "--set", "num_minibatches=2", "--noprogress",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
-    env_name, _, act = load_policy(run_dir)
-    assert env_name == "point_mass"
+    run = deepcrl.load(run_dir)
+    assert str(run.config.env) == "point_mass" and run.checkpoint == run_dir / "checkpoints" / "final"
     obs = np.random.default_rng(0).uniform(-1, 1, (16, 4)).astype(np.float32)
-    actions = np.asarray(act(obs))
+    actions = np.asarray(run.policy()(obs, None))
     assert actions.shape == (16, 2) and np.all(np.abs(actions) <= 1.0)
     # The trained parameters, not freshly initialised ones (what a restore that did nothing would give).
     agent = _agent_of(run_dir)
     act_with = jax.jit(lambda actor, o: agent.act(actor, o, deterministic=True))
     saved = restore_train_state(run_dir / "checkpoints" / "final", agent.init(jax.random.PRNGKey(0)))
     assert int(saved.step) > 0
-    np.testing.assert_allclose(actions, act_with(saved.actor, obs), rtol=1e-6, atol=1e-7)
+    # (run.policy() runs op by op, the reference jitted: float32 rounding apart, 3e-7 seen)
+    np.testing.assert_allclose(actions, act_with(saved.actor, obs), rtol=1e-5, atol=1e-6)
     for seed in (0, 1):
         fresh = np.asarray(act_with(agent.init(jax.random.PRNGKey(seed)).actor, obs))
         assert np.abs(actions - fresh).max() > 1e-3, seed

@@ -20,8 +20,8 @@ import pytest
 from conftest import ROOT, run_cli
 from ml_collections import ConfigDict
 
+import deepcrl
 from deepcrl.launch.cli import UsageError, check_writable_dir
-from deepcrl.launch.policy import load_policy
 from deepcrl.roles.collector import Collector
 from deepcrl.roles.learner import Learner
 from deepcrl.rundir.checkpoints import (
@@ -241,6 +241,20 @@ def test_render_of_a_run_dir_without_a_run(tmp_path):
     assert _tree(tmp_path) == before  # no render.mp4 of a random policy
 
 
+def test_render_names_its_checkpoint_and_prints_its_evaluation(finished_run, tmp_path):
+    """The render of a run says which checkpoint acted and prints that policy's evaluation: the numbers
+    ``deepcrl.load(run).evaluate()`` gives (the run's eval envs, seed 0)."""
+    out = tmp_path / "r.gif"
+    res = _cli("render.py", "--run_dir", str(finished_run), "--episodes", "1", "--steps", "5", "--width", "64",
+               "--height", "48", "--out", str(out))  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"policy: single of {finished_run}, checkpoint {finished_run / 'checkpoints' / 'final'}" in res.stdout
+    expected = deepcrl.load(finished_run).evaluate()
+    line = next(x for x in res.stdout.splitlines() if x.startswith("evaluation: "))
+    assert line == "evaluation: " + ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in expected.items())
+    assert out.is_file()
+
+
 def test_render_when_no_checkpoint_restores(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path)
     for name in ("final", "latest", "latest.old"):
@@ -257,12 +271,12 @@ def test_load_policy_falls_back_from_a_damaged_checkpoint(finished_run, tmp_path
     run = _copy(finished_run, tmp_path)
     _truncate(run / "checkpoints" / "final")
     capfd.readouterr()
-    _, _, act = load_policy(run)
+    act = deepcrl.load(run).policy()
     warnings = _lines(capfd.readouterr().err, "warning:")
     assert len(warnings) == 1, warnings
     assert f"{run / 'checkpoints' / 'final'} is damaged" in warnings[0]
     assert f"restored the previous one {run / 'checkpoints' / 'latest'}" in warnings[0]
-    assert np.asarray(act(np.zeros((2, 4), np.float32))).shape == (2, 2)
+    assert np.asarray(act(np.zeros((2, 4), np.float32), None)).shape == (2, 2)
 
 
 # ----------------------------------------------------------------------------- damaged checkpoints (CLI)
