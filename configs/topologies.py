@@ -18,6 +18,19 @@ from deepcrl.configs.validation import ConfigError
 
 DISTRIBUTED = tuple(t for t in TOPOLOGIES if t != "single")
 
+# What each topology runs, in one line (``run.py --list_topologies``). Deep and shallow are the config's
+# deep_depth and shallow_depth; --collector_depth and --learner_depths override them.
+DESCRIPTIONS = {
+    "single": "one process: envs, replay and updates fused in one XLA program (no Ray); the fastest",
+    "actor_learner": "a collector acting with its learner's policy, a replay service between them (CRL, distributed)",
+    "collector_deep_learner_shallow": "a deep collector agent, and a shallow learner that trains only on its data",
+    "collector_deep_learner_deep": "a deep collector agent, and a deep learner that trains only on its data",
+    "collector_shallow_learner_deep": "a shallow collector agent, and a deep learner that trains only on its data",
+    "collector_shallow_learner_shallow": "a shallow collector agent, and a shallow learner that trains only on its data",
+    "decoupling": "the paper's decoupling: a deep collector agent, and a deep and a shallow train-only learner",
+    "learners_from_replay": "no collector: learners train on a finished distributed run's replay (--from_run RUN)",
+}
+
 # The flags (config fields) that shape a run's roles, and which topologies never read them: giving one
 # to such a topology is an error (``launch/run.py``), not a setting silently ignored.
 ROLE_FIELDS = (

@@ -50,15 +50,22 @@ class RunProgress:
 
     ``done``: the counts already done when this session began (a resumed run), so the rate shown
     counts this session's steps over this session's time, not the whole run's over this session's.
+    Until a name's first update its line says ``waiting`` ("compiling": XLA compiles the first
+    epoch's programs, which takes from seconds to minutes, while the bar cannot move).
     """
 
     def __init__(
-        self, totals: Mapping[str, int], stream: IO[str] | None = None, done: Mapping[str, int] | None = None
+        self,
+        totals: Mapping[str, int],
+        stream: IO[str] | None = None,
+        done: Mapping[str, int] | None = None,
+        waiting: str = "compiling",
     ):
         self.stream = stream or sys.stderr
         self.totals = dict(totals)
         self.done_before = dict(done or {})
         self.start = time.time()
+        self.waiting = waiting
         self._live = None
         if self.stream.isatty():
             from rich.console import Console
@@ -80,13 +87,18 @@ class RunProgress:
                 refresh_per_second=2,
                 expand=True,
             )
-            self._tasks = {n: self._live.add_task(n, total=t, stats="") for n, t in self.totals.items()}
+            self._tasks = {n: self._live.add_task(n, total=t, stats=waiting) for n, t in self.totals.items()}
             self._live.start()
+        else:
+            for name in self.totals:
+                self._plain(name, f"{waiting}…")
 
     def add(self, name: str, total: int, done: int = 0) -> None:
         self.totals[name], self.done_before[name] = total, done
         if self._live is not None:
-            self._tasks[name] = self._live.add_task(name, total=total, stats="")
+            self._tasks[name] = self._live.add_task(name, total=total, stats=self.waiting)
+        else:
+            self._plain(name, f"{self.waiting}…")
 
     def update(self, name: str, done: int, row: Mapping[str, Any] | None = None) -> None:
         rate = max(done - self.done_before.get(name, 0), 0) / max(time.time() - self.start, 1e-9)
@@ -96,9 +108,11 @@ class RunProgress:
             return
         total = self.totals.get(name, 0)
         pct = 100.0 * done / total if total else 0.0
-        self.stream.write(
-            f"[{name}] {done:,}/{total:,} steps ({pct:.0f}%)  {text}  {_clock(time.time() - self.start)}\n"
-        )
+        self._plain(name, f"{done:,}/{total:,} steps ({pct:.0f}%)  {text}  {_clock(time.time() - self.start)}")
+
+    def _plain(self, name: str, text: str) -> None:
+        """One line of a log (no terminal)."""
+        self.stream.write(f"[{name}] {text}\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -142,7 +156,8 @@ class RoleWatcher:
         before = {
             r: int((last_row(self.run_dir / r / "metrics.jsonl") or {}).get("env_steps", 0)) for r in roles
         }
-        self.progress = RunProgress({r: total_env_steps for r in self.roles}, stream=stream, done=before)
+        self.progress = RunProgress({r: total_env_steps for r in self.roles}, stream=stream, done=before,
+                                    waiting="starting, compiling")  # fmt: skip
         self._seen: dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)

@@ -22,9 +22,10 @@ from deepcrl import envs
 from deepcrl.buffer import replay_backend
 from deepcrl.configs import budget, disk
 from deepcrl.configs.budget import fmt
+from deepcrl.configs.defaults import TOPOLOGIES
 from deepcrl.configs.defaults import get_config as default_config
 from deepcrl.configs.experiment import resolve
-from deepcrl.configs.topologies import unused_field
+from deepcrl.configs.topologies import DESCRIPTIONS, unused_field
 from deepcrl.configs.validation import ConfigError, apply_override
 from deepcrl.launch import attach
 from deepcrl.launch.cli import STOP, Interrupted, RoleFailed, UsageError, check_writable_dir, run_main
@@ -37,10 +38,10 @@ from deepcrl.rundir.lock import LOCK_NAME, RunDirBusy, live_driver
 from deepcrl.rundir.metrics import WANDB_MODES, default_run_dir, wandb_mode, wandb_problem
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", None, "Config file, optionally with a preset: configs/presets.py:paper")
-flags.DEFINE_string("topology", None, "single | actor_learner | collector_deep_learner_shallow | ...")
-flags.DEFINE_string("env", None, "Environment name (see --list_envs)")
-flags.DEFINE_string("backend", None, "Physics backend override (env default if unset)")
+flags.DEFINE_string("config", None, "Config file PATH[:NAME]; the presets: configs/presets.py:paper, :cpu or :default")
+flags.DEFINE_string("topology", None, f"One of: {', '.join(TOPOLOGIES)} (default single; see --list_topologies)")
+flags.DEFINE_string("env", None, f"One of: {', '.join(envs.env_names())} (default point_mass; see --list_envs)")
+flags.DEFINE_string("backend", None, "Physics backend: spring, positional, generalized or mjx (Brax envs; the arm envs: mjx only; default: the env's, see --list_envs)")
 flags.DEFINE_string(
     "eval_env", None, "Evaluate on this env of the same family, e.g. ant_big_maze_eval (default: --env)"
 )
@@ -80,6 +81,7 @@ flags.DEFINE_float("cpus_per_role", None, "Ray CPUs per role of a distributed to
 flags.DEFINE_multi_string("set", [], "Override any config field: --set gamma=0.98")
 flags.DEFINE_string("wandb", None, "Also log to this wandb project (--set wandb_mode=offline: no network)")
 flags.DEFINE_bool("list_envs", False, "List environments and exit")
+flags.DEFINE_bool("list_topologies", False, "List topologies, what each runs, and exit")
 flags.DEFINE_bool(
     "dry_run", False, "Validate the config, print the memory estimate and its limit, exit; write nothing"
 )
@@ -368,6 +370,10 @@ def main(argv) -> int:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.list_envs:
         list_envs()
+        return 0
+    if FLAGS.list_topologies:
+        width = max(map(len, TOPOLOGIES))
+        print("\n".join(f"{name.ljust(width)}  {DESCRIPTIONS[name]}" for name in TOPOLOGIES))
         return 0
     if FLAGS.attach or FLAGS.detach:
         print(elastic_command())

@@ -324,3 +324,18 @@ def test_every_file_and_function_fits_one_reading():
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.end_lineno - fn.lineno >= 80:
                 bad.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name}: {fn.end_lineno - fn.lineno + 1} lines")
     assert bad == []
+
+
+def test_readme_first_screen_and_no_path_outside_the_repository():
+    """Issue 27: what the project is, the two commands (set-up and run; set-up and test), where results
+    land, in the first lines; no path a reader of the repository alone cannot follow."""
+    text = (ROOT / "README.md").read_text()
+    head = text.split("\n## ", 1)[0]
+    commands = head.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert commands == [
+        "./setup.sh && .venv/bin/python launch/run.py --topology collector_deep_learner_shallow --env point_mass_walls",
+        "./setup.sh && ./test.sh",
+    ]
+    prose = [line for line in head.splitlines() if line and not line.startswith(("#", "```", "./"))]
+    assert len(prose) == 2 and "runs/" in prose[1], prose
+    assert "../" not in text

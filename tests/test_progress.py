@@ -23,13 +23,16 @@ def test_stats_text_shows_rate_success_and_time_at_goal_when_present():
 def test_plain_lines_without_a_terminal_and_live_lines_on_one():
     log = io.StringIO()
     with RunProgress({"single": 1000}, stream=log) as bar:
+        assert log.getvalue() == "[single] compiling…\n"  # until the first row: the bar cannot move yet
         bar.update("single", 500, {"eval/success": 0.75})
-    assert log.getvalue().startswith("[single] 500/1,000 steps (50%)") and "success 0.75" in log.getvalue()
+    lines = log.getvalue().splitlines()
+    assert lines[1].startswith("[single] 500/1,000 steps (50%)") and "success 0.75" in lines[1]
     tty = _Tty()
     with RunProgress({"collector": 100, "learner_0": 100}, stream=tty) as bar:
         bar.update("learner_0", 50, {"eval/success": 0.5})
     out = tty.getvalue()
     assert "learner_0" in out and "collector" in out and "success 0.50" in out and "50/100" in out
+    assert "compiling" in out  # the collector's line, which has no row yet
 
 
 def test_role_watcher_reads_each_roles_last_row(tmp_path):
@@ -45,8 +48,9 @@ def test_role_watcher_reads_each_roles_last_row(tmp_path):
     log = io.StringIO()
     RoleWatcher(tmp_path, ["collector", "learner_0", "learner_1"], 400, period_s=60, stream=log).close()
     lines = log.getvalue().splitlines()
-    assert len(lines) == 2  # learner_1 has written nothing yet
-    assert lines[0].startswith("[collector] 300/400 steps") and lines[1].startswith(
+    assert lines[:3] == [f"[{r}] starting, compiling…" for r in ("collector", "learner_0", "learner_1")]
+    assert len(lines) == 5  # learner_1 has written nothing yet
+    assert lines[3].startswith("[collector] 300/400 steps") and lines[4].startswith(
         "[learner_0] 200/400 steps"
     )
 
