@@ -14,11 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# The kill and freeze tests run with JAX's persistent compilation cache on, as studies do: a role
-# restarted after kill -9 or SIGSTOP loads its programs from it, and a killed role may leave an entry
-# half-written (docs/testing.md, "Faults with the persistent compilation cache"). One cache for the
-# session, set in the environment of the runs these tests start; threshold 0: every program cached.
-XLA_CACHE_TESTS = ("test_faults", "test_liveness", "test_elastic")
+# The runs the tests start (run.py, study.py, roles) use JAX's persistent compilation cache, one for the
+# session, as studies do: every role of every run compiles the same few small programs, so a test's
+# roles (and a role restarted after kill -9 or SIGSTOP) load them instead of compiling again; a killed role
+# may leave an entry half-written (docs/testing.md, "Faults with the persistent compilation cache").
+# Set in the environment of the processes they start (this process's JAX read its settings at import).
+# Threshold 0: every program cached. Not for the tests that inspect what XLA compiles, nor those that
+# manage a cache of their own.
+FRESH_COMPILE_TESTS = ("test_devices", "test_xla_cache", "test_studies")
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +30,8 @@ def xla_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _xla_cache_for_kill_and_freeze_tests(request, monkeypatch):
-    if Path(str(request.fspath)).stem in XLA_CACHE_TESTS and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+def _xla_cache_for_the_runs_tests_start(request, monkeypatch):
+    if Path(str(request.fspath)).stem not in FRESH_COMPILE_TESTS and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(request.getfixturevalue("xla_cache")))
         monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 

@@ -359,3 +359,21 @@ def test_paper_env_config_through_run_py():
     assert (
         bad.returncode == 2 and "unknown paper env 'moon'; valid: ant" in bad.stderr.strip().splitlines()[-1]
     )
+
+
+def test_compare_reads_both_studies_by_critic_depth(studies, tmp_path):
+    """launch/compare.py on two study directories: every learner of every run, grouped by its own
+    critic depth: the sweep's run of that depth, the decoupling runs' collector agent of that depth, and
+    their train-only learner of that depth in both runs (4 of each depth)."""
+    assert studies["second"].returncode == 0 and studies["dec_rc"] == 0
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "compare.py"), str(studies["sweep_dir"]), str(studies["dec_dir"]),
+         "--by", "critic_depth", "--out", str(tmp_path / "c.png")],
+        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = _table_rows(res.stdout, "point_mass")
+    assert {r[1]: r[2] for r in rows} == {"4": "4", "8": "4"}, res.stdout
+    assert all(is_number(r[4].split(" [")[0]) and r[4].endswith("]") for r in rows), rows  # IQM [95 % CI]
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.size == (ONE_PANEL_PX[0], 2 * ONE_PANEL_PX[1])
