@@ -36,6 +36,22 @@ def _xla_cache_for_the_runs_tests_start(request, monkeypatch):
         monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
+# Files whose tests start processes that watch each other's progress, wait on timeouts or time an answer
+# (distributed runs, faults, signals, replay servers, studies): ./test.sh runs them one at a time. Every
+# other test is in-process or a single run, and runs on both cores (pytest-xdist).
+SERIAL_FILES = (
+    "test_distributed", "test_faults", "test_elastic", "test_liveness", "test_start_faults", "test_studies",
+    "test_run_protection", "test_ray_replay", "test_reverb_replay", "test_replay_checkpoints", "test_replay_seam",
+    "test_seeds",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.stem in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
+
+
 # --------------------------------------------------------------------------- the replay backend
 # Every distributed test takes the fixture ``replay`` (a backend name) and passes ``--replay`` to its
 # run, so one test body runs on each backend chosen here: this install's default (Reverb where it

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,13 +30,20 @@ def _refused(needle: str, *args: str) -> None:
 
 
 def _refusals_of_a_live_run(R: str) -> None:
-    """One line each, exit 2; nothing is changed by them."""
-    _refused("drives the collector and cannot be detached", "--detach", R, "--role", "collector_learner")
-    _refused("no live learner named 'nope'", "--detach", R, "--role", "nope")
-    _refused("multiple of 4", "--attach", R, "--learner_depths", "6")
-    _refused("already belongs to this run", "--attach", R, "--learner_depths", "4", "--role", "learner1_d4")
-    _refused("warm attach needs a run started with", "--attach", R, "--learner_depths", "4",
-             "--set", "attach_warm_start=true")  # fmt: skip
+    """One line each, exit 2; nothing is changed by them. The five commands run at once (each a
+    process a user could start; none changes the run), so they cost one command's wall time."""
+    cases = [
+        ("drives the collector and cannot be detached", "--detach", R, "--role", "collector_learner"),
+        ("no live learner named 'nope'", "--detach", R, "--role", "nope"),
+        ("multiple of 4", "--attach", R, "--learner_depths", "6"),
+        ("already belongs to this run", "--attach", R, "--learner_depths", "4", "--role", "learner1_d4"),
+        ("warm attach needs a run started with", "--attach", R, "--learner_depths", "4",
+         "--set", "attach_warm_start=true"),
+    ]  # fmt: skip
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = list(pool.map(lambda case: _cli(*case[1:]), cases))
+    for (needle, *_), (rc, _, err) in zip(cases, results, strict=True):
+        assert rc == 2 and err.startswith("error:") and needle in err, (needle, rc, err)
 
 
 def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path, replay):

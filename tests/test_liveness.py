@@ -1,8 +1,8 @@
 """A role that hangs without dying is found and replaced (issue 16), with real SIGSTOP signals.
 
-One endless ``decoupling`` run on point_mass is frozen role by role: a train-only learner, the
-collector and the replay server (a role frozen while it starts: ``test_start_faults.py``); a second learner is paused for
-less than the limit (slow, not stalled) and must be left alone. PIDs come from ``RUN/roles.json``;
+One endless ``decoupling`` run on point_mass is frozen: a train-only learner, then the collector and
+the replay server together (a role frozen while it starts: ``test_start_faults.py``); a second learner
+is paused for less than the limit (slow, not stalled) meanwhile and must be left alone. PIDs come from ``RUN/roles.json``;
 Ray is the run's own embedded instance, so no other process on the machine is touched.
 """
 
@@ -23,19 +23,29 @@ def _progress(run_dir) -> dict[str, int]:
     return {n: r.get("progress") or 0 for n, r in _roles(run_dir).items()}
 
 
-def _freeze_and_wait_for_replacement(run_dir, name: str, proc, stalls: int) -> tuple[int, float]:
-    """SIGSTOP the role; wait until the driver has replaced it; (old PID, seconds to detect)."""
-    pid = _roles(run_dir)[name]["pid"]
-    os.kill(pid, signal.SIGSTOP)
+def _freeze_and_wait_for_replacement(run_dir, names: tuple[str, ...], proc, slow: str = "") -> dict[str, float]:
+    """SIGSTOP the roles at once; wait until the driver has found each stalled and replaced it; the
+    seconds each took to be found. ``slow`` is paused meanwhile for half the limit, then let go."""
+    pids = {name: _roles(run_dir)[name]["pid"] for name in names}
+    for pid in pids.values():
+        os.kill(pid, signal.SIGSTOP)
     frozen = time.time()
-    _wait_for(lambda: _roles(run_dir)[name]["stalls"] == stalls, STALL_S + 30, f"{name} found stalled", proc)
-    detected = time.time() - frozen
-    _wait_for(lambda: not _alive(pid), 10, f"the frozen {name} (PID {pid}) killed for certain")
-    _wait_for(
-        lambda: _roles(run_dir)[name]["status"] == "running" and _roles(run_dir)[name]["pid"] != pid,
-        START_S + 30, f"{name} replaced", proc,
-    )  # fmt: skip
-    return pid, detected
+    if slow:  # slow but alive: paused for less than the limit, it must not be touched
+        slow_pid = _roles(run_dir)[slow]["pid"]
+        os.kill(slow_pid, signal.SIGSTOP)
+        time.sleep(STALL_S / 2)
+        os.kill(slow_pid, signal.SIGCONT)
+    detected = {}
+    for name in names:
+        _wait_for(lambda n=name: _roles(run_dir)[n]["stalls"] == 1, STALL_S + 30, f"{name} found stalled", proc)
+        detected[name] = time.time() - frozen
+    for name, pid in pids.items():
+        _wait_for(lambda p=pid: not _alive(p), 10, f"the frozen {name} (PID {pid}) killed for certain")
+        _wait_for(
+            lambda n=name, p=pid: _roles(run_dir)[n]["status"] == "running" and _roles(run_dir)[n]["pid"] != p,
+            START_S + 30, f"{name} replaced", proc,
+        )  # fmt: skip
+    return detected
 
 
 @pytest.mark.ray_lane
@@ -53,15 +63,10 @@ def test_frozen_roles_are_killed_and_replaced_and_a_slow_one_is_left_alone(tmp_p
             lambda: len(_progress(run_dir)) == 5 and all(p > 0 for p in _progress(run_dir).values()),
             240, "every role makes progress", proc,
         )
-        # Slow but alive: paused for less than the limit, it must not be touched.
-        slow_pid = _roles(run_dir)[slow]["pid"]
-        os.kill(slow_pid, signal.SIGSTOP)
-        time.sleep(STALL_S / 2)
-        os.kill(slow_pid, signal.SIGCONT)
-
-        # A frozen train-only learner: killed and replaced; the others keep going meanwhile.
+        # A frozen train-only learner: killed and replaced; the others keep going meanwhile, the slow one
+        # (paused for half the limit while the learner is frozen) too, and it is left alone.
         before = _progress(run_dir)
-        _freeze_and_wait_for_replacement(run_dir, learner, proc, stalls=1)
+        _freeze_and_wait_for_replacement(run_dir, (learner,), proc, slow=slow)
         after = _progress(run_dir)
         for name in ("collector", "collector_learner", slow):
             assert after[name] > before[name], f"{name} stopped while {learner} was frozen: {before} {after}"
@@ -70,12 +75,11 @@ def test_frozen_roles_are_killed_and_replaced_and_a_slow_one_is_left_alone(tmp_p
         assert "no progress" in roles[learner]["last_error"]
 
         # (A replacement that hangs while it starts: tests/test_start_faults.py.)
-        # The collector, then the replay server: the same.
-        for name in ("collector", "replay"):
-            _, detected = _freeze_and_wait_for_replacement(run_dir, name, proc, stalls=1)
-            assert detected <= STALL_S + 15, (name, detected)
-            steps = _progress(run_dir)["collector"]
-            _wait_for(lambda s=steps: _progress(run_dir)["collector"] > s, 120, f"collection after {name}", proc)
+        # The collector and the replay server frozen together: both found, both replaced, collection goes on.
+        steps = _progress(run_dir)["collector"]
+        detected = _freeze_and_wait_for_replacement(run_dir, ("collector", "replay"), proc)
+        assert all(s <= STALL_S + 15 for s in detected.values()), detected
+        _wait_for(lambda: _progress(run_dir)["collector"] > steps, 120, "collection after both", proc)
         summary = _end_with_ctrl_c(proc, run_dir)
     finally:
         if proc.poll() is None:
