@@ -44,6 +44,7 @@ class StopSignals:
         self.on_hard_exit: list[Callable[[], None]] = []
         self.resume_hint = ""
         self._pipe: tuple[int, int] | None = None
+        self._default_unraisable = sys.unraisablehook
 
     def install(self) -> None:
         """(Re)install the handlers: call again after a library replaced them (``ray.init`` does)."""
@@ -51,6 +52,9 @@ class StopSignals:
             return
         for sig in self.SIGNALS:
             signal.signal(sig, self._handler)
+        if sys.unraisablehook is not self._unraisable:
+            self._default_unraisable = sys.unraisablehook
+            sys.unraisablehook = self._unraisable
         if self._pipe is None:
             self._pipe = os.pipe()
             os.set_blocking(self._pipe[1], False)
@@ -64,6 +68,14 @@ class StopSignals:
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"\n{name}: stopping the run, keeping its checkpoints (again: stop at once)", file=sys.stderr)
         raise KeyboardInterrupt
+
+    def _unraisable(self, unraisable) -> None:
+        """The handler's ``KeyboardInterrupt`` raised while the main thread ran a callback Python cannot
+        raise from (a garbage-collector callback of XLA's, seen in CI): Python would print it as a
+        traceback and go on. It is dropped silently here; the run's loops call ``check()`` and stop."""
+        if issubclass(unraisable.exc_type, KeyboardInterrupt) and self.requested.is_set():
+            return
+        self._default_unraisable(unraisable)
 
     def _watch(self) -> None:
         deadline = None

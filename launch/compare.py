@@ -42,6 +42,8 @@ def run_dirs(paths: list[str]) -> list[Path]:
         if not path.is_dir():
             raise UsageError(f"{path} is not a directory (give run or study directories)")
         if (path / "config.json").is_file():
+            if not read_json(path / "config.json"):
+                raise UsageError(f"{path / 'config.json'} does not parse: {path} is not a run this command can read")
             found.append(path)
         elif (path / "study.json").is_file():
             found += sorted(p.parent for p in (path / "runs").glob("*/config.json"))

@@ -47,6 +47,7 @@ from deepcrl.collector.rollout import evaluate, unroll
 from deepcrl.configs.experiment import Experiment
 from deepcrl.configs.validation import Layout
 from deepcrl.envs.base import State
+from deepcrl.launch.cli import STOP
 from deepcrl.launch.progress import RunProgress
 from deepcrl.learner import devices
 from deepcrl.learner.agent import Agent, TrainState, make_agent
@@ -264,6 +265,7 @@ def run_single(
         row = logs.write(env_steps, {"epoch": 0, "updates": 0, **_prefixed(initial), **coverage})
     try:
         for epoch in range(first_epoch, layout.num_epochs):
+            STOP.check()  # a Ctrl-C or SIGTERM whose KeyboardInterrupt was lost (launch/cli.py)
             carry, metrics = trainer.train_epoch(carry)
             env_steps += layout.collections_per_epoch * layout.steps_per_collection
             key, k_eval = _split(key, many)

@@ -225,7 +225,7 @@ def plot_final(
                 yerr=_yerr(stats),
                 marker="o",
                 capsize=3,
-                label=(f"scaled: {line[0]}" if lines == ("scaled",) else _label(lines, line)) + _seeds(stats),
+                label=(f"scaled: {line[0]}" if lines == ("scaled",) else _label(lines, line) or "IQM") + _seeds(stats),
             )
         if x == "params":  # matched budgets sit close together: plain log ticks, not one per value
             ax.set_xscale("log")

@@ -103,7 +103,10 @@ def test_compare_bad_input_is_one_line(runs, tmp_path):
         ((str(runs["new_single"]), "--by", "critic_dept"), "did you mean critic_depth?"),
         ((str(runs["new_single"]), "--out", "c.pdf"), "give a .png file"),
         ((), "give one or more run or study directories"),
+        ((str(tmp_path / "garbled"),), "config.json does not parse"),
     ]
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "config.json").write_text("{not json")
     for args, message in cases:
         res = _compare(*args, cwd=tmp_path)
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and message in res.stderr, (args, res.stderr)

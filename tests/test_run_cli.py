@@ -28,6 +28,8 @@ from restore_spy import (
 )
 
 import deepcrl
+from deepcrl import envs
+from deepcrl.configs.defaults import TOPOLOGIES
 from deepcrl.configs.experiment import resolve
 from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import restore_train_state
@@ -232,3 +234,14 @@ def test_killed_single_run_resumes_from_its_latest_checkpoint(tmp_path):
     session_rate = (first["env_steps"] - last["env_steps"]) / (first["wall_time"] - last["wall_time"])
     assert first["env_steps_per_s"] == pytest.approx(session_rate, rel=1e-6)
     assert json.loads((run_dir / "complete.json").read_text())["epoch"] == 6
+
+
+def test_list_topologies_and_the_help_name_every_choice():
+    """``--list_topologies`` says what each topology runs; ``--help`` names every topology and env."""
+    res = run_cli("--list_topologies")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [line.split()[0] for line in res.stdout.splitlines()] == list(TOPOLOGIES)
+    assert "decoupling" in res.stdout and "--from_run" in res.stdout
+    help_text = " ".join(run_cli("--helpshort").stdout.split())  # absl wraps the help lines
+    assert all(name in help_text for name in (*TOPOLOGIES, *envs.env_names())), help_text[:3000]
+    assert "configs/presets.py:paper, :cpu or :default" in help_text

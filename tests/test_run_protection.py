@@ -227,3 +227,32 @@ def test_a_full_disk_is_one_line_before_and_during_a_run_and_resume_continues(tm
         assert res.returncode == 0, res.stderr[-3000:]
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_stop_signal_lost_in_a_garbage_collector_callback_still_stops_the_run():
+    """Seen in CI: SIGTERM arrived while the main thread ran XLA's garbage-collector callback; Python
+    raised the handler's KeyboardInterrupt inside it, printed it as an ignored traceback and went on, and
+    the run was ended 25 s later by the watchdog. Here a real SIGINT lands inside a real gc callback:
+    nothing is printed as a traceback, and the loop's next ``STOP.check()`` stops it."""
+    code = """
+import gc, os, signal, sys
+from deepcrl.launch.cli import STOP
+STOP.install()
+def callback(phase, info):
+    if phase == "start" and not STOP.requested.is_set():
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))  # bytecodes: the handler runs here, inside the callback
+gc.callbacks.append(callback)
+gc.collect()
+gc.callbacks.remove(callback)
+print("went on after the lost KeyboardInterrupt", flush=True)
+try:
+    STOP.check()
+except KeyboardInterrupt:
+    print("stopped by STOP.check()", flush=True)
+    sys.exit(130)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 130, (res.returncode, res.stdout, res.stderr)
+    assert res.stdout.splitlines() == ["went on after the lost KeyboardInterrupt", "stopped by STOP.check()"]
+    assert "Traceback" not in res.stderr and "Ctrl-C: stopping the run" in res.stderr, res.stderr
