@@ -35,15 +35,14 @@ from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import restore_train_state
 
 
-def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
-    """``{(tag, step): value}`` of every scalar in a folder's event files, read back from the bytes.
+def tensorboard_values(folder: Path):
+    """``(step, summary value)`` of every summary in a folder's event files, read back from the bytes.
 
     An event file is a TFRecord stream (u64 length, u32 CRC, payload, u32 CRC) of ``Event`` protos;
     tensorboardX (a core dependency) ships the proto, so this runs without TensorFlow or TensorBoard.
     """
     from tensorboardX.proto import event_pb2
 
-    scalars = {}
     for path in sorted(Path(folder).glob("events.out.tfevents.*")):
         data, pos = path.read_bytes(), 0
         while pos < len(data):
@@ -51,27 +50,23 @@ def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
             event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
             pos += 12 + length + 4
             for value in event.summary.value:
-                if not value.tag.startswith("_hparams_/"):
-                    scalars[(value.tag, event.step)] = value.simple_value
-    return scalars
+                yield event.step, value
+
+
+def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
+    """``{(tag, step): value}`` of every scalar (the hparams records left out)."""
+    return {(v.tag, step): v.simple_value for step, v in tensorboard_values(folder) if not v.tag.startswith("_hparams_/")}
 
 
 def tensorboard_hparams(folder: Path) -> dict:
     """The hparams of the session-start record in a folder's event files (TensorBoard's HParams tab)."""
-    from tensorboardX.proto import event_pb2, plugin_hparams_pb2
+    from tensorboardX.proto import plugin_hparams_pb2
 
     found = {}
-    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
-        data, pos = path.read_bytes(), 0
-        while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos : pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
-            pos += 12 + length + 4
-            for value in event.summary.value:
-                if value.tag == "_hparams_/session_start_info":
-                    info = plugin_hparams_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                    for k, v in info.session_start_info.hparams.items():
-                        found[k] = getattr(v, v.WhichOneof("kind"))
+    for _, value in tensorboard_values(folder):
+        if value.tag == "_hparams_/session_start_info":
+            info = plugin_hparams_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+            found.update({k: getattr(v, v.WhichOneof("kind")) for k, v in info.session_start_info.hparams.items()})
     return found
 
 
