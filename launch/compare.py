@@ -20,7 +20,7 @@ from pathlib import Path
 from absl import flags
 
 from deepcrl.launch.cli import UsageError, run_main
-from deepcrl.rundir.layout import learners, read_json
+from deepcrl.rundir.layout import NETWORK_FIELDS, learners, read_json
 from deepcrl.rundir.metrics import read_metrics
 from deepcrl.rundir.plots import plot_compare
 from deepcrl.rundir.stats import group, iqm_interval, sort_key
@@ -30,8 +30,6 @@ flags.DEFINE_string("by", None, "Group learners by this config field (e.g. criti
 flags.DEFINE_string("out", "compare.png", "The figure; the table goes beside it as <out>.md")
 
 METRICS = (("eval/time_at_goal", "time at goal (steps)", 1), ("eval/success", "success (any time)", 3))
-# A learner's own network (distributed learners differ from their run's config in these).
-LEARNER_FIELDS = ("critic_depth", "actor_depth", "critic_width", "actor_width")
 
 
 def run_dirs(paths: list[str]) -> list[Path]:
@@ -55,10 +53,10 @@ def run_dirs(paths: list[str]) -> list[Path]:
 def learner_curves(run_dir: Path, by: str | None) -> list[dict]:
     """One row per evaluation of every learner of the run: env, env steps, metrics and the group value."""
     config = read_json(run_dir / "config.json")
-    rows = []
-    several = len(learners(run_dir)) > 1
-    for files in learners(run_dir):
-        settings = {**config, **{k: files.final[k] for k in LEARNER_FIELDS if k in files.final}}
+    rows, found = [], learners(run_dir)
+    several = len(found) > 1
+    for files in found:
+        settings = {**config, **{k: files.final[k] for k in NETWORK_FIELDS if k in files.final}}
         if files.depth is not None:
             settings["critic_depth"] = files.depth
         if by is None:
@@ -74,7 +72,7 @@ def learner_curves(run_dir: Path, by: str | None) -> list[dict]:
 
 
 def check_field(by: str, configs: list[dict]) -> None:
-    known = sorted({k for c in configs for k in c} | set(LEARNER_FIELDS))
+    known = sorted({k for c in configs for k in c} | set(NETWORK_FIELDS))
     if by not in known:
         close = difflib.get_close_matches(by, known, n=1, cutoff=0.75)
         hint = f"did you mean {close[0]}? " if close else ""

@@ -36,7 +36,7 @@ from deepcrl.launch.elastic import load_record, with_attached
 from deepcrl.launch.progress import RoleWatcher
 from deepcrl.launch.supervise import Supervisor
 from deepcrl.rundir import provenance
-from deepcrl.rundir.layout import write_summary
+from deepcrl.rundir.layout import NETWORK_FIELDS, write_summary
 from deepcrl.rundir.metrics import publish_to_wandb, read_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
@@ -79,7 +79,7 @@ def learner_rows(sup: Supervisor, results: dict, run_dir: Path) -> tuple[list[Ro
     for role in learners:
         r = results.get(role.name, detached.get(role.name, {}).get("result"))
         if isinstance(r, dict):
-            shape = {k: getattr(role, k) for k in ("critic_depth", "actor_depth", "critic_width", "actor_width")}
+            shape = {k: getattr(role, k) for k in NETWORK_FIELDS}
             rows.append({**r, "depth": f"{role.critic_depth}", "joined_at_env_steps": max(0, role.joined_at),
                          "folder": role.name, **shape})  # fmt: skip
     return learners, rows

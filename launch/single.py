@@ -59,7 +59,7 @@ from deepcrl.rundir.checkpoints import (
     restore_train_state,
     save_train_state,
 )
-from deepcrl.rundir.layout import relative, write_summary
+from deepcrl.rundir.layout import NETWORK_FIELDS, relative, write_summary
 from deepcrl.rundir.metrics import MetricsLog, read_metrics, truncate_metrics, write_config
 from deepcrl.rundir.plots import plot_success
 
@@ -379,7 +379,7 @@ def _finish(config, carry: Carry, logs: SeedLogs, row: dict) -> dict:
 def _summarise(config, run_dir: Path, learners: list[tuple[Path, int, dict]], mean: dict | None = None) -> None:
     """The summary every topology writes (rundir/layout.py): a row per seed's agent, naming its folder."""
     fields = ("updates", "env_steps", "eval/time_at_goal", "eval/time_at_goal_frac", "eval/success", "epoch")
-    shape = {k: int(config[k]) for k in ("critic_depth", "actor_depth", "critic_width", "actor_width")}
+    shape = {k: int(config[k]) for k in NETWORK_FIELDS}
     rows = [
         {"learner": "single", "seed": seed, "depth": str(config.critic_depth), "folder": relative(folder, run_dir),
          **shape, **{k: final.get(k) for k in fields if k in final}}

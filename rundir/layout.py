@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"
+# A learner's own network, in its row of summary.json (a distributed run's learners differ in them).
+NETWORK_FIELDS = ("critic_depth", "actor_depth", "critic_width", "actor_width")
 SUMMARY_COLUMNS = (
     "learner", "seed", "depth", "updates", "samples_drawn", "env_steps", "eval/time_at_goal",
     "eval/time_at_goal_frac", "eval/success", "joined_at_env_steps",
