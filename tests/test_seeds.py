@@ -34,6 +34,7 @@ from restore_spy import (
 from deepcrl.configs.experiment import resolve
 from deepcrl.learner.agent import make_agent
 from deepcrl.rundir.checkpoints import restore_train_state
+from deepcrl.rundir.layout import learners
 
 ARGS = [
     "--total_env_steps", "44000", "--num_envs", "8", "--num_eval_envs", "4", "--batch_size", "32",
@@ -93,6 +94,12 @@ def test_k_seeds_write_per_seed_rows_and_their_mean(k_seeds):
         assert (k_seeds / f"seed_{s}" / "metrics.csv").exists()
     assert json.loads((k_seeds / "complete.json").read_text())["num_seeds"] == K
     assert (k_seeds / "success.png").exists()
+    # One layout (rundir/layout.py): the summary names each seed's agent and its folder.
+    found = learners(k_seeds)
+    assert [(f.name, f.folder, f.seed) for f in found] == [("single", k_seeds / f"seed_{s}", 5 + s) for s in range(K)]
+    for f in found:
+        complete = json.loads((f.folder / "complete.json").read_text())
+        assert f.final["eval/success"] == complete["eval/success"] and f.final["updates"] == complete["updates"]
 
 
 @pytest.mark.core  # also run on today's JAX (.venv-latest; see .ci/run)
