@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray_cluster import ENV as RAY_ENV
+from ray_cluster import LoopbackCluster
 
 from deepcrl.buffer import replay_backend
 
@@ -85,21 +87,64 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture
-def replay_server(replay):
+def replay_server(replay, request):
     """``start(spec) -> (server, address)`` of the backend ``replay``, for tests that drive roles as plain
-    objects: the Ray backend's store is an actor, so it gets a small Ray of the test's own on loopback,
-    stopped after the test."""
-    started = False
+    objects: the Ray backend's store is an actor, so this process joins the session's Ray cluster."""
     if replay == "ray":
-        import ray
+        request.getfixturevalue("joined_ray")
+    return replay_backend.load(replay).start_server
 
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                     logging_level="ERROR", log_to_driver=False)  # fmt: skip
-    yield replay_backend.load(replay).start_server
-    if started:
+
+# --------------------------------------------------------------------------- one Ray cluster
+# A distributed run on the embedded default starts and stops a Ray of its own (~5 s and ~3 CPU-seconds
+# on two cores). The runs whose test is about something else (a fault, a liveness check, attach/detach)
+# join this one instead, as a user's runs join a cluster with --ray_address: a head on loopback with the
+# embedded default's 8 CPUs, started when first asked for and stopped, every process of it, at the end
+# of the session. Its workers run with the session's XLA cache. Runs that must start their own Ray (the
+# embedded default's own tests, those that pass settings to roles through the environment, the driver
+# killed) do not take it.
+@pytest.fixture(scope="session")
+def _session_cluster(xla_cache):
+    cluster = LoopbackCluster({
+        "JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR", str(xla_cache)),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "TF_CPP_MIN_LOG_LEVEL": "2",
+    })  # fmt: skip
+    try:
+        cluster.start_head(num_cpus=8)
+        yield cluster
+    finally:
+        _, left = cluster.stop()
+        assert not left, f"the session's Ray cluster left processes {left}"
+
+
+@pytest.fixture
+def shared_ray(_session_cluster, monkeypatch) -> list[str]:
+    """``["--ray_address", ADDRESS]`` of the session's cluster, for a run this test starts."""
+    for name, value in RAY_ENV.items():
+        monkeypatch.setenv(name, value)
+    return ["--ray_address", _session_cluster.address]
+
+
+@pytest.fixture(scope="module")
+def joined_ray(_session_cluster):
+    """This test process joined to the session's Ray cluster for a module's tests (already joined: as is)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    ray.init(address=_session_cluster.address, logging_level="ERROR", log_to_driver=False)
+    try:
+        yield
+    finally:
         ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

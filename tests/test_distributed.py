@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 from ml_collections import ConfigDict
+from ray_cluster import LoopbackCluster
 from test_faults import _alive
 
 from deepcrl.configs.defaults import get_config
@@ -114,35 +113,20 @@ def test_topology_on_an_existing_two_node_cluster(tmp_path, replay):
     2): the run's three roles cannot all fit on one node, so the replay serves roles on the other node,
     through that node's own object store, and the run ends with every learner trained. Each node's CPU
     is split into 2 XLA devices, and the learner spreads its update over both (issue 26)."""
-    import os
-
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    port = "6391"
-    # Ray >= 2.5x enables token authentication for `ray start`; this throwaway loopback cluster opts out.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # fmt: skip
-    # Its own temp dir (short: Ray's unix sockets live there) names this cluster's processes, so the
-    # test stops exactly them and leaves any other Ray on the machine alone (`ray stop` would not).
-    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-
-    def ray_start(*args: str) -> None:
-        res = subprocess.run([ray_bin, "start", *args, *common], capture_output=True, text=True, timeout=180, env=env)
-        assert res.returncode == 0, res.stderr[-3000:]
-
+    cluster = LoopbackCluster({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     try:
-        ray_start("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")
-        ray_start(f"--address=127.0.0.1:{port}", "--num-cpus=2")
+        cluster.start_head(num_cpus=1)
+        cluster.add_node(num_cpus=2)
         run_dir = tmp_path / "run"
         res = run_cli("--topology", "actor_learner", *SMALL, "--run_dir", str(run_dir), "--ray_address",
-                      f"127.0.0.1:{port}", "--replay", replay, "--set", "devices_per_learner=2", env=env)  # fmt: skip
+                      cluster.address, "--replay", replay, "--set", "devices_per_learner=2", env=cluster.env)  # fmt: skip
         assert res.returncode == 0, res.stderr[-4000:]
         summary = json.loads((run_dir / "summary.json").read_text())
         assert [r["learner"] for r in summary["learners"]] == ["collector_learner"]
         assert summary["learners"][0]["updates"] > 0 and summary["collector"]["segments_written"] > 0
         assert {r["devices"] for r in _rows(run_dir / "collector_learner" / "metrics.jsonl")} == {2}
         # The roles ran on that cluster, not on an embedded one: its temp dir holds every role's logs ...
-        logs = "\n".join(p.name for p in Path(temp_dir).glob("session_*/logs/worker-*"))
+        logs = "\n".join(p.name for p in Path(cluster.temp_dir).glob("session_*/logs/worker-*"))
         for name, role in summary["roles"].items():
             assert f"-{role['pid']}.out" in logs or f"-{role['pid']}.err" in logs, (name, role["pid"], logs)
         # ... on both of its nodes, the replay apart from at least one of the roles it serves.
@@ -151,52 +135,8 @@ def test_topology_on_an_existing_two_node_cluster(tmp_path, replay):
         assert len(set(nodes.values())) == 2, nodes
         assert any(nodes[n] != nodes["replay"] for n in ("collector", "collector_learner")), nodes
     finally:
-        stopped = _stop_cluster(temp_dir)
-        left = _cluster_pids(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        stopped, left = cluster.stop()
     assert stopped and not left, f"the test's cluster was not stopped: found {stopped}, left {left}"
-
-
-def _cluster_pids(temp_dir: str) -> set[int]:
-    """The processes of the Ray cluster whose temp dir is ``temp_dir``, and all their descendants
-    (workers rename themselves ``ray::…``, so they are found as children of the raylet)."""
-    parents, cluster = {}, set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if temp_dir in cmdline:
-            cluster.add(int(entry.name))
-    grown = True
-    while grown:
-        children = {pid for pid, ppid in parents.items() if ppid in cluster} - cluster
-        cluster |= children
-        grown = bool(children)
-    return cluster
-
-
-def _stop_cluster(temp_dir: str) -> bool:
-    import os
-    import signal
-    import time
-
-    found = False
-    for sig in (signal.SIGTERM, signal.SIGKILL):  # politely first
-        pids = _cluster_pids(temp_dir)
-        found = found or bool(pids)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + 20
-        while time.time() < deadline and _cluster_pids(temp_dir):
-            time.sleep(0.2)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -347,12 +287,12 @@ def test_ctrl_c_stops_every_role_and_keeps_final_checkpoints(tmp_path, replay):
     assert any((run_dir / "replay").iterdir())  # the replay tables were checkpointed too
 
 
-def test_a_role_that_dies_beyond_max_role_restarts_ends_the_run_with_its_name(tmp_path, replay):
+def test_a_role_that_dies_beyond_max_role_restarts_ends_the_run_with_its_name(tmp_path, replay, shared_ray):
     """Fault injection: SIGKILL of the driving learner, found through roles.json, with no restart allowed."""
     import os
     import signal
 
-    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000", "--set", "max_role_restarts=0", "--replay", replay)
+    proc, run_dir = _start_cli(tmp_path, "--num_evals", "50000", "--set", "max_role_restarts=0", "--replay", replay, *shared_ray)
     latest = [run_dir / n / "checkpoints" / "latest" for n in ("collector_learner", "learner1_d4")]
     try:
         _wait_for(lambda: _learners_training(run_dir) and all(p.is_dir() for p in latest), timeout=240)

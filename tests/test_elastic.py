@@ -46,10 +46,10 @@ def _refusals_of_a_live_run(R: str) -> None:
         assert rc == 2 and err.startswith("error:") and needle in err, (needle, rc, err)
 
 
-def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path, replay):
+def test_attach_and_detach_learners_on_a_live_run_then_resume_it(tmp_path, replay, shared_ray):
     run_dir, R = tmp_path / "run", str(tmp_path / "run")
     args = ["--topology", "collector_deep_learner_shallow", *TINY, "--total_env_steps", "50000000",
-            "--num_evals", "400", "--set", "spare_tables=1", "--replay", replay]  # fmt: skip
+            "--num_evals", "400", "--set", "spare_tables=1", "--replay", replay, *shared_ray]  # fmt: skip
     proc = _start(run_dir, *args)
     try:
         _wait_for(lambda: len(_rows(run_dir / "learner1_d4" / "metrics.jsonl")) >= 2, 300, "training", proc)
@@ -153,13 +153,13 @@ def test_attach_refuses_what_is_not_a_live_distributed_run(tmp_path):
 
 
 @pytest.mark.ray_lane
-def test_a_warm_attach_then_learners_from_the_runs_replay_checkpoint(tmp_path, replay):
+def test_a_warm_attach_then_learners_from_the_runs_replay_checkpoint(tmp_path, replay, shared_ray):
     """With attach_warm_start the spare is fed (and drained) from the start, so an attached learner
     trains at once on what it holds. Then new learners of other depths train on the fixed data the
     run's replay checkpoint holds; that run is left as it was."""
     source, R = tmp_path / "source", str(tmp_path / "source")
     proc = _start(source, "--topology", "actor_learner", *TINY, "--total_env_steps", "50000000", "--num_evals",
-                  "400", "--set", "spare_tables=1", "--set", "attach_warm_start=true", "--replay", replay)  # fmt: skip
+                  "400", "--set", "spare_tables=1", "--set", "attach_warm_start=true", "--replay", replay, *shared_ray)  # fmt: skip
     try:
         _wait_for(lambda: len(_rows(source / "collector_learner" / "metrics.jsonl")) >= 2, 300, "training", proc)
         rc, out, err = _cli("--attach", R, "--learner_depths", "4", "--set", "attach_warm_start=true")

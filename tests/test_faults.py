@@ -212,12 +212,12 @@ def test_a_topology_bigger_than_the_cluster_exits_2_before_launch(tmp_path):
 # ----------------------------------------------------------------------------- role restarts
 
 
-def test_kill_9_of_a_train_only_learner_restarts_it_and_the_run_goes_on(tmp_path, replay):
+def test_kill_9_of_a_train_only_learner_restarts_it_and_the_run_goes_on(tmp_path, replay, shared_ray):
     run_dir = tmp_path / "run"
     name = "learner1_d4"
     proc = _start(
         run_dir, "--topology", "decoupling", *TINY, "--total_env_steps", "100000000", "--num_evals", "100000",
-        "--replay", replay,
+        "--replay", replay, *shared_ray,
     )  # fmt: skip
     try:
         ckpt = run_dir / name / "checkpoints" / "latest"
@@ -322,13 +322,13 @@ def test_kill_9_of_the_driver_then_resume_continues_counters_and_metrics(tmp_pat
 
 
 @pytest.mark.ray_lane
-def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_path, replay):
-    """One actor_learner run survives each of its roles being killed in turn."""
+def test_kill_9_of_the_collector_then_the_replay_then_the_driving_learner(tmp_path, replay, shared_ray):
+    """One actor_learner run (on the session's Ray cluster) survives each of its roles being killed in turn."""
     run_dir = tmp_path / "run"
     name = "collector_learner"
     proc = _start(
         run_dir, "--topology", "actor_learner", *TINY, "--total_env_steps", "100000000", "--num_evals", "100000",
-        "--replay", replay,
+        "--replay", replay, *shared_ray,
     )  # fmt: skip
 
     def record() -> dict:

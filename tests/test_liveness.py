@@ -49,11 +49,11 @@ def _freeze_and_wait_for_replacement(run_dir, names: tuple[str, ...], proc, slow
 
 
 @pytest.mark.ray_lane
-def test_frozen_roles_are_killed_and_replaced_and_a_slow_one_is_left_alone(tmp_path, replay):
+def test_frozen_roles_are_killed_and_replaced_and_a_slow_one_is_left_alone(tmp_path, replay, shared_ray):
     run_dir = tmp_path / "run"
     proc = _start(
         run_dir, "--topology", "decoupling", *TINY, "--total_env_steps", "100000000", "--num_evals", "100000",
-        "--replay", replay,
+        "--replay", replay, *shared_ray,
         "--set", f"role_stall_timeout_s={STALL_S}", "--set", f"role_start_timeout_s={START_S}",
         "--set", "role_progress_every_s=1",
     )  # fmt: skip

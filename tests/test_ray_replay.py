@@ -388,19 +388,7 @@ def test_frozen_copy_lifts_the_rate_limits(tmp_path):
 
 
 # ------------------------------------------------------------------- through Ray
-@pytest.fixture(scope="module")
-def local_ray():
-    """One small Ray of this module's own on loopback (or the one this process is already joined to)."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 logging_level="ERROR", log_to_driver=False)  # fmt: skip
-    yield
-    if started:
-        ray.shutdown()
-
-
-def test_writer_and_sampler_through_the_object_store(local_ray):
+def test_writer_and_sampler_through_the_object_store(joined_ray):
     spec = spec_for()
     server, address = rp.start_server(spec)
     try:
@@ -435,7 +423,7 @@ def test_writer_and_sampler_through_the_object_store(local_ray):
         server.stop()
 
 
-def test_limits_and_timeouts_through_ray(local_ray):
+def test_limits_and_timeouts_through_ray(joined_ray):
     spec = spec_for(min_size_steps=2 * L, samples_per_insert=1.0, error_buffer=2.0)
     server, address = rp.start_server(spec)
     writer, sampler = rc.SegmentWriter(address, spec, tables=["deep"]), None
@@ -467,7 +455,7 @@ def test_limits_and_timeouts_through_ray(local_ray):
         server.stop()
 
 
-def test_restart_restores_and_a_dead_stores_clients_wait_as_reverbs_do(local_ray, tmp_path):
+def test_restart_restores_and_a_dead_stores_clients_wait_as_reverbs_do(joined_ray, tmp_path):
     spec = spec_for(capacity_items=8, tables=("deep",))
     root = tmp_path / "replay"
     server, address = rp.start_server(spec, checkpoint_dir=str(root))
