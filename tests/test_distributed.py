@@ -1,4 +1,5 @@
-"""Distributed topologies through a real Reverb server and real Ray (embedded and a local cluster)."""
+"""Distributed topologies through a real replay server and real Ray (embedded, the session's loopback
+cluster, and a two-node one)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Elastic learners (issue 19): attach learners to a live distributed run and detach them, for real.
 
-One real run (embedded Ray, real Reverb server, real processes) is driven through the same
+One real run (on the session's loopback Ray cluster, real replay server, real processes) is driven through the same
 commands a user types: ``launch/run.py --attach RUN`` / ``--detach RUN --role NAME``.
 """
 

@@ -1,7 +1,8 @@
 """Fault tolerance of distributed runs (issue 9), with real faults: kill -9 of real processes.
 
-Every role's PID comes from ``RUN/roles.json``; Ray is the run's own embedded
-instance (started and stopped by the run), so no other Ray on the machine is touched.
+Every role's PID comes from ``RUN/roles.json``, so only the run's own processes are touched. Ray is the
+run's own embedded instance where the test is about it (the driver killed), else the session's loopback
+cluster (``shared_ray``, tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 One endless ``decoupling`` run on point_mass is frozen: a train-only learner, then the collector and
 the replay server together (a role frozen while it starts: ``test_start_faults.py``); a second learner
-is paused for less than the limit (slow, not stalled) meanwhile and must be left alone. PIDs come from ``RUN/roles.json``;
-Ray is the run's own embedded instance, so no other process on the machine is touched.
+is paused for less than the limit (slow, not stalled) meanwhile and must be left alone. PIDs come from ``RUN/roles.json``,
+so only the run's own processes are touched (its Ray is the session's loopback cluster).
 """
 
 from __future__ import annotations
