@@ -7,6 +7,7 @@ it stops exactly them and leaves any other Ray on the machine alone (``ray stop`
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,7 +61,7 @@ class LoopbackCluster:
             while time.time() < deadline and self.pids():
                 time.sleep(0.2)
         left = self.pids()
-        subprocess.run(["rm", "-rf", self.temp_dir], check=False)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
         return found, left
 
 
